@@ -1,0 +1,145 @@
+/**
+ * Backends: where a prctl goes. `native` is the kernel through the addon; `emulated` is lib/emulator.ts.
+ * Both expose the same syscall-shaped calls (result or -errno), so the public API and the conformance table
+ * treat them alike. Not part of the public API (the conformance tests use `raw`).
+ */
+import * as os from 'node:os';
+import { EmulatedKernel, EmulatorOptions } from './emulator';
+import { FailureContext, IoFlusherError } from './errors';
+import { EINVAL } from './kernel-constants';
+import { loadNativeBinding, NativeBinding } from './native-binding';
+import { capabilitiesFromStatus, inUserNamespace, readStatus, seccompModeFromStatus } from './procfs';
+
+export type BackendName = 'native' | 'emulated';
+export type BackendChoice = BackendName | 'auto';
+export const BACKEND_ENV = 'IO_FLUSHER_BACKEND';
+export const BACKEND_CHOICES: readonly BackendChoice[] = ['auto', 'native', 'emulated'];
+
+export interface KernelBackend {
+  readonly name: BackendName;
+  /** prctl(PR_SET_IO_FLUSHER, value, 0, 0, 0): 0 or -errno. */
+  set(value: 0 | 1): number;
+  /** prctl(PR_GET_IO_FLUSHER, 0, 0, 0, 0): 0, 1 or -errno. */
+  get(): number;
+  /** prctl with every argument as given: result or -errno. */
+  raw(option: number, arg2: bigint, arg3: bigint, arg4: bigint, arg5: bigint): number;
+  /** The calling thread's kernel tid. */
+  threadId(): number;
+  /** Context for explaining a failure; gathered only after one. */
+  failureContext(): FailureContext;
+  /** The emulator behind an emulated backend. */
+  readonly emulator?: EmulatedKernel;
+  /** The addon's file for a native backend. */
+  readonly bindingPath?: string;
+}
+
+function realFailureContext(): FailureContext {
+  let capSysResource: boolean | undefined;
+  let seccompMode: number | undefined;
+  try {
+    const status = readStatus('self');
+    capSysResource = capabilitiesFromStatus(status).sysResource;
+    seccompMode = seccompModeFromStatus(status);
+  } catch {
+    // No /proc: leave unknown.
+  }
+  return { emulated: false, capSysResource, inUserNamespace: inUserNamespace(), kernelRelease: os.release(), seccompMode };
+}
+
+export function nativeBackend(binding: NativeBinding, bindingPath: string): KernelBackend {
+  return {
+    name: 'native',
+    bindingPath,
+    set: (value) => binding.setIoFlusher(value),
+    get: () => binding.getIoFlusher(),
+    raw: (option, a2, a3, a4, a5) => binding.prctlRaw(option, a2, a3, a4, a5),
+    threadId: () => binding.gettid(),
+    failureContext: realFailureContext,
+  };
+}
+
+export function emulatedBackend(options: EmulatorOptions = {}): KernelBackend {
+  const emulator = new EmulatedKernel(options);
+  return {
+    name: 'emulated',
+    emulator,
+    set: (value) => emulator.prctl(57, BigInt(value), 0n, 0n, 0n),
+    get: () => emulator.prctl(58, 0n, 0n, 0n, 0n),
+    raw: (option, a2, a3, a4, a5) => emulator.prctl(option, a2, a3, a4, a5),
+    threadId: () => emulator.threadId,
+    failureContext: () => ({
+      emulated: true,
+      capSysResource: emulator.capSysResource,
+      inUserNamespace: false,
+      kernelRelease: emulator.kernelSupport ? os.release() : '5.5.0-emulated',
+      seccompMode: undefined,
+    }),
+  };
+}
+
+/** A chosen backend, with why it was chosen; `warning` is set when the choice means protection is NOT in effect. */
+export interface BackendSelection {
+  backend: KernelBackend;
+  reason: string;
+  warning?: string;
+}
+
+/** Reads IO_FLUSHER_BACKEND; undefined when unset. */
+export function backendFromEnvironment(): BackendChoice | undefined {
+  const value = process.env[BACKEND_ENV];
+  if (value === undefined || value === '') return undefined;
+  if (!(BACKEND_CHOICES as readonly string[]).includes(value)) {
+    throw new RangeError(`${BACKEND_ENV} must be one of ${BACKEND_CHOICES.join(', ')}; got ${JSON.stringify(value)}`);
+  }
+  return value as BackendChoice;
+}
+
+/**
+ * Chooses a backend. `native` never falls back: a missing addon throws. `auto` takes native when the addon loads
+ * and the kernel has the feature (PR_GET_IO_FLUSHER answers anything but EINVAL: EPERM is a real answer from a
+ * kernel that has it); otherwise the emulator, with a warning.
+ */
+export function selectBackend(choice: BackendChoice, source: string, emulatorOptions?: EmulatorOptions): BackendSelection {
+  if (choice === 'emulated') {
+    return {
+      backend: emulatedBackend(emulatorOptions),
+      reason: `emulator chosen by ${source}`,
+      warning:
+        source === BACKEND_ENV
+          ? `io-flusher: IO_FLUSHER protection is NOT in effect: ${BACKEND_ENV}=emulated selects the emulator, which protects nothing`
+          : undefined,
+    };
+  }
+  const native = loadNativeBinding();
+  if (choice === 'native') {
+    if (!native.loaded) {
+      throw new IoFlusherError({
+        code: 'ERR_IO_FLUSHER_NATIVE_UNAVAILABLE',
+        reason: 'native-unavailable',
+        message: `ERR_IO_FLUSHER_NATIVE_UNAVAILABLE: the native backend was required (${source})`,
+        hint: native.error,
+      });
+    }
+    return { backend: nativeBackend(native.binding, native.path), reason: `native backend chosen by ${source}` };
+  }
+  let why: string;
+  if (process.platform !== 'linux') {
+    why = `platform ${process.platform} has no PR_SET_IO_FLUSHER (Linux >= 5.6 only)`;
+  } else if (!native.loaded) {
+    why = native.error;
+  } else {
+    const rc = native.binding.getIoFlusher();
+    if (rc !== -EINVAL) {
+      return {
+        backend: nativeBackend(native.binding, native.path),
+        reason: `kernel ${os.release()} has IO_FLUSHER (PR_GET_IO_FLUSHER answered ${rc < 0 ? `errno ${-rc}` : rc})`,
+      };
+    }
+    why = `kernel ${os.release()} answered EINVAL to PR_GET_IO_FLUSHER: it lacks IO_FLUSHER (Linux >= 5.6), or a seccomp filter hides it`;
+  }
+  return {
+    backend: emulatedBackend(emulatorOptions),
+    reason: `emulator, because ${why}`,
+    warning: `io-flusher: IO_FLUSHER protection is NOT in effect, using the emulator: ${why}`,
+  };
+}

@@ -1,0 +1,220 @@
+/**
+ * A pure-TypeScript model of the kernel's IO_FLUSHER behaviour, for test suites on kernels (or platforms) that
+ * lack it. It protects nothing: everything it answers is marked emulated, and the default API warns when it is
+ * chosen automatically. The conformance table in test/conformance-cases.ts runs against it and, inside a VM, against
+ * real kernels; both must agree exactly.
+ *
+ * The model (kernel/sys.c, prctl handler, identical from 5.6 to 6.18):
+ *   PR_SET_IO_FLUSHER: !capable(CAP_SYS_RESOURCE) -> EPERM; arg3|arg4|arg5 -> EINVAL; arg2 == 1 sets
+ *     PF_MEMALLOC_NOIO|PF_LOCAL_THROTTLE, arg2 == 0 clears them, anything else -> EINVAL.
+ *   PR_GET_IO_FLUSHER: !capable -> EPERM; arg2..arg5 -> EINVAL; 1 when BOTH bits are set, else 0.
+ *   The capability is checked before the arguments. A kernel older than 5.6 answers EINVAL to both options.
+ *
+ * State is per thread, like current->flags: each JS thread (main thread, each Worker) has its own. A thread created
+ * after a change inherits the creator's state (clone copies task flags), one created before does not:
+ * - Workers: through worker_threads environment data, which Node copies into each new Worker at construction.
+ * - Child processes: through the environment variable IO_FLUSHER_EMULATED_FLAGS, which children started with the
+ *   default environment receive. A child given an explicit `env` does not inherit: the real kernel would.
+ * A registry shared by the threads of the process (a SharedArrayBuffer, also passed through environment data) maps
+ * thread ids to their modelled flags, so the flags reader shows every thread's emulated state consistently.
+ */
+import * as fs from 'node:fs';
+import * as wt from 'node:worker_threads';
+import {
+  CAP_SYS_RESOURCE,
+  EINVAL,
+  EPERM,
+  IO_FLUSHER_FLAGS,
+  PF_SUPERPRIV,
+  PR_GET_IO_FLUSHER,
+  PR_SET_IO_FLUSHER,
+} from './kernel-constants';
+
+/** Environment variable through which emulated task flags pass to child processes (hex). */
+export const EMULATED_FLAGS_ENV = 'IO_FLUSHER_EMULATED_FLAGS';
+/** Environment variable that sets the emulated capability ('1' held, '0' not) instead of the real one. */
+export const EMULATED_CAPABILITY_ENV = 'IO_FLUSHER_EMULATED_CAP_SYS_RESOURCE';
+/** Environment variable that makes the emulator model a kernel older than 5.6 ('0'). */
+export const EMULATED_SUPPORT_ENV = 'IO_FLUSHER_EMULATED_KERNEL_SUPPORT';
+
+const ENV_DATA_FLAGS = 'io-flusher:emulated-flags';
+const ENV_DATA_REGISTRY = 'io-flusher:emulated-registry';
+const REGISTRY_SLOTS = 4096;
+
+export interface EmulatorOptions {
+  /** Whether the modelled process holds CAP_SYS_RESOURCE. Default: IO_FLUSHER_EMULATED_CAP_SYS_RESOURCE, else what
+   * the process really holds (its effective set in /proc/self/status; off Linux, whether it runs as uid 0). */
+  capSysResource?: boolean;
+  /** false models a kernel older than 5.6 (EINVAL to both options). Default true, or IO_FLUSHER_EMULATED_KERNEL_SUPPORT. */
+  kernelSupport?: boolean;
+}
+
+function envBoolean(name: string): boolean | undefined {
+  const value = process.env[name];
+  if (value === undefined || value === '') return undefined;
+  if (value === '1' || value === 'true') return true;
+  if (value === '0' || value === 'false') return false;
+  throw new RangeError(`${name} must be '1' or '0', got ${JSON.stringify(value)}`);
+}
+
+/** Whether this process really holds CAP_SYS_RESOURCE in its effective set. */
+export function realCapSysResource(): boolean {
+  try {
+    const status = fs.readFileSync('/proc/self/status', 'latin1');
+    const match = /^CapEff:\s*([0-9a-f]+)$/m.exec(status);
+    if (match) return ((BigInt(`0x${match[1]}`) >> BigInt(CAP_SYS_RESOURCE)) & 1n) === 1n;
+  } catch {
+    // Not Linux (or no /proc): fall through.
+  }
+  return process.getuid?.() === 0;
+}
+
+/** The calling thread's id: the kernel tid on Linux, a stable stand-in elsewhere. */
+function currentThreadId(): number {
+  try {
+    const link = fs.readlinkSync('/proc/thread-self');
+    return Number(link.slice(link.lastIndexOf('/') + 1));
+  } catch {
+    return wt.isMainThread ? process.pid : process.pid * 100000 + wt.threadId;
+  }
+}
+
+/** Shared tid -> flags table. Slot i: [2i] = tid (0 = free), [2i+1] = modelled flags. */
+class ThreadRegistry {
+  constructor(private readonly slots: Int32Array) {}
+
+  static forThisThread(): ThreadRegistry {
+    let buffer = wt.getEnvironmentData(ENV_DATA_REGISTRY) as SharedArrayBuffer | undefined;
+    if (!(buffer instanceof SharedArrayBuffer)) {
+      buffer = new SharedArrayBuffer(REGISTRY_SLOTS * 2 * Int32Array.BYTES_PER_ELEMENT);
+      wt.setEnvironmentData(ENV_DATA_REGISTRY, buffer);
+    }
+    return new ThreadRegistry(new Int32Array(buffer));
+  }
+
+  get(tid: number): number | undefined {
+    for (let i = 0; i < this.slots.length; i += 2) {
+      if (Atomics.load(this.slots, i) === tid) return Atomics.load(this.slots, i + 1) >>> 0;
+    }
+    return undefined;
+  }
+
+  set(tid: number, flags: number): void {
+    for (let i = 0; i < this.slots.length; i += 2) {
+      const owner = Atomics.load(this.slots, i);
+      if (owner === tid || (owner === 0 && Atomics.compareExchange(this.slots, i, 0, tid) === 0)) {
+        Atomics.store(this.slots, i + 1, flags | 0);
+        return;
+      }
+    }
+    // Full: a process with more than REGISTRY_SLOTS emulated threads. The calling thread's own state still works.
+  }
+
+  /** Every thread id with a modelled state. */
+  entries(): Array<[number, number]> {
+    const out: Array<[number, number]> = [];
+    for (let i = 0; i < this.slots.length; i += 2) {
+      const tid = Atomics.load(this.slots, i);
+      if (tid !== 0) out.push([tid, Atomics.load(this.slots, i + 1) >>> 0]);
+    }
+    return out;
+  }
+
+  delete(tid: number): void {
+    for (let i = 0; i < this.slots.length; i += 2) {
+      if (Atomics.load(this.slots, i) === tid) {
+        Atomics.store(this.slots, i + 1, 0);
+        Atomics.store(this.slots, i, 0);
+      }
+    }
+  }
+}
+
+function inheritedFlags(): number {
+  const fromCreator = wt.getEnvironmentData(ENV_DATA_FLAGS);
+  let flags = 0;
+  const fromParent = process.env[EMULATED_FLAGS_ENV];
+  if (typeof fromCreator === 'number') flags = fromCreator;
+  else if (fromParent && /^[0-9a-f]{1,8}$/i.test(fromParent)) flags = Number.parseInt(fromParent, 16);
+  // copy_process() clears PF_SUPERPRIV in the new task (kernel/fork.c); the IO_FLUSHER bits are copied.
+  return (flags & ~PF_SUPERPRIV) >>> 0;
+}
+
+/** One modelled kernel as seen from the calling JS thread. */
+export class EmulatedKernel {
+  readonly capSysResource: boolean;
+  readonly kernelSupport: boolean;
+  private readonly registry = ThreadRegistry.forThisThread();
+  private readonly tid = currentThreadId();
+
+  constructor(options: EmulatorOptions = {}) {
+    this.capSysResource = options.capSysResource ?? envBoolean(EMULATED_CAPABILITY_ENV) ?? realCapSysResource();
+    this.kernelSupport = options.kernelSupport ?? envBoolean(EMULATED_SUPPORT_ENV) ?? true;
+    if (this.registry.get(this.tid) === undefined) {
+      this.registry.set(this.tid, inheritedFlags());
+      // A Worker's tid can be reused after it exits; drop its entry then.
+      if (!wt.isMainThread) process.once('exit', () => this.registry.delete(this.tid));
+    }
+  }
+
+  /** The modelled task flags (only the bits the model owns) of a thread of this process, if it is known. */
+  flagsOf(tid: number): number | undefined {
+    return this.registry.get(tid);
+  }
+
+  /** Every thread of this process with a modelled state: [tid, flags]. */
+  knownThreads(): Array<[number, number]> {
+    return this.registry.entries();
+  }
+
+  /** The calling thread's id, as the model keys it. */
+  get threadId(): number {
+    return this.tid;
+  }
+
+  /** The calling thread's modelled task flags. */
+  get flags(): number {
+    return this.registry.get(this.tid) ?? 0;
+  }
+
+  /** Sets the modelled flags of a thread of this process, as the process-wide set does for threads it reaches. */
+  setFlagsOf(tid: number, flags: number): void {
+    this.registry.set(tid, flags >>> 0);
+    if (tid === this.tid) this.publishForNewThreads(flags >>> 0);
+  }
+
+  private publishForNewThreads(flags: number): void {
+    // What threads and processes created from now on by this thread inherit.
+    wt.setEnvironmentData(ENV_DATA_FLAGS, flags);
+    if (flags & IO_FLUSHER_FLAGS) process.env[EMULATED_FLAGS_ENV] = flags.toString(16);
+    else delete process.env[EMULATED_FLAGS_ENV];
+  }
+
+  /** capable(CAP_SYS_RESOURCE): a successful check marks the task PF_SUPERPRIV (kernel/capability.c). */
+  private capable(): boolean {
+    if (!this.capSysResource) return false;
+    this.setFlagsOf(this.tid, this.flags | PF_SUPERPRIV);
+    return true;
+  }
+
+  /** prctl(option, arg2..arg5) on the calling thread: the result, or -errno. */
+  prctl(option: number, arg2: bigint, arg3: bigint, arg4: bigint, arg5: bigint): number {
+    if (!this.kernelSupport) return -EINVAL; // kernel/sys.c: default: error = -EINVAL
+    switch (option) {
+      case PR_SET_IO_FLUSHER:
+        if (!this.capable()) return -EPERM;
+        if (arg3 || arg4 || arg5) return -EINVAL;
+        if (arg2 === 1n) this.setFlagsOf(this.tid, this.flags | IO_FLUSHER_FLAGS);
+        else if (arg2 === 0n) this.setFlagsOf(this.tid, this.flags & ~IO_FLUSHER_FLAGS);
+        else return -EINVAL;
+        return 0;
+      case PR_GET_IO_FLUSHER:
+        if (!this.capable()) return -EPERM;
+        if (arg2 || arg3 || arg4 || arg5) return -EINVAL;
+        return (this.flags & IO_FLUSHER_FLAGS) === IO_FLUSHER_FLAGS ? 1 : 0;
+      default:
+        // Only the IO_FLUSHER pair is modelled; the emulator never pretends to know other options.
+        return -EINVAL;
+    }
+  }
+}

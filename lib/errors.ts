@@ -1,0 +1,153 @@
+/**
+ * IoFlusherError: shaped like Node's own system errors (src/api/exceptions.cc): message "CODE: description, syscall",
+ * `code`, negative `errno`, `syscall`; plus `reason` to branch on and `hint` saying what to do about it.
+ */
+import * as util from 'node:util';
+import { EINVAL, EPERM, IO_FLUSHER_MIN_KERNEL, PRCTL_OPTION_NAMES } from './kernel-constants';
+
+/**
+ * Why a call failed, for callers that branch:
+ * - `missing-capability`: EPERM, the process lacks CAP_SYS_RESOURCE in the initial user namespace.
+ * - `refused-by-filter`: EPERM although CAP_SYS_RESOURCE is held: a seccomp filter or an LSM refused it.
+ * - `kernel-lacks-support`: EINVAL to valid arguments: the kernel (as this process sees it) has no IO_FLUSHER.
+ * - `verification-failed`: the call succeeded but reading the state back disagrees.
+ * - `no-such-thread`: a /proc lookup named a thread or process that does not exist.
+ * - `native-unavailable`: the native addon could not be loaded and the native backend was required.
+ * - `unexpected-errno`: any other errno.
+ */
+export type IoFlusherErrorReason =
+  | 'missing-capability'
+  | 'refused-by-filter'
+  | 'kernel-lacks-support'
+  | 'verification-failed'
+  | 'no-such-thread'
+  | 'native-unavailable'
+  | 'unexpected-errno';
+
+export interface IoFlusherErrorFields {
+  code: string;
+  errno?: number;
+  syscall?: string;
+  option?: string;
+  path?: string;
+  reason: IoFlusherErrorReason;
+  message: string;
+  hint: string;
+  emulated?: boolean;
+  cause?: unknown;
+}
+
+export class IoFlusherError extends Error {
+  /** 'EPERM', 'EINVAL', 'ESRCH', ... or 'ERR_IO_FLUSHER_VERIFY' / 'ERR_IO_FLUSHER_NATIVE_UNAVAILABLE'. */
+  readonly code: string;
+  /** Negative errno, as in Node's system errors; undefined when no system call failed. */
+  readonly errno: number | undefined;
+  readonly syscall: string | undefined;
+  /** The prctl option, e.g. 'PR_SET_IO_FLUSHER'. */
+  readonly option: string | undefined;
+  readonly path: string | undefined;
+  readonly reason: IoFlusherErrorReason;
+  /** What to do about it. Also appended to `message`. */
+  readonly hint: string;
+  /** True when the emulator, not the kernel, produced this answer. */
+  readonly emulated: boolean;
+
+  constructor(fields: IoFlusherErrorFields) {
+    super(`${fields.message}: ${fields.hint}`, fields.cause === undefined ? undefined : { cause: fields.cause });
+    this.name = 'IoFlusherError';
+    this.code = fields.code;
+    this.errno = fields.errno;
+    this.syscall = fields.syscall;
+    this.option = fields.option;
+    this.path = fields.path;
+    this.reason = fields.reason;
+    this.hint = fields.hint;
+    this.emulated = fields.emulated ?? false;
+  }
+}
+
+/** What the failure diagnosis looks at; gathered only once a call has failed. */
+export interface FailureContext {
+  emulated: boolean;
+  /** CAP_SYS_RESOURCE in the effective set (as the backend sees it). */
+  capSysResource: boolean | undefined;
+  inUserNamespace: boolean | undefined;
+  kernelRelease: string;
+  seccompMode: number | undefined;
+}
+
+/** "5.10.0-28-amd64" -> [5, 10]; undefined when it does not look like a Linux release. */
+export function parseKernelRelease(release: string): [number, number] | undefined {
+  const match = /^(\d+)\.(\d+)/.exec(release);
+  return match ? [Number(match[1]), Number(match[2])] : undefined;
+}
+
+export function kernelHasIoFlusher(release: string): boolean | undefined {
+  const version = parseKernelRelease(release);
+  if (!version) return undefined;
+  const [major, minor] = IO_FLUSHER_MIN_KERNEL;
+  return version[0] > major || (version[0] === major && version[1] >= minor);
+}
+
+const GRANT_CAPABILITY =
+  'grant CAP_SYS_RESOURCE: run as root with it in the bounding set, `docker run --cap-add SYS_RESOURCE` ' +
+  '(Kubernetes: securityContext.capabilities.add: ["SYS_RESOURCE"]), or in a systemd unit ' +
+  '`AmbientCapabilities=CAP_SYS_RESOURCE` (and CapabilityBoundingSet must include it)';
+
+function errnoDescription(errno: number): [string, string] {
+  const entry = util.getSystemErrorMap().get(-errno);
+  return entry ? [entry[0], entry[1]] : [`E${errno}`, `errno ${errno}`];
+}
+
+/** Builds the error for a prctl that returned -errno, with the reason and what to do. */
+export function prctlFailure(option: number, negErrno: number, context: FailureContext): IoFlusherError {
+  const errno = -negErrno;
+  const [code, description] = errnoDescription(errno);
+  const optionName = PRCTL_OPTION_NAMES[option] ?? `option ${option}`;
+  const message = `${code}: ${description}, prctl ${optionName}${context.emulated ? ' (emulated kernel)' : ''}`;
+  let reason: IoFlusherErrorReason;
+  let hint: string;
+  if (errno === EPERM && context.inUserNamespace && !context.emulated) {
+    reason = 'missing-capability';
+    hint =
+      'this process runs in a user namespace (e.g. a rootless container), and the kernel checks CAP_SYS_RESOURCE in ' +
+      'the initial user namespace, which it never has there; start the daemon from real root and ' +
+      GRANT_CAPABILITY;
+  } else if (errno === EPERM && context.capSysResource === true) {
+    reason = 'refused-by-filter';
+    hint =
+      'the process holds CAP_SYS_RESOURCE, so a seccomp filter' +
+      (context.seccompMode === 2 ? ' (this process has one: Seccomp: 2 in /proc/self/status)' : '') +
+      ' or a security module (AppArmor, SELinux) refused the call; allow prctl options 57 and 58 in its policy';
+  } else if (errno === EPERM) {
+    reason = 'missing-capability';
+    hint = `the process lacks CAP_SYS_RESOURCE, which the kernel requires even to read or clear the flag; ${GRANT_CAPABILITY}`;
+  } else if (errno === EINVAL) {
+    reason = 'kernel-lacks-support';
+    const has = kernelHasIoFlusher(context.kernelRelease);
+    if (has === false) {
+      hint = `kernel ${context.kernelRelease} is older than Linux 5.6, which added PR_SET_IO_FLUSHER; upgrade the kernel`;
+    } else {
+      hint =
+        `the arguments were valid (io-flusher checks them first), so the kernel as this process sees it lacks ` +
+        `IO_FLUSHER (Linux >= 5.6 is needed). Kernel ${context.kernelRelease || 'unknown'} should have it` +
+        (context.seccompMode === 2
+          ? ', and this process runs under a seccomp filter (Seccomp: 2), which probably answers EINVAL'
+          : ', so a seccomp filter or security module probably answers EINVAL') +
+        '; the daemon can hang when memory is low';
+    }
+  } else {
+    reason = 'unexpected-errno';
+    hint = `prctl answered ${code}, which the kernel's IO_FLUSHER handler never returns itself; something between (a seccomp filter, an LSM) did`;
+  }
+  return new IoFlusherError({
+    code,
+    errno: -errno,
+    syscall: 'prctl',
+    option: optionName,
+    reason,
+    message,
+    hint,
+    emulated: context.emulated,
+  });
+}

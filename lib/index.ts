@@ -1,0 +1,97 @@
+/**
+ * io-flusher: PR_SET_IO_FLUSHER for Node.js storage daemons.
+ *
+ * The plain functions use a default instance whose backend comes from IO_FLUSHER_BACKEND ('auto' when unset).
+ * `auto` uses the kernel when it has the feature, and otherwise the emulator with a process warning
+ * (code IO_FLUSHER_EMULATED): protection is then NOT in effect. See README.md.
+ */
+import { backendFromEnvironment, BACKEND_ENV } from './backend';
+import { IoFlusher, IoFlusherOptions, ProbeResult } from './io-flusher';
+import { capabilitiesFromStatus, CapabilitySets, readStatus, ThreadFlags } from './procfs';
+import { assertId } from './validate';
+
+export { IoFlusher } from './io-flusher';
+export type { IoFlusherOptions, ProbeResult } from './io-flusher';
+export { IoFlusherError } from './errors';
+export type { IoFlusherErrorReason } from './errors';
+export type { ThreadFlags, CapabilitySets } from './procfs';
+export type { BackendName, BackendChoice } from './backend';
+export type { EmulatorOptions } from './emulator';
+export {
+  PR_SET_IO_FLUSHER,
+  PR_GET_IO_FLUSHER,
+  PF_MEMALLOC,
+  PF_MEMALLOC_NOFS,
+  PF_MEMALLOC_NOIO,
+  PF_LOCAL_THROTTLE,
+  PF_MEMALLOC_PIN,
+  IO_FLUSHER_FLAGS,
+} from './kernel-constants';
+
+/** The `code` of the process warning emitted when the emulator stands in for the kernel. */
+export const EMULATED_WARNING_CODE = 'IO_FLUSHER_EMULATED';
+
+function emitBackendWarning(instance: IoFlusher): void {
+  if (instance.warning) process.emitWarning(instance.warning, { type: 'IoFlusherWarning', code: EMULATED_WARNING_CODE });
+}
+
+let defaultInstance: IoFlusher | undefined;
+
+/** The instance behind the plain functions (one per thread), created on first use. */
+export function defaultIoFlusher(): IoFlusher {
+  if (!defaultInstance) {
+    const fromEnv = backendFromEnvironment();
+    defaultInstance = new IoFlusher({ backend: fromEnv ?? 'auto' }, fromEnv ? BACKEND_ENV : 'default (auto)');
+    emitBackendWarning(defaultInstance);
+  }
+  return defaultInstance;
+}
+
+/**
+ * The same calls bound to one backend: 'native' (never falls back; throws if the addon cannot load), 'emulated',
+ * or 'auto' (native when the kernel has the feature, else the emulator with a warning).
+ */
+export function createIoFlusher(options: IoFlusherOptions = {}): IoFlusher {
+  const instance = new IoFlusher(options, 'option');
+  emitBackendWarning(instance);
+  return instance;
+}
+
+/** Puts the calling thread in IO_FLUSHER state (true) or takes it out (false), then verifies it. */
+export function setIoFlusher(enabled: boolean): void {
+  defaultIoFlusher().setIoFlusher(enabled);
+}
+
+/** Whether the calling thread is in IO_FLUSHER state. */
+export function getIoFlusher(): boolean {
+  return defaultIoFlusher().getIoFlusher();
+}
+
+/** The memalloc flags of a thread (default: the calling thread; with only `pid`, that process's main thread). */
+export function threadFlags(pid?: number, tid?: number): ThreadFlags {
+  return defaultIoFlusher().threadFlags(pid, tid);
+}
+
+/** The memalloc flags of every thread of a process (default: this one). */
+export function listThreads(pid?: number): ThreadFlags[] {
+  return defaultIoFlusher().listThreads(pid);
+}
+
+/** What the kernel offers, whether the capability is held, which backend is active and why. Never throws. */
+export function probe(): ProbeResult {
+  let instance: IoFlusher;
+  try {
+    instance = defaultIoFlusher();
+  } catch (err) {
+    // An invalid IO_FLUSHER_BACKEND, or a required native addon that is missing: report, do not throw.
+    const bare = new IoFlusher({ backend: 'emulated' }, 'probe');
+    return { ...bare.probe(), backend: null, backendReason: (err as Error).message };
+  }
+  return instance.probe();
+}
+
+/** Effective, permitted, inheritable, bounding and ambient capability sets of a process, by name. */
+export function capabilities(pid?: number): CapabilitySets {
+  if (pid !== undefined) assertId(pid, 'pid');
+  return capabilitiesFromStatus(readStatus(pid ?? 'self'));
+}

@@ -1,0 +1,220 @@
+/**
+ * The public API, bound to one backend. `index.ts` exposes a default instance (backend from IO_FLUSHER_BACKEND,
+ * else auto) through plain functions.
+ */
+import * as os from 'node:os';
+import { BACKEND_CHOICES, BackendChoice, BackendName, KernelBackend, selectBackend } from './backend';
+import { EmulatorOptions } from './emulator';
+import { IoFlusherError, prctlFailure } from './errors';
+import { EINVAL, EPERM, IO_FLUSHER_FLAGS, PR_GET_IO_FLUSHER, PR_SET_IO_FLUSHER } from './kernel-constants';
+import { loadNativeBinding } from './native-binding';
+import {
+  capabilitiesFromStatus,
+  describeFlags,
+  inUserNamespace,
+  readStatus,
+  readTaskIds,
+  readThreadStat,
+  seccompModeFromStatus,
+  ThreadFlags,
+} from './procfs';
+import { assertBoolean, assertId, assertObject, assertOneOf } from './validate';
+
+export interface IoFlusherOptions {
+  /** 'auto' (default), 'native' (never falls back) or 'emulated'. */
+  backend?: BackendChoice;
+  /** How the emulator models the process, when it is used. */
+  emulator?: EmulatorOptions;
+}
+
+/** What `probe()` found. Never thrown from: unknown facts are null. */
+export interface ProbeResult {
+  platform: string;
+  kernelRelease: string;
+  /** Whether the kernel offers PR_SET_IO_FLUSHER to this process, from PR_GET_IO_FLUSHER through the addon. */
+  feature: 'present' | 'absent' | 'unknown';
+  /** How `feature` was decided. */
+  featureDetail: string;
+  /** CAP_SYS_RESOURCE in the effective set of this process (/proc/self/status). */
+  capSysResource: boolean | null;
+  /** True when the kernel accepted PR_GET_IO_FLUSHER here: the capability check passes, so set and clear will too. */
+  canSet: boolean;
+  /** Running in a user namespace other than the initial one (rootless containers): EPERM always. */
+  inUserNamespace: boolean | null;
+  /** Seccomp mode of this process: 0 none, 1 strict, 2 filter. */
+  seccompMode: number | null;
+  native: { loaded: boolean; path: string | null; error: string | null };
+  /** The backend this instance uses, and why. */
+  backend: BackendName | null;
+  backendReason: string;
+  /** The calling thread's IO_FLUSHER state as the backend answers it; null when refused. */
+  ioFlusher: boolean | null;
+  /** True only when the kernel itself (native backend) says the calling thread is in IO_FLUSHER state. */
+  protectionInEffect: boolean;
+}
+
+export class IoFlusher {
+  /** 'native' or 'emulated'. */
+  readonly backend: BackendName;
+  /** Why this backend was chosen. */
+  readonly backendReason: string;
+  /** Set when the backend choice means protection is NOT in effect (the emulator was chosen). */
+  readonly warning: string | undefined;
+  /** @internal */
+  readonly kernel: KernelBackend;
+
+  constructor(options: IoFlusherOptions = {}, source = 'option') {
+    assertObject(options, 'options');
+    const choice = options.backend ?? 'auto';
+    assertOneOf(choice, 'options.backend', BACKEND_CHOICES);
+    if (options.emulator !== undefined) assertObject(options.emulator, 'options.emulator');
+    const selection = selectBackend(choice, source, options.emulator);
+    this.kernel = selection.backend;
+    this.backend = selection.backend.name;
+    this.backendReason = selection.reason;
+    this.warning = selection.warning;
+  }
+
+  /** True when calls go to the emulator: nothing is protected. */
+  get emulated(): boolean {
+    return this.backend === 'emulated';
+  }
+
+  private fail(option: number, rc: number): IoFlusherError {
+    return prctlFailure(option, rc, this.kernel.failureContext());
+  }
+
+  /**
+   * Puts the calling thread in IO_FLUSHER state (PF_MEMALLOC_NOIO | PF_LOCAL_THROTTLE), or takes it out, and reads
+   * the state back. Only the calling thread changes; threads and processes it creates afterwards inherit the state.
+   * @throws IoFlusherError EPERM (missing-capability / refused-by-filter), EINVAL (kernel-lacks-support),
+   *   ERR_IO_FLUSHER_VERIFY (verification-failed).
+   */
+  setIoFlusher(enabled: boolean): void {
+    assertBoolean(enabled, 'enabled');
+    const rc = this.kernel.set(enabled ? 1 : 0);
+    if (rc < 0) throw this.fail(PR_SET_IO_FLUSHER, rc);
+    // No silent no-ops: read the state back. GET needs the same capability as SET, so a refused GET after a
+    // successful SET means a filter treats them differently; then the thread's /proc flags decide.
+    const got = this.kernel.get();
+    const actual = got >= 0 ? got === 1 : this.threadFlags().ioFlusher;
+    if (actual !== enabled) {
+      throw new IoFlusherError({
+        code: 'ERR_IO_FLUSHER_VERIFY',
+        syscall: 'prctl',
+        option: 'PR_SET_IO_FLUSHER',
+        reason: 'verification-failed',
+        emulated: this.emulated,
+        message: `ERR_IO_FLUSHER_VERIFY: prctl PR_SET_IO_FLUSHER ${enabled ? 1 : 0} succeeded but the thread is ${
+          actual ? 'still' : 'not'
+        } in IO_FLUSHER state (read back through ${got >= 0 ? 'PR_GET_IO_FLUSHER' : '/proc/thread-self/stat'})`,
+        hint: 'the kernel and io-flusher disagree; something (a seccomp filter faking success, an LSM, a patched kernel) is interfering. Do not rely on the protection; report it with `io-flusher check --json`',
+      });
+    }
+  }
+
+  /** Whether the calling thread is in IO_FLUSHER state (both bits set), as PR_GET_IO_FLUSHER answers. */
+  getIoFlusher(): boolean {
+    const rc = this.kernel.get();
+    if (rc < 0) throw this.fail(PR_GET_IO_FLUSHER, rc);
+    return rc === 1;
+  }
+
+  /**
+   * The memalloc flags of one thread from /proc/PID/task/TID/stat. Default: the calling thread; with only `pid`,
+   * that process's main thread. Under the emulator, this process's IO_FLUSHER bits are the model's (`emulated: true`).
+   * @throws IoFlusherError ESRCH (no-such-thread) when the thread or process does not exist.
+   */
+  threadFlags(pid?: number, tid?: number): ThreadFlags {
+    const ownProcess = pid === undefined || pid === process.pid;
+    if (pid !== undefined) assertId(pid, 'pid');
+    if (tid !== undefined) assertId(tid, 'tid');
+    const thePid = pid ?? process.pid;
+    const theTid = tid ?? (ownProcess ? this.kernel.threadId() : thePid);
+    const stat = readThreadStat(thePid, theTid);
+    return this.describe(thePid, stat.tid, stat.name, stat.flags);
+  }
+
+  /**
+   * The memalloc flags of every thread of a process (default: this one), in tid order. Threads that exit while the
+   * list is read are left out.
+   * @throws IoFlusherError ESRCH (no-such-thread) when the process does not exist.
+   */
+  listThreads(pid?: number): ThreadFlags[] {
+    if (pid !== undefined) assertId(pid, 'pid');
+    const thePid = pid ?? process.pid;
+    const threads: ThreadFlags[] = [];
+    let lastError: unknown;
+    for (const tid of readTaskIds(thePid)) {
+      try {
+        const stat = readThreadStat(thePid, tid);
+        threads.push(this.describe(thePid, tid, stat.name, stat.flags));
+      } catch (err) {
+        if ((err as IoFlusherError).code !== 'ESRCH') throw err;
+        lastError = err;
+      }
+    }
+    if (threads.length === 0 && lastError) throw lastError;
+    return threads;
+  }
+
+  private describe(pid: number, tid: number, name: string, kernelFlags: number): ThreadFlags {
+    const emulator = this.kernel.emulator;
+    if (!emulator || pid !== process.pid) return describeFlags(pid, tid, name, kernelFlags, false);
+    // Under the emulator the kernel has not set these bits; show the model's, marked as emulated.
+    const modelled = emulator.flagsOf(tid) ?? 0;
+    const flags = ((kernelFlags & ~IO_FLUSHER_FLAGS) | (modelled & IO_FLUSHER_FLAGS)) >>> 0;
+    return describeFlags(pid, tid, name, flags, true);
+  }
+
+  /** What the kernel offers this process and what this instance uses. Never throws. */
+  probe(): ProbeResult {
+    const result: ProbeResult = {
+      platform: process.platform,
+      kernelRelease: os.release(),
+      feature: 'unknown',
+      featureDetail: '',
+      capSysResource: null,
+      canSet: false,
+      inUserNamespace: inUserNamespace() ?? null,
+      seccompMode: null,
+      native: { loaded: false, path: null, error: null },
+      backend: this.backend,
+      backendReason: this.backendReason,
+      ioFlusher: null,
+      protectionInEffect: false,
+    };
+    try {
+      const status = readStatus('self');
+      result.capSysResource = capabilitiesFromStatus(status).sysResource;
+      result.seccompMode = seccompModeFromStatus(status) ?? null;
+    } catch {
+      // No /proc (not Linux): leave null.
+    }
+    const native = loadNativeBinding();
+    if (native.loaded) {
+      result.native = { loaded: true, path: native.path, error: null };
+      const rc = native.binding.getIoFlusher();
+      if (rc >= 0) {
+        result.feature = 'present';
+        result.canSet = true;
+        result.featureDetail = `PR_GET_IO_FLUSHER answered ${rc}`;
+      } else if (rc === -EPERM) {
+        result.feature = 'present';
+        result.featureDetail = 'PR_GET_IO_FLUSHER answered EPERM: the kernel has it, the capability check failed';
+      } else if (rc === -EINVAL) {
+        result.feature = 'absent';
+        result.featureDetail = 'PR_GET_IO_FLUSHER answered EINVAL: the kernel lacks it (Linux < 5.6) or a filter hides it';
+      } else {
+        result.featureDetail = `PR_GET_IO_FLUSHER answered errno ${-rc}`;
+      }
+    } else {
+      result.native.error = native.error;
+      result.featureDetail = 'native addon not loaded, so the kernel was not asked';
+    }
+    const got = this.kernel.get();
+    result.ioFlusher = got === 1 ? true : got === 0 ? false : null;
+    result.protectionInEffect = this.backend === 'native' && result.ioFlusher === true;
+    return result;
+  }
+}

@@ -1,0 +1,59 @@
+/**
+ * The one table of kernel facts the code depends on. Values are from the uapi and kernel headers; they have not
+ * changed from Linux 5.6 to 6.18, but the PF_* task flags are kernel-internal, so every use goes through here.
+ * See: include/uapi/linux/prctl.h, include/linux/sched.h, include/uapi/linux/capability.h, man 2 prctl.
+ */
+
+/** prctl options (include/uapi/linux/prctl.h). Added in Linux 5.6, commit 8d19f1c8e193. */
+export const PR_SET_IO_FLUSHER = 57;
+export const PR_GET_IO_FLUSHER = 58;
+
+/** Names of the prctl options we make, for errors. */
+export const PRCTL_OPTION_NAMES: Readonly<Record<number, string>> = {
+  [PR_SET_IO_FLUSHER]: 'PR_SET_IO_FLUSHER',
+  [PR_GET_IO_FLUSHER]: 'PR_GET_IO_FLUSHER',
+};
+
+/** The first kernel release with the prctl pair. */
+export const IO_FLUSHER_MIN_KERNEL: readonly [number, number] = [5, 6];
+
+/**
+ * Task flags shown in field 9 of /proc/PID/task/TID/stat (include/linux/sched.h). Bits can be transient
+ * (PF_MEMALLOC during reclaim): always test with a mask.
+ */
+export const PF_SUPERPRIV = 0x00000100;
+export const PF_MEMALLOC = 0x00000800;
+export const PF_MEMALLOC_NOFS = 0x00040000;
+export const PF_MEMALLOC_NOIO = 0x00080000;
+/** Named PF_LESS_THROTTLE before Linux 5.8; same bit. */
+export const PF_LOCAL_THROTTLE = 0x00100000;
+/** Named PF_MEMALLOC_NOCMA before about Linux 5.13; same bit. */
+export const PF_MEMALLOC_PIN = 0x10000000;
+
+/** What PR_SET_IO_FLUSHER sets and clears; PR_GET_IO_FLUSHER answers 1 only when both bits are set. */
+export const IO_FLUSHER_FLAGS = PF_MEMALLOC_NOIO | PF_LOCAL_THROTTLE;
+
+/** The memalloc flags we report, by the name users see. */
+export const MEMALLOC_FLAG_TABLE = [
+  { key: 'memalloc', name: 'PF_MEMALLOC', bit: PF_MEMALLOC },
+  { key: 'memallocNofs', name: 'PF_MEMALLOC_NOFS', bit: PF_MEMALLOC_NOFS },
+  { key: 'memallocNoio', name: 'PF_MEMALLOC_NOIO', bit: PF_MEMALLOC_NOIO },
+  { key: 'localThrottle', name: 'PF_LOCAL_THROTTLE', bit: PF_LOCAL_THROTTLE },
+  { key: 'memallocPin', name: 'PF_MEMALLOC_PIN', bit: PF_MEMALLOC_PIN },
+] as const;
+
+/** Capability numbers (include/uapi/linux/capability.h), index = bit. */
+export const CAPABILITY_NAMES: readonly string[] = [
+  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_DAC_READ_SEARCH', 'CAP_FOWNER', 'CAP_FSETID', 'CAP_KILL', 'CAP_SETGID',
+  'CAP_SETUID', 'CAP_SETPCAP', 'CAP_LINUX_IMMUTABLE', 'CAP_NET_BIND_SERVICE', 'CAP_NET_BROADCAST', 'CAP_NET_ADMIN',
+  'CAP_NET_RAW', 'CAP_IPC_LOCK', 'CAP_IPC_OWNER', 'CAP_SYS_MODULE', 'CAP_SYS_RAWIO', 'CAP_SYS_CHROOT',
+  'CAP_SYS_PTRACE', 'CAP_SYS_PACCT', 'CAP_SYS_ADMIN', 'CAP_SYS_BOOT', 'CAP_SYS_NICE', 'CAP_SYS_RESOURCE',
+  'CAP_SYS_TIME', 'CAP_SYS_TTY_CONFIG', 'CAP_MKNOD', 'CAP_LEASE', 'CAP_AUDIT_WRITE', 'CAP_AUDIT_CONTROL',
+  'CAP_SETFCAP', 'CAP_MAC_OVERRIDE', 'CAP_MAC_ADMIN', 'CAP_SYSLOG', 'CAP_WAKE_ALARM', 'CAP_BLOCK_SUSPEND',
+  'CAP_AUDIT_READ', 'CAP_PERFMON', 'CAP_BPF', 'CAP_CHECKPOINT_RESTORE',
+];
+export const CAP_SYS_RESOURCE = 24;
+
+/** errno values the kernel model uses (asm-generic/errno-base.h; the same on every Linux architecture). */
+export const EPERM = 1;
+export const EINVAL = 22;

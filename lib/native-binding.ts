@@ -1,0 +1,66 @@
+/**
+ * The raw native binding: a private interface that mirrors native/binding.cc exactly, and its loader.
+ * Every function returns a number: a result, or -errno. Not part of the public API.
+ */
+import * as path from 'node:path';
+
+export interface NativeBinding {
+  /** prctl(option, arg2, arg3, arg4, arg5), arguments passed through unchanged as unsigned long. */
+  prctlRaw(option: number, arg2: number | bigint, arg3: number | bigint, arg4: number | bigint, arg5: number | bigint): number;
+  /** prctl(PR_SET_IO_FLUSHER, value, 0, 0, 0) on the calling thread. */
+  setIoFlusher(value: number): number;
+  /** prctl(PR_GET_IO_FLUSHER, 0, 0, 0, 0) on the calling thread. */
+  getIoFlusher(): number;
+  /** gettid(2). */
+  gettid(): number;
+}
+
+export type NativeLoadResult =
+  | { loaded: true; binding: NativeBinding; path: string }
+  | { loaded: false; error: string; tried: string[] };
+
+/** The package root: dist/.. when compiled. */
+export const PACKAGE_ROOT = path.resolve(__dirname, '..');
+
+let cached: NativeLoadResult | undefined;
+
+/**
+ * Loads the addon once per thread (each Worker loads its own instance). Order: IO_FLUSHER_BINDING (an explicit path
+ * to a .node file, e.g. a cmake-js build elsewhere), then node-gyp-build's search of build/Release, build/Debug and
+ * prebuilds/PLATFORM-ARCH. Never throws: the caller decides whether a missing addon is fatal.
+ */
+export function loadNativeBinding(): NativeLoadResult {
+  if (cached) return cached;
+  const explicit = process.env.IO_FLUSHER_BINDING;
+  const tried: string[] = [];
+  try {
+    let file: string;
+    if (explicit) {
+      file = path.resolve(explicit);
+      tried.push(`IO_FLUSHER_BINDING=${file}`);
+    } else {
+      tried.push(
+        path.join(PACKAGE_ROOT, 'build/Release/io_flusher.node'),
+        path.join(PACKAGE_ROOT, 'build/Debug/io_flusher.node'),
+        path.join(PACKAGE_ROOT, `prebuilds/${process.platform}-${process.arch}/*.node`),
+      );
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const nodeGypBuild = require('node-gyp-build') as { resolve(dir: string): string };
+      file = nodeGypBuild.resolve(PACKAGE_ROOT);
+    }
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const binding = require(file) as NativeBinding;
+    cached = { loaded: true, binding, path: file };
+  } catch (err) {
+    const detail = err instanceof Error ? err.message.split('\n')[0] : String(err);
+    cached = {
+      loaded: false,
+      tried,
+      error:
+        `could not load the io-flusher native addon (${detail}); tried: ${tried.join(', ')}. ` +
+        `Install a release that ships prebuilds for ${process.platform}-${process.arch}, or build it from a ` +
+        'checkout with `npm run build:native` (needs python3, make and a C++ compiler)',
+    };
+  }
+  return cached;
+}

@@ -1,0 +1,196 @@
+/**
+ * Readers for what the kernel shows in /proc: task flags, thread names, capability sets, seccomp mode.
+ * World-readable; no capability needed. See: man 5 proc (/proc/pid/stat, /proc/pid/status).
+ */
+import * as fs from 'node:fs';
+import { CAPABILITY_NAMES, CAP_SYS_RESOURCE, IO_FLUSHER_FLAGS, MEMALLOC_FLAG_TABLE } from './kernel-constants';
+import { IoFlusherError } from './errors';
+
+/** The memalloc flags of one thread, as /proc/PID/task/TID/stat shows them. */
+export interface ThreadFlags {
+  pid: number;
+  tid: number;
+  /** The thread's comm (at most 15 bytes; may contain spaces and ')'). */
+  name: string;
+  /** The whole flags word (field 9), unsigned. */
+  flags: number;
+  memalloc: boolean;
+  memallocNofs: boolean;
+  memallocNoio: boolean;
+  localThrottle: boolean;
+  memallocPin: boolean;
+  /** PF_MEMALLOC_NOIO and PF_LOCAL_THROTTLE both set: what PR_GET_IO_FLUSHER answers 1 for. */
+  ioFlusher: boolean;
+  /**
+   * True when the IO_FLUSHER bits shown come from the emulator's model rather than the kernel: the kernel has
+   * NOT protected this thread. Always false for the native backend.
+   */
+  emulated: boolean;
+}
+
+/** Fields of one stat line that we use. */
+export interface StatFields {
+  tid: number;
+  name: string;
+  state: string;
+  flags: number;
+}
+
+/**
+ * Parses a /proc/PID/stat or /proc/PID/task/TID/stat line. Field 2 (comm) is in parentheses and may itself contain
+ * spaces and ')', so the line is split after the LAST ')'; the flags word (field 9) is then the 7th token.
+ */
+export function parseStatLine(line: string): StatFields {
+  const open = line.indexOf('(');
+  const close = line.lastIndexOf(')');
+  if (open < 0 || close < open) throw new SyntaxError(`not a /proc stat line: ${JSON.stringify(line.slice(0, 80))}`);
+  const tid = Number(line.slice(0, open).trim());
+  const rest = line.slice(close + 1).trim().split(/\s+/);
+  // rest[0] = field 3 (state), rest[6] = field 9 (flags).
+  const flags = Number(rest[6]);
+  if (!Number.isSafeInteger(tid) || !Number.isSafeInteger(flags) || flags < 0 || rest[0] === undefined) {
+    throw new SyntaxError(`not a /proc stat line: ${JSON.stringify(line.slice(0, 80))}`);
+  }
+  return { tid, name: line.slice(open + 1, close), state: rest[0], flags: flags >>> 0 };
+}
+
+/** Names the memalloc bits of a flags word. `emulated` says the IO_FLUSHER bits are the emulator's. */
+export function describeFlags(pid: number, tid: number, name: string, flags: number, emulated: boolean): ThreadFlags {
+  const word = flags >>> 0;
+  const named = Object.fromEntries(MEMALLOC_FLAG_TABLE.map((f) => [f.key, (word & f.bit) !== 0])) as Record<
+    (typeof MEMALLOC_FLAG_TABLE)[number]['key'],
+    boolean
+  >;
+  return { pid, tid, name, flags: word, ...named, ioFlusher: (word & IO_FLUSHER_FLAGS) === IO_FLUSHER_FLAGS, emulated };
+}
+
+function noSuchThread(pid: number, tid: number | undefined, path: string, cause: unknown): IoFlusherError {
+  const what = tid === undefined || tid === pid ? `process ${pid}` : `thread ${tid} of process ${pid}`;
+  return new IoFlusherError({
+    code: 'ESRCH',
+    errno: -3,
+    syscall: 'open',
+    path,
+    reason: 'no-such-thread',
+    message: `ESRCH: no such process, open '${path}'`,
+    hint: `${what} does not exist (it exited, or never existed); list live threads with listThreads(${pid})`,
+    cause,
+  });
+}
+
+function isGone(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === 'ENOENT' || code === 'ESRCH';
+}
+
+/** The calling thread's tid, from /proc/thread-self (a link to PID/task/TID). */
+export function threadSelfId(): number {
+  const link = fs.readlinkSync('/proc/thread-self');
+  return Number(link.slice(link.lastIndexOf('/') + 1));
+}
+
+/** Reads one thread's stat line; throws IoFlusherError 'ESRCH' when it does not exist. */
+export function readThreadStat(pid: number, tid: number): StatFields {
+  const path = `/proc/${pid}/task/${tid}/stat`;
+  let line: string;
+  try {
+    line = fs.readFileSync(path, 'latin1');
+  } catch (err) {
+    if (isGone(err)) throw noSuchThread(pid, tid, path, err);
+    throw err;
+  }
+  return parseStatLine(line);
+}
+
+/** The thread ids of a process, from /proc/PID/task; throws IoFlusherError 'ESRCH' when it does not exist. */
+export function readTaskIds(pid: number): number[] {
+  const path = `/proc/${pid}/task`;
+  try {
+    return fs
+      .readdirSync(path)
+      .map(Number)
+      .sort((a, b) => a - b);
+  } catch (err) {
+    if (isGone(err)) throw noSuchThread(pid, undefined, path, err);
+    throw err;
+  }
+}
+
+/** Capability sets of a process, by name, from /proc/PID/status. */
+export interface CapabilitySets {
+  effective: string[];
+  permitted: string[];
+  inheritable: string[];
+  bounding: string[];
+  ambient: string[];
+  /** The raw masks, for bits newer than our name table. */
+  masks: { effective: bigint; permitted: bigint; inheritable: bigint; bounding: bigint; ambient: bigint };
+  /** CAP_SYS_RESOURCE in the effective set: what PR_SET/GET_IO_FLUSHER check (in the initial user namespace). */
+  sysResource: boolean;
+}
+
+/** Reads /proc/PID/status into a map of field name to value. */
+export function readStatus(pid: number | 'self' = 'self'): Map<string, string> {
+  const path = `/proc/${pid}/status`;
+  let text: string;
+  try {
+    text = fs.readFileSync(path, 'latin1');
+  } catch (err) {
+    if (isGone(err) && typeof pid === 'number') throw noSuchThread(pid, undefined, path, err);
+    throw err;
+  }
+  const fields = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const colon = line.indexOf(':');
+    if (colon > 0) fields.set(line.slice(0, colon), line.slice(colon + 1).trim());
+  }
+  return fields;
+}
+
+function capabilityNames(mask: bigint): string[] {
+  const names: string[] = [];
+  for (let bit = 0; bit < 64; bit++) {
+    if ((mask >> BigInt(bit)) & 1n) names.push(CAPABILITY_NAMES[bit] ?? `CAP_${bit}`);
+  }
+  return names;
+}
+
+/** Capability sets from a parsed status map. */
+export function capabilitiesFromStatus(status: Map<string, string>): CapabilitySets {
+  const mask = (field: string): bigint => BigInt(`0x${status.get(field) ?? '0'}`);
+  const masks = {
+    effective: mask('CapEff'),
+    permitted: mask('CapPrm'),
+    inheritable: mask('CapInh'),
+    bounding: mask('CapBnd'),
+    ambient: mask('CapAmb'),
+  };
+  return {
+    effective: capabilityNames(masks.effective),
+    permitted: capabilityNames(masks.permitted),
+    inheritable: capabilityNames(masks.inheritable),
+    bounding: capabilityNames(masks.bounding),
+    ambient: capabilityNames(masks.ambient),
+    masks,
+    sysResource: ((masks.effective >> BigInt(CAP_SYS_RESOURCE)) & 1n) === 1n,
+  };
+}
+
+/** Seccomp mode from /proc/PID/status: 0 disabled, 1 strict, 2 filter; undefined when the kernel hides it. */
+export function seccompModeFromStatus(status: Map<string, string>): number | undefined {
+  const value = status.get('Seccomp');
+  return value === undefined ? undefined : Number(value);
+}
+
+/**
+ * Whether this process runs in a user namespace other than the initial one. capable() checks the initial user
+ * namespace, so root inside any other one always gets EPERM from PR_SET_IO_FLUSHER (kernel/sys.c, kernel/capability.c).
+ */
+export function inUserNamespace(): boolean | undefined {
+  try {
+    const map = fs.readFileSync('/proc/self/uid_map', 'latin1').trim().split(/\s+/);
+    return !(map.length === 3 && map[0] === '0' && map[1] === '0' && map[2] === '4294967295');
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * Argument checks made before any system call, with Node's error codes and message style
+ * (ERR_INVALID_ARG_TYPE, ERR_OUT_OF_RANGE, ERR_INVALID_ARG_VALUE). Because of these, an EINVAL from the kernel can
+ * only mean "unsupported" (or a filter), never "bad arguments".
+ */
+function received(value: unknown): string {
+  if (value === null) return 'Received null';
+  if (value === undefined) return 'Received undefined';
+  if (typeof value === 'function') return `Received function ${value.name || '<anonymous>'}`;
+  if (typeof value === 'object') return `Received an instance of ${value.constructor?.name ?? 'Object'}`;
+  if (typeof value === 'bigint') return `Received type bigint (${value}n)`;
+  return `Received type ${typeof value} (${JSON.stringify(value)})`;
+}
+
+function withCode<E extends Error>(error: E, code: string): E & { code: string } {
+  return Object.assign(error, { code });
+}
+
+export function assertBoolean(value: unknown, name: string): asserts value is boolean {
+  if (typeof value !== 'boolean') {
+    throw withCode(new TypeError(`The "${name}" argument must be of type boolean. ${received(value)}`), 'ERR_INVALID_ARG_TYPE');
+  }
+}
+
+/** A process or thread id: an integer from 1 to 2^22 (PID_MAX_LIMIT on 64-bit, include/linux/threads.h). */
+export function assertId(value: unknown, name: string): asserts value is number {
+  if (typeof value !== 'number') {
+    throw withCode(new TypeError(`The "${name}" argument must be of type number. ${received(value)}`), 'ERR_INVALID_ARG_TYPE');
+  }
+  if (!Number.isInteger(value) || value < 1 || value > 4194304) {
+    throw withCode(
+      new RangeError(`The value of "${name}" is out of range. It must be an integer from 1 to 4194304. Received ${value}`),
+      'ERR_OUT_OF_RANGE',
+    );
+  }
+}
+
+export function assertOneOf<T extends string>(value: unknown, name: string, choices: readonly T[]): asserts value is T {
+  if (typeof value !== 'string' || !(choices as readonly string[]).includes(value)) {
+    throw withCode(
+      new TypeError(`The "${name}" argument must be one of ${choices.map((c) => `'${c}'`).join(', ')}. ${received(value)}`),
+      'ERR_INVALID_ARG_VALUE',
+    );
+  }
+}
+
+export function assertObject(value: unknown, name: string): asserts value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw withCode(new TypeError(`The "${name}" argument must be of type object. ${received(value)}`), 'ERR_INVALID_ARG_TYPE');
+  }
+}
+
+/** An unsigned long argument for the raw prctl: a safe integer or a bigint in [-(2^63), 2^64). */
+export function toUnsignedLong(value: unknown, name: string): bigint {
+  if (typeof value === 'number' && Number.isSafeInteger(value)) return BigInt.asUintN(64, BigInt(value));
+  if (typeof value === 'bigint' && value >= -(2n ** 63n) && value < 2n ** 64n) return BigInt.asUintN(64, value);
+  throw withCode(
+    new TypeError(`The "${name}" argument must be a safe integer or a bigint that fits 64 bits. ${received(value)}`),
+    'ERR_INVALID_ARG_TYPE',
+  );
+}
