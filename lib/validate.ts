@@ -49,13 +49,3 @@ export function assertObject(value: unknown, name: string): asserts value is Rec
     throw withCode(new TypeError(`The "${name}" argument must be of type object. ${received(value)}`), 'ERR_INVALID_ARG_TYPE');
   }
 }
-
-/** An unsigned long argument for the raw prctl: a safe integer or a bigint in [-(2^63), 2^64). */
-export function toUnsignedLong(value: unknown, name: string): bigint {
-  if (typeof value === 'number' && Number.isSafeInteger(value)) return BigInt.asUintN(64, BigInt(value));
-  if (typeof value === 'bigint' && value >= -(2n ** 63n) && value < 2n ** 64n) return BigInt.asUintN(64, value);
-  throw withCode(
-    new TypeError(`The "${name}" argument must be a safe integer or a bigint that fits 64 bits. ${received(value)}`),
-    'ERR_INVALID_ARG_TYPE',
-  );
-}

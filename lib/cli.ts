@@ -1,0 +1,196 @@
+#!/usr/bin/env node
+/**
+ * The io-flusher command line. Modes follow util-linux's setpriv/prlimit/choom: show state, change it, or run a
+ * command with it. Every command has a --json form for scripts; exit statuses are documented in USAGE and README.
+ */
+import { BACKEND_CHOICES, BackendChoice } from './backend';
+import { IoFlusherError } from './errors';
+import { IoFlusher, ProbeResult } from './io-flusher';
+import { ThreadFlags } from './procfs';
+
+/** Exit statuses of `io-flusher check` (and the other commands where they apply). */
+export const EXIT = {
+  /** Protection can be had here: the kernel has IO_FLUSHER and the capability check passes. */
+  OK: 0,
+  /** An unexpected error. */
+  FAILURE: 1,
+  /** Bad command line. */
+  USAGE: 2,
+  /** The kernel has IO_FLUSHER but this process may not use it (no CAP_SYS_RESOURCE, or a filter answers EPERM). */
+  NOT_PERMITTED: 3,
+  /** The kernel lacks IO_FLUSHER (Linux < 5.6, not Linux, or a filter answers EINVAL): only the emulator runs. */
+  UNSUPPORTED: 4,
+  /** The native addon could not be loaded, so the kernel could not be asked. */
+  NO_ADDON: 5,
+} as const;
+
+const USAGE = `Usage:
+  io-flusher check [--pid PID] [--json] [--backend auto|native|emulated]
+      Report kernel support, CAP_SYS_RESOURCE, the backend in use, and the memalloc flags of every thread of a
+      process (default: io-flusher itself). Exit status: 0 protection can be had here; 3 kernel has it but this
+      process is not permitted (CAP_SYS_RESOURCE missing, or a filter); 4 kernel lacks it (Linux < 5.6, not Linux,
+      or a filter answering EINVAL); 5 native addon not loadable; 2 usage error; 1 other failure.
+  io-flusher --help | --version
+`;
+
+class UsageError extends Error {}
+
+interface ParsedArgs {
+  positional: string[];
+  flags: Map<string, string | true>;
+}
+
+/** Parses --flag, --flag=value and --flag value (for flags listed in `withValue`). */
+function parseArgs(argv: string[], withValue: readonly string[], boolean: readonly string[]): ParsedArgs {
+  const positional: string[] = [];
+  const flags = new Map<string, string | true>();
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') {
+      positional.push(...argv.slice(i + 1));
+      break;
+    }
+    if (!arg.startsWith('--')) {
+      positional.push(arg);
+      continue;
+    }
+    const eq = arg.indexOf('=');
+    const name = eq < 0 ? arg.slice(2) : arg.slice(2, eq);
+    if (withValue.includes(name)) {
+      const value = eq < 0 ? argv[++i] : arg.slice(eq + 1);
+      if (value === undefined) throw new UsageError(`--${name} needs a value`);
+      flags.set(name, value);
+    } else if (boolean.includes(name) && eq < 0) {
+      flags.set(name, true);
+    } else {
+      throw new UsageError(`unknown option ${arg}`);
+    }
+  }
+  return { positional, flags };
+}
+
+function parsePid(value: string | true | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || !/^[1-9][0-9]{0,6}$/.test(value)) throw new UsageError(`--pid wants a process id, got ${String(value)}`);
+  return Number(value);
+}
+
+function parseBackend(value: string | true | undefined): BackendChoice | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || !(BACKEND_CHOICES as readonly string[]).includes(value)) {
+    throw new UsageError(`--backend wants one of ${BACKEND_CHOICES.join(', ')}`);
+  }
+  return value as BackendChoice;
+}
+
+function hex(flags: number): string {
+  return `0x${flags.toString(16).padStart(8, '0')}`;
+}
+
+/** A table of threads: what `check` and `status` print. */
+export function formatThreadTable(threads: ThreadFlags[]): string {
+  const rows = [['TID', 'NAME', 'FLAGS', 'IO_FLUSHER', 'NOIO', 'LOCAL_THROTTLE', 'NOFS', 'MEMALLOC', 'PIN']];
+  const yes = (b: boolean): string => (b ? 'yes' : '-');
+  for (const t of threads) {
+    rows.push([
+      String(t.tid),
+      t.name,
+      hex(t.flags),
+      t.ioFlusher ? (t.emulated ? 'yes (emulated)' : 'yes') : 'no',
+      yes(t.memallocNoio),
+      yes(t.localThrottle),
+      yes(t.memallocNofs),
+      yes(t.memalloc),
+      yes(t.memallocPin),
+    ]);
+  }
+  const widths = rows[0]!.map((_, col) => Math.max(...rows.map((r) => r[col]!.length)));
+  return rows.map((r) => r.map((cell, col) => cell.padEnd(widths[col]!)).join('  ').trimEnd()).join('\n');
+}
+
+function checkExitCode(probe: ProbeResult): number {
+  if (probe.feature === 'present') return probe.canSet ? EXIT.OK : EXIT.NOT_PERMITTED;
+  if (probe.feature === 'absent' || process.platform !== 'linux') return EXIT.UNSUPPORTED;
+  return probe.native.loaded ? EXIT.FAILURE : EXIT.NO_ADDON;
+}
+
+function verdict(probe: ProbeResult, code: number): string {
+  switch (code) {
+    case EXIT.OK:
+      return 'available: this process may set IO_FLUSHER';
+    case EXIT.NOT_PERMITTED:
+      return probe.capSysResource
+        ? 'NOT permitted: CAP_SYS_RESOURCE is held, so a seccomp filter or security module refuses prctl'
+        : probe.inUserNamespace
+          ? 'NOT permitted: this process runs in a user namespace, where CAP_SYS_RESOURCE never counts for IO_FLUSHER'
+          : 'NOT permitted: CAP_SYS_RESOURCE is missing (docker --cap-add SYS_RESOURCE; systemd AmbientCapabilities=CAP_SYS_RESOURCE)';
+    case EXIT.UNSUPPORTED:
+      return 'NOT available: the kernel lacks IO_FLUSHER (Linux >= 5.6 needed) or a filter hides it; only the emulator runs';
+    case EXIT.NO_ADDON:
+      return 'unknown: the native addon did not load, so the kernel was not asked';
+    default:
+      return 'unknown';
+  }
+}
+
+function check(argv: string[], out: (s: string) => void): number {
+  const args = parseArgs(argv, ['pid', 'backend'], ['json']);
+  if (args.positional.length) throw new UsageError(`check takes no arguments, got ${args.positional.join(' ')}`);
+  const pid = parsePid(args.flags.get('pid'));
+  const backend = parseBackend(args.flags.get('backend'));
+  const instance = new IoFlusher({ backend: backend ?? 'auto' }, backend ? '--backend' : 'default (auto)');
+  const probe = instance.probe();
+  const code = checkExitCode(probe);
+  const threads = instance.listThreads(pid);
+  if (args.flags.has('json')) {
+    out(JSON.stringify({ ...probe, exitCode: code, verdict: verdict(probe, code), pid: pid ?? process.pid, threads }, null, 2));
+    return code;
+  }
+  const lines = [
+    `kernel        ${probe.kernelRelease} (${probe.platform}): IO_FLUSHER ${probe.feature}; ${probe.featureDetail}`,
+    `capability    CAP_SYS_RESOURCE ${probe.capSysResource === null ? 'unknown' : probe.capSysResource ? 'held' : 'missing'} in the effective set` +
+      (probe.inUserNamespace ? ' (inside a user namespace: never sufficient)' : '') +
+      (probe.seccompMode === 2 ? '; seccomp filter active' : ''),
+    `addon         ${probe.native.loaded ? probe.native.path : `not loaded: ${probe.native.error}`}`,
+    `backend       ${probe.backend}: ${probe.backendReason}`,
+    `this thread   IO_FLUSHER ${probe.ioFlusher === null ? 'unknown (refused)' : probe.ioFlusher ? 'on' : 'off'}${probe.backend === 'emulated' ? ' (emulated: NOT protected)' : ''}`,
+    `verdict       ${verdict(probe, code)}`,
+    '',
+    `threads of process ${pid ?? process.pid} (${threads.length}):`,
+    formatThreadTable(threads),
+  ];
+  out(lines.join('\n'));
+  return code;
+}
+
+export function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(`${s}\n`)): number {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'check':
+        return check(rest, out);
+      case '--version':
+        // eslint-disable-next-line @typescript-eslint/no-require-imports
+        out((require('../package.json') as { version: string }).version);
+        return EXIT.OK;
+      case '--help':
+      case '-h':
+      case 'help':
+        out(USAGE);
+        return EXIT.OK;
+      default:
+        throw new UsageError(command === undefined ? 'no command given' : `unknown command ${command}`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`io-flusher: ${err.message}\n${USAGE}`);
+      return EXIT.USAGE;
+    }
+    process.stderr.write(`io-flusher: ${err instanceof IoFlusherError || err instanceof Error ? err.message : String(err)}\n`);
+    return EXIT.FAILURE;
+  }
+}
+
+if (require.main === module) {
+  process.exitCode = main(process.argv.slice(2));
+}

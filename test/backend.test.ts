@@ -1,0 +1,100 @@
+/**
+ * Backend selection and the addon loader, each in a fresh process: auto never emulates silently, native never falls
+ * back, IO_FLUSHER_BACKEND is honoured, and the addon loads in Workers too.
+ */
+import { describe, expect, it } from 'vitest';
+import { runNode } from './helpers';
+
+const REPORT = `
+const io = require('./dist/index.js');
+const warnings = [];
+process.on('warning', (w) => warnings.push({ name: w.name, code: w.code, message: w.message }));
+function report(extra) {
+  setImmediate(() => process.stdout.write(JSON.stringify({ ...extra, warnings })));
+}`;
+
+function json(r: { status: number | null; stdout: string; stderr: string }): Record<string, unknown> {
+  expect(r.status, r.stderr).toBe(0);
+  return JSON.parse(r.stdout);
+}
+
+describe('backend selection', () => {
+  it('auto on this kernel: native, no warning (EPERM is a real answer, not a reason to emulate)', () => {
+    const out = json(runNode(`${REPORT} report({ backend: io.defaultIoFlusher().backend, probe: io.probe() });`, { IO_FLUSHER_BACKEND: undefined }));
+    expect(out.backend).toBe('native');
+    expect(out.warnings).toEqual([]);
+    expect(out.probe).toMatchObject({ feature: 'present', backend: 'native' });
+  });
+
+  it('auto without a loadable addon: the emulator, with a warning that protection is NOT in effect', () => {
+    const out = json(
+      runNode(`${REPORT} const p = io.probe(); report({ backend: io.defaultIoFlusher().backend, probe: p });`, {
+        IO_FLUSHER_BINDING: '/nonexistent/io_flusher.node',
+        IO_FLUSHER_BACKEND: undefined,
+      }),
+    );
+    expect(out.backend).toBe('emulated');
+    expect(out.probe).toMatchObject({ backend: 'emulated', feature: 'unknown', protectionInEffect: false, native: { loaded: false } });
+    expect((out.probe as { native: { error: string } }).native.error).toContain('IO_FLUSHER_BINDING=/nonexistent/io_flusher.node');
+    expect(out.warnings).toEqual([
+      expect.objectContaining({ name: 'IoFlusherWarning', code: 'IO_FLUSHER_EMULATED', message: expect.stringMatching(/protection is NOT in effect/) }),
+    ]);
+  });
+
+  it('native pinned without a loadable addon throws; it never falls back', () => {
+    const out = json(
+      runNode(
+        `${REPORT} let e; try { io.createIoFlusher({ backend: 'native' }); } catch (err) { e = err; }
+         report({ name: e.name, code: e.code, reason: e.reason, message: e.message });`,
+        { IO_FLUSHER_BINDING: '/nonexistent/io_flusher.node' },
+      ),
+    );
+    expect(out).toMatchObject({ name: 'IoFlusherError', code: 'ERR_IO_FLUSHER_NATIVE_UNAVAILABLE', reason: 'native-unavailable', warnings: [] });
+    expect(out.message).toMatch(/npm run build:native/);
+  });
+
+  it('IO_FLUSHER_BACKEND=emulated selects the emulator, with the warning', () => {
+    const out = json(runNode(`${REPORT} report({ backend: io.defaultIoFlusher().backend, reason: io.defaultIoFlusher().backendReason });`, { IO_FLUSHER_BACKEND: 'emulated' }));
+    expect(out).toMatchObject({ backend: 'emulated', reason: 'emulator chosen by IO_FLUSHER_BACKEND' });
+    expect(out.warnings).toEqual([expect.objectContaining({ code: 'IO_FLUSHER_EMULATED' })]);
+  });
+
+  it('an invalid IO_FLUSHER_BACKEND is an error from the API, and probe() still answers', () => {
+    const out = json(
+      runNode(`${REPORT} let e; try { io.getIoFlusher(); } catch (err) { e = err; } report({ error: e.message, probe: io.probe() });`, {
+        IO_FLUSHER_BACKEND: 'kernel',
+      }),
+    );
+    expect(out.error).toBe("IO_FLUSHER_BACKEND must be one of auto, native, emulated; got \"kernel\"");
+    expect(out.probe).toMatchObject({ backend: null, backendReason: out.error });
+  });
+
+  it('auto on a platform without IO_FLUSHER falls back to the emulator and says so', () => {
+    const out = json(
+      runNode(`Object.defineProperty(process, 'platform', { value: 'darwin' }); ${REPORT} report({ reason: io.defaultIoFlusher().backendReason });`),
+    );
+    expect(out.reason).toMatch(/platform darwin has no PR_SET_IO_FLUSHER/);
+    expect(out.warnings).toHaveLength(1);
+  });
+});
+
+describe('the addon loader', () => {
+  it('loads the addon named by IO_FLUSHER_BINDING, and reports which file', () => {
+    const out = json(runNode(`${REPORT} report({ path: io.probe().native.path });`, { IO_FLUSHER_BINDING: process.env.IO_FLUSHER_BINDING }));
+    if (process.env.IO_FLUSHER_BINDING) expect(out.path).toBe(require('node:path').resolve(process.env.IO_FLUSHER_BINDING));
+    else expect(out.path).toMatch(/(build\/Release\/io_flusher\.node|prebuilds\/linux-x64\/.*\.node)$/);
+  });
+
+  it('the addon loads and answers in Worker threads', () => {
+    const out = json(
+      runNode(`
+        const { Worker } = require('node:worker_threads');
+        const w = new Worker("const io = require(" + JSON.stringify(process.cwd() + '/dist/index.js') + ");" +
+          "const n = io.createIoFlusher({ backend: 'native' });" +
+          "require('node:worker_threads').parentPort.postMessage({ backend: n.backend, tid: n.kernel.threadId(), probe: n.probe().feature })", { eval: true });
+        w.once('message', (m) => { process.stdout.write(JSON.stringify({ ...m, pid: process.pid })); w.terminate(); });`),
+    );
+    expect(out).toMatchObject({ backend: 'native', probe: 'present' });
+    expect(out.tid).not.toBe(out.pid);
+  });
+});
