@@ -1,0 +1,40 @@
+/** Mode nocap: CAP_SYS_RESOURCE dropped from every set on a kernel that has IO_FLUSHER. */
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import * as io from '../../dist/index.js';
+import { assertKernelSuiteEnvironment, KERNEL_NAME } from './environment';
+
+assertKernelSuiteEnvironment();
+
+describe(`real kernel ${KERNEL_NAME}, CAP_SYS_RESOURCE dropped`, () => {
+  const native = io.createIoFlusher({ backend: 'native' });
+
+  it('set, clear and get are EPERM with the full error shape and reason missing-capability', () => {
+    for (const [call, option] of [
+      [() => native.setIoFlusher(true), 'PR_SET_IO_FLUSHER'],
+      [() => native.setIoFlusher(false), 'PR_SET_IO_FLUSHER'],
+      [() => native.getIoFlusher(), 'PR_GET_IO_FLUSHER'],
+    ] as const) {
+      let error: unknown;
+      try {
+        call();
+      } catch (err) {
+        error = err;
+      }
+      expect(error).toBeInstanceOf(io.IoFlusherError);
+      expect(error).toMatchObject({ code: 'EPERM', errno: -1, syscall: 'prctl', option, reason: 'missing-capability', emulated: false });
+      expect((error as io.IoFlusherError).hint).toContain('--cap-add SYS_RESOURCE');
+    }
+  });
+
+  it('probe(): feature present, capability missing, backend native', () => {
+    expect(io.probe()).toMatchObject({ feature: 'present', capSysResource: false, canSet: false, backend: 'native', protectionInEffect: false });
+  });
+
+  it('io-flusher check exits 3 (not permitted)', () => {
+    const r = spawnSync(process.execPath, [path.resolve(__dirname, '../../dist/cli.js'), 'check'], { encoding: 'utf8' });
+    expect(r.status).toBe(3);
+    expect(r.stdout).toMatch(/CAP_SYS_RESOURCE is missing/);
+  });
+});

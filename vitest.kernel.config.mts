@@ -1,0 +1,18 @@
+import { defineConfig } from 'vitest/config';
+
+// The real-kernel suite, run inside a VM by scripts/test-kernel.mjs through scripts/kernel-run, which sets
+// IO_FLUSHER_KERNEL_MODE. Each mode runs the conformance table and its own file; in `full` and `nocap` the host
+// suite runs too, so its capability-dependent cases take the other branch here.
+const mode = process.env.IO_FLUSHER_KERNEL_MODE ?? 'unset';
+const hostSuite = mode === 'oldkernel' ? [] : ['test/*.test.ts'];
+
+export default defineConfig({
+  test: {
+    include: ['test/kernel/conformance.test.ts', `test/kernel/${mode}.test.ts`, ...hostSuite],
+    globalSetup: ['test/global-setup.ts'],
+    testTimeout: 300_000,
+    hookTimeout: 300_000,
+    pool: 'forks',
+    fileParallelism: false,
+  },
+});
