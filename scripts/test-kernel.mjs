@@ -72,5 +72,5 @@ const totals = rows.reduce(
   },
   [0, 0],
 );
-process.stdout.write(`kernel suite: ${totals[0]} passed, ${totals[1]} failed\n`);
+process.stdout.write(`kernel: ${totals[0]} passed, ${totals[1]} failed\n`);
 process.exit(failed ? 1 : 0);
