@@ -31,6 +31,8 @@ export interface KernelBackend {
   readonly emulator?: EmulatedKernel;
   /** The addon's file for a native backend. */
   readonly bindingPath?: string;
+  /** The addon itself, for a native backend. */
+  readonly binding?: NativeBinding;
 }
 
 function realFailureContext(): FailureContext {
@@ -50,6 +52,7 @@ export function nativeBackend(binding: NativeBinding, bindingPath: string): Kern
   return {
     name: 'native',
     bindingPath,
+    binding,
     set: (value) => binding.setIoFlusher(value),
     get: () => binding.getIoFlusher(),
     raw: (option, a2, a3, a4, a5) => binding.prctlRaw(option, a2, a3, a4, a5),

@@ -6,7 +6,9 @@
 import { BACKEND_CHOICES, BackendChoice } from './backend';
 import { IoFlusherError } from './errors';
 import { IoFlusher, ProbeResult } from './io-flusher';
-import { ThreadFlags } from './procfs';
+import { describeFlags, readProcessThreads, ThreadFlags } from './procfs';
+import { ExecError, execve, saveStdioFlags } from './exec';
+import { loadNativeBinding } from './native-binding';
 
 /** Exit statuses of `io-flusher check` (and the other commands where they apply). */
 export const EXIT = {
@@ -22,6 +24,16 @@ export const EXIT = {
   UNSUPPORTED: 4,
   /** The native addon could not be loaded, so the kernel could not be asked. */
   NO_ADDON: 5,
+  /** status: a named process does not exist. */
+  NO_PROCESS: 6,
+  /** status --check: some thread lacks IO_FLUSHER. */
+  UNPROTECTED: 1,
+  /** exec: IO_FLUSHER could not be set (or cleared), and --allow-unprotected was not given. */
+  EXEC_NOT_SET: 125,
+  /** exec: COMMAND was found but could not be executed (or the addon that makes execve is missing). */
+  EXEC_FAILED: 126,
+  /** exec: COMMAND was not found. */
+  EXEC_NOT_FOUND: 127,
 } as const;
 
 const USAGE = `Usage:
@@ -30,6 +42,14 @@ const USAGE = `Usage:
       process (default: io-flusher itself). Exit status: 0 protection can be had here; 3 kernel has it but this
       process is not permitted (CAP_SYS_RESOURCE missing, or a filter); 4 kernel lacks it (Linux < 5.6, not Linux,
       or a filter answering EINVAL); 5 native addon not loadable; 2 usage error; 1 other failure.
+  io-flusher exec [--clear] [--allow-unprotected] [--keep-fds N,...] [--backend B] -- COMMAND [ARGS...]
+      Put this thread in IO_FLUSHER state (--clear: out of it), then execve COMMAND (no shell), so every thread of
+      COMMAND has the state from birth. COMMAND inherits stdio, systemd's LISTEN_FDS and the --keep-fds descriptors. Exit status: COMMAND's own once it runs; 125 the state could not be set
+      (with --allow-unprotected: a warning, and COMMAND runs anyway); 126 COMMAND could not be executed; 127 COMMAND
+      not found; 2 usage error.
+  io-flusher status [PID...] [--json] [--check]
+      Every thread of each process (default: io-flusher itself) with its name and memalloc flags. With --check, exit
+      1 when any thread lacks IO_FLUSHER, naming those threads on stderr. Exit 6 when a process does not exist.
   io-flusher --help | --version
 `;
 
@@ -71,7 +91,7 @@ function parseArgs(argv: string[], withValue: readonly string[], boolean: readon
 
 function parsePid(value: string | true | undefined): number | undefined {
   if (value === undefined) return undefined;
-  if (typeof value !== 'string' || !/^[1-9][0-9]{0,6}$/.test(value)) throw new UsageError(`--pid wants a process id, got ${String(value)}`);
+  if (typeof value !== 'string' || !/^[1-9][0-9]{0,6}$/.test(value)) throw new UsageError(`not a process id: ${String(value)}`);
   return Number(value);
 }
 
@@ -163,12 +183,94 @@ function check(argv: string[], out: (s: string) => void): number {
   return code;
 }
 
+function warn(message: string): void {
+  // fs.writeSync, not process.stderr: before exec nothing may be left buffered, and stdio must stay untouched.
+  require('node:fs').writeSync(2, `io-flusher: ${message}\n`);
+}
+
+function exec(argv: string[]): number {
+  const dash = argv.indexOf('--');
+  const own = dash < 0 ? argv.filter((a) => a.startsWith('--')) : argv.slice(0, dash);
+  const command = dash < 0 ? argv.filter((a) => !a.startsWith('--')) : argv.slice(dash + 1);
+  const args = parseArgs(own, ['backend', 'keep-fds'], ['clear', 'allow-unprotected']);
+  const keepFdsArg = args.flags.get('keep-fds');
+  const keepFds = typeof keepFdsArg === 'string' ? keepFdsArg.split(',').map((fd) => {
+    if (!/^\d{1,7}$/.test(fd)) throw new UsageError(`--keep-fds wants descriptor numbers like 3,4; got ${keepFdsArg}`);
+    return Number(fd);
+  }) : [];
+  if (args.positional.length && dash >= 0) throw new UsageError(`unexpected ${args.positional.join(' ')} before --`);
+  if (command.length === 0) throw new UsageError('exec needs a COMMAND');
+  const native = loadNativeBinding();
+  if (!native.loaded) {
+    warn(`cannot exec: ${native.error}`);
+    return EXIT.EXEC_FAILED;
+  }
+  // Before anything can touch stdio: what COMMAND must inherit.
+  const saved = saveStdioFlags(native.binding);
+  const backend = parseBackend(args.flags.get('backend'));
+  const clear = args.flags.has('clear');
+  try {
+    const instance = new IoFlusher({ backend: backend ?? 'auto' }, backend ? '--backend' : 'default (auto)');
+    if (instance.warning) warn(instance.warning);
+    // Clearing a thread that /proc shows clear already needs no prctl (and no capability): the state is verified.
+    if (!(clear && !instance.threadFlags().ioFlusher)) instance.setIoFlusher(!clear);
+  } catch (err) {
+    if (!(err instanceof IoFlusherError)) throw err;
+    if (!args.flags.has('allow-unprotected')) {
+      warn(`could not ${clear ? 'clear' : 'set'} IO_FLUSHER, so ${command[0]} was not started: ${err.message}`);
+      return EXIT.EXEC_NOT_SET;
+    }
+    warn(`WARNING: ${command[0]} runs ${clear ? 'with IO_FLUSHER NOT cleared' : 'WITHOUT IO_FLUSHER protection'} (--allow-unprotected): ${err.message}`);
+  }
+  try {
+    execve(command[0]!, command.slice(1), process.env, native.binding, saved, keepFds);
+  } catch (err) {
+    if (!(err instanceof ExecError)) throw err;
+    warn(`cannot run ${command[0]}: ${err.message}`);
+    return err.kind === 'not-found' ? EXIT.EXEC_NOT_FOUND : EXIT.EXEC_FAILED;
+  }
+}
+
+function status(argv: string[], out: (s: string) => void): number {
+  const args = parseArgs(argv, [], ['json', 'check']);
+  const pids = args.positional.length ? args.positional.map((p) => parsePid(p)!) : [process.pid];
+  const processes: Array<{ pid: number; threads: ThreadFlags[] }> = [];
+  for (const pid of pids) {
+    try {
+      processes.push({ pid, threads: readProcessThreads(pid).map((t) => describeFlags(pid, t.tid, t.name, t.flags, false)) });
+    } catch (err) {
+      if ((err as IoFlusherError).code !== 'ESRCH') throw err;
+      warn(`no process ${pid}`);
+      return EXIT.NO_PROCESS;
+    }
+  }
+  const lacking = processes.flatMap((p) => p.threads.filter((t) => !t.ioFlusher));
+  if (args.flags.has('json')) {
+    out(JSON.stringify({ processes, lacking: lacking.map(({ pid, tid, name }) => ({ pid, tid, name })) }, null, 2));
+  } else {
+    out(
+      processes
+        .map((p) => `process ${p.pid}: ${p.threads.length - p.threads.filter((t) => !t.ioFlusher).length} of ${p.threads.length} threads in IO_FLUSHER state\n${formatThreadTable(p.threads)}`)
+        .join('\n\n'),
+    );
+  }
+  if (args.flags.has('check') && lacking.length) {
+    warn(`${lacking.length} thread(s) lack IO_FLUSHER: ${lacking.map((t) => `${t.pid}/${t.tid} (${t.name})`).join(', ')}`);
+    return EXIT.UNPROTECTED;
+  }
+  return EXIT.OK;
+}
+
 export function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(`${s}\n`)): number {
   const [command, ...rest] = argv;
   try {
     switch (command) {
       case 'check':
         return check(rest, out);
+      case 'exec':
+        return exec(rest);
+      case 'status':
+        return status(rest, out);
       case '--version':
         // eslint-disable-next-line @typescript-eslint/no-require-imports
         out((require('../package.json') as { version: string }).version);

@@ -13,6 +13,7 @@ import { EINVAL, EPERM, IO_FLUSHER_MIN_KERNEL, PRCTL_OPTION_NAMES } from './kern
  * - `verification-failed`: the call succeeded but reading the state back disagrees.
  * - `no-such-thread`: a /proc lookup named a thread or process that does not exist.
  * - `native-unavailable`: the native addon could not be loaded and the native backend was required.
+ * - `signal-in-use`: the process-wide set was asked to use a signal that already has a handler, or none was free.
  * - `unexpected-errno`: any other errno.
  */
 export type IoFlusherErrorReason =
@@ -22,6 +23,7 @@ export type IoFlusherErrorReason =
   | 'verification-failed'
   | 'no-such-thread'
   | 'native-unavailable'
+  | 'signal-in-use'
   | 'unexpected-errno';
 
 export interface IoFlusherErrorFields {
@@ -35,6 +37,7 @@ export interface IoFlusherErrorFields {
   hint: string;
   emulated?: boolean;
   cause?: unknown;
+  report?: unknown;
 }
 
 export class IoFlusherError extends Error {
@@ -51,6 +54,8 @@ export class IoFlusherError extends Error {
   readonly hint: string;
   /** True when the emulator, not the kernel, produced this answer. */
   readonly emulated: boolean;
+  /** For setProcessIoFlusher(): the per-thread report at the time of the failure. */
+  readonly report: unknown;
 
   constructor(fields: IoFlusherErrorFields) {
     super(`${fields.message}: ${fields.hint}`, fields.cause === undefined ? undefined : { cause: fields.cause });
@@ -63,6 +68,7 @@ export class IoFlusherError extends Error {
     this.reason = fields.reason;
     this.hint = fields.hint;
     this.emulated = fields.emulated ?? false;
+    this.report = fields.report;
   }
 }
 

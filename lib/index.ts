@@ -7,6 +7,7 @@
  */
 import { backendFromEnvironment, BACKEND_ENV } from './backend';
 import { IoFlusher, IoFlusherOptions, ProbeResult } from './io-flusher';
+import type { ProcessIoFlusherOptions, ProcessIoFlusherReport } from './process-wide';
 import { capabilitiesFromStatus, CapabilitySets, readStatus, ThreadFlags } from './procfs';
 import { assertId } from './validate';
 
@@ -17,6 +18,7 @@ export type { IoFlusherErrorReason } from './errors';
 export type { ThreadFlags, CapabilitySets } from './procfs';
 export type { BackendName, BackendChoice } from './backend';
 export type { EmulatorOptions } from './emulator';
+export type { ProcessIoFlusherOptions, ProcessIoFlusherReport, ThreadCoverage, UncoveredReason } from './process-wide';
 export {
   PR_SET_IO_FLUSHER,
   PR_GET_IO_FLUSHER,
@@ -60,6 +62,13 @@ export function createIoFlusher(options: IoFlusherOptions = {}): IoFlusher {
 /** Puts the calling thread in IO_FLUSHER state (true) or takes it out (false), then verifies it. */
 export function setIoFlusher(enabled: boolean): void {
   defaultIoFlusher().setIoFlusher(enabled);
+}
+
+/**
+ * Puts every thread of this process in IO_FLUSHER state (or out of it), and reports per thread. See README.
+ */
+export function setProcessIoFlusher(enabled: boolean, options?: ProcessIoFlusherOptions): ProcessIoFlusherReport {
+  return defaultIoFlusher().setProcessIoFlusher(enabled, options);
 }
 
 /** Whether the calling thread is in IO_FLUSHER state. */

@@ -12,13 +12,14 @@ import {
   capabilitiesFromStatus,
   describeFlags,
   inUserNamespace,
+  readProcessThreads,
   readStatus,
-  readTaskIds,
   readThreadStat,
   seccompModeFromStatus,
   ThreadFlags,
 } from './procfs';
 import { assertBoolean, assertId, assertObject, assertOneOf } from './validate';
+import { ProcessIoFlusherOptions, ProcessIoFlusherReport, setProcessIoFlusherWith } from './process-wide';
 
 export interface IoFlusherOptions {
   /** 'auto' (default), 'native' (never falls back) or 'emulated'. */
@@ -113,6 +114,19 @@ export class IoFlusher {
     }
   }
 
+  /**
+   * Puts every thread of this process in the requested state (see lib/process-wide.ts for the mechanism) and
+   * reports, per thread, whether /proc shows it covered and why not. Threads created afterwards by covered threads
+   * inherit the state.
+   * @throws IoFlusherError when the calling thread itself is refused (`err.report` has the per-thread report), or
+   *   ERR_IO_FLUSHER_SIGNAL_IN_USE when the requested signal already has a handler.
+   */
+  setProcessIoFlusher(enabled: boolean, options: ProcessIoFlusherOptions = {}): ProcessIoFlusherReport {
+    assertBoolean(enabled, 'enabled');
+    assertObject(options, 'options');
+    return setProcessIoFlusherWith(this.kernel, enabled, options);
+  }
+
   /** Whether the calling thread is in IO_FLUSHER state (both bits set), as PR_GET_IO_FLUSHER answers. */
   getIoFlusher(): boolean {
     const rc = this.kernel.get();
@@ -143,19 +157,7 @@ export class IoFlusher {
   listThreads(pid?: number): ThreadFlags[] {
     if (pid !== undefined) assertId(pid, 'pid');
     const thePid = pid ?? process.pid;
-    const threads: ThreadFlags[] = [];
-    let lastError: unknown;
-    for (const tid of readTaskIds(thePid)) {
-      try {
-        const stat = readThreadStat(thePid, tid);
-        threads.push(this.describe(thePid, tid, stat.name, stat.flags));
-      } catch (err) {
-        if ((err as IoFlusherError).code !== 'ESRCH') throw err;
-        lastError = err;
-      }
-    }
-    if (threads.length === 0 && lastError) throw lastError;
-    return threads;
+    return readProcessThreads(thePid).map((stat) => this.describe(thePid, stat.tid, stat.name, stat.flags));
   }
 
   private describe(pid: number, tid: number, name: string, kernelFlags: number): ThreadFlags {

@@ -13,6 +13,32 @@ export interface NativeBinding {
   getIoFlusher(): number;
   /** gettid(2). */
   gettid(): number;
+
+  // Process-wide broadcast (native/thread_broadcast.h).
+  /** sigaction query: 0 SIG_DFL, 1 SIG_IGN, 2 a handler, or -errno. */
+  signalDisposition(signo: number): number;
+  /** Installs the prctl-making handler for `signo` (SA_RESTART), clearing recorded results: 0, -EBUSY or -errno. */
+  broadcastInstall(signo: number, value: number): number;
+  /** Restores the action saved by broadcastInstall: 0 or -errno. */
+  broadcastRestore(signo: number): number;
+  /** tgkill(getpid(), tid, signo): 0 or -errno. */
+  tgkill(tid: number, signo: number): number;
+  /** The handler's prctl result on `tid` (0 or -errno), or 1 while it has not run there. */
+  broadcastResult(tid: number): number;
+  sigrtmin(): number;
+  sigrtmax(): number;
+
+  // exec (native/process_exec.h).
+  /** execve(path, argv, envp): returns only on failure, with -errno. */
+  execve(path: string, argv: string[], envp: string[]): number;
+  /** fcntl(fd, F_GETFL): flags or -errno. */
+  getFdFlags(fd: number): number;
+  /** fcntl(fd, F_SETFL, flags): 0 or -errno. */
+  setFdFlags(fd: number, flags: number): number;
+  /** FD_CLOEXEC of fd (fcntl F_GETFD): 1, 0 or -errno. */
+  getFdCloexec(fd: number): number;
+  /** Sets or clears FD_CLOEXEC (fcntl F_GETFD then F_SETFD): 0 or -errno. */
+  setFdCloexec(fd: number, cloexec: number): number;
 }
 
 export type NativeLoadResult =

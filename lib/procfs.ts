@@ -116,6 +116,23 @@ export function readTaskIds(pid: number): number[] {
   }
 }
 
+/** The stat fields of every thread of a process, in tid order; threads that exit while it is read are left out.
+ * Throws IoFlusherError 'ESRCH' when the process does not exist. */
+export function readProcessThreads(pid: number): StatFields[] {
+  const threads: StatFields[] = [];
+  let lastError: unknown;
+  for (const tid of readTaskIds(pid)) {
+    try {
+      threads.push(readThreadStat(pid, tid));
+    } catch (err) {
+      if ((err as IoFlusherError).code !== 'ESRCH') throw err;
+      lastError = err;
+    }
+  }
+  if (threads.length === 0 && lastError) throw lastError;
+  return threads;
+}
+
 /** Capability sets of a process, by name, from /proc/PID/status. */
 export interface CapabilitySets {
   effective: string[];

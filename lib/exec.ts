@@ -1,0 +1,158 @@
+/**
+ * Starting programs with IO_FLUSHER from birth: set the state on the calling (main) thread, then execve. The new
+ * program's threads are all created after the change by a thread that has it, so every one inherits it, whatever
+ * language the program is written in. See: man 2 execve (task flags survive it), kernel/fork.c copy_process().
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as util from 'node:util';
+import { isMainThread } from 'node:worker_threads';
+import { IoFlusherError } from './errors';
+import { IoFlusher } from './io-flusher';
+import { loadNativeBinding, NativeBinding } from './native-binding';
+import * as tty from 'node:tty';
+
+/** Set on the re-executed process (value: its pid, which execve keeps) so reexecWithIoFlusher() runs only once. */
+export const REEXEC_ENV = 'IO_FLUSHER_REEXEC';
+
+const ENOENT = 2;
+
+/** Finds a command like execvp(3): names with a '/' as given, others through PATH. */
+export function resolveCommand(command: string, envPath = process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin'): string | undefined {
+  if (command.includes('/')) return fs.existsSync(command) ? command : undefined;
+  for (const dir of envPath.split(':')) {
+    const candidate = path.join(dir || '.', command);
+    try {
+      const st = fs.statSync(candidate);
+      if (st.isFile()) return candidate;
+    } catch {
+      // next
+    }
+  }
+  return undefined;
+}
+
+function requireBinding(): NativeBinding {
+  const native = loadNativeBinding();
+  if (!native.loaded) {
+    throw new IoFlusherError({
+      code: 'ERR_IO_FLUSHER_NATIVE_UNAVAILABLE',
+      reason: 'native-unavailable',
+      message: 'ERR_IO_FLUSHER_NATIVE_UNAVAILABLE: execve needs the native addon',
+      hint: native.error,
+    });
+  }
+  return native.binding;
+}
+
+/** The flags of stdin, stdout and stderr now, to be put back before execve (see restoreStdio). */
+export function saveStdioFlags(binding: NativeBinding = requireBinding()): number[] {
+  return [0, 1, 2].map((fd) => binding.getFdFlags(fd));
+}
+
+/**
+ * The descriptors the new program must inherit: stdio, systemd's socket-activation descriptors (LISTEN_FDS, from
+ * fd 3, when LISTEN_PID is this process: execve keeps the pid), and any the caller names.
+ */
+export function inheritedDescriptors(extra: number[] = []): number[] {
+  const fds = new Set([0, 1, 2, ...extra]);
+  const count = Number(process.env.LISTEN_FDS);
+  if (process.env.LISTEN_PID === String(process.pid) && Number.isInteger(count) && count > 0) {
+    for (let fd = 3; fd < 3 + count; fd++) fds.add(fd);
+  }
+  return [...fds].sort((a, b) => a - b);
+}
+
+/**
+ * Undoes what Node did to the descriptors the new program inherits: close-on-exec (Node sets it at start-up on every
+ * descriptor it inherited, libuv uv_disable_stdio_inheritance), O_NONBLOCK on stdio (libuv sets it on pipes and TTYs
+ * it opens; a blocking program would then see EAGAIN) and raw terminal mode.
+ * With `saved` flags, stdio gets its saved file status flags back; otherwise O_NONBLOCK is cleared.
+ */
+export function restoreStdio(binding: NativeBinding, saved?: number[], keep: number[] = inheritedDescriptors()): void {
+  for (const fd of keep) binding.setFdCloexec(fd, 0); // -EBADF for a descriptor that is not open: nothing to keep
+  // A terminal left in raw mode by this program would stay raw for the next one. Node restores it only at exit.
+  if (tty.isatty(0) && process.stdin.isRaw) process.stdin.setRawMode(false);
+  [0, 1, 2].forEach((fd, i) => {
+    const flags = binding.getFdFlags(fd);
+    if (flags < 0) return;
+    const wanted = saved && saved[i]! >= 0 ? saved[i]! : flags & ~fs.constants.O_NONBLOCK;
+    if (wanted !== flags) binding.setFdFlags(fd, wanted);
+  });
+}
+
+/** Why exec failed: `not-found` (no such command), `not-executable` (execve refused it). */
+export class ExecError extends Error {
+  constructor(
+    message: string,
+    readonly code: string,
+    readonly errno: number,
+    readonly kind: 'not-found' | 'not-executable',
+    readonly path: string,
+  ) {
+    super(message);
+    this.name = 'ExecError';
+  }
+}
+
+/** execve(path, argv, env). Returns only by throwing ExecError. */
+export function execve(
+  command: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+  binding = requireBinding(),
+  saved?: number[],
+  keepFds?: number[],
+): never {
+  if (!isMainThread) throw new Error('execve must be called from the main thread');
+  const file = resolveCommand(command, env.PATH);
+  if (!file) {
+    throw new ExecError(`ENOENT: no such file or directory, execve '${command}' (not found in PATH)`, 'ENOENT', -ENOENT, 'not-found', command);
+  }
+  const envp = Object.entries(env)
+    .filter((entry): entry is [string, string] => entry[1] !== undefined)
+    .map(([k, v]) => `${k}=${v}`);
+  restoreStdio(binding, saved, inheritedDescriptors(keepFds));
+  const rc = binding.execve(file, [command, ...args], envp);
+  const code = util.getSystemErrorName(rc);
+  throw new ExecError(`${code}: ${util.getSystemErrorMap().get(rc)?.[1] ?? 'exec failed'}, execve '${file}'`, code, rc, rc === -ENOENT ? 'not-found' : 'not-executable', file);
+}
+
+export interface ReexecOptions {
+  /** Backend for setting the state (default: the default instance's). */
+  ioFlusher?: IoFlusher;
+  /** When the state cannot be set, go on without re-executing (returning the error) instead of throwing. */
+  allowUnprotected?: boolean;
+}
+
+export interface ReexecResult {
+  /** True when this process is the re-executed one (the call that exec'd never returns). */
+  reexecuted: boolean;
+  /** Threads of this process that lack IO_FLUSHER now (empty when every thread has it). */
+  unprotectedThreads: Array<{ tid: number; name: string }>;
+  /** Set when allowUnprotected let a failure through. */
+  error?: IoFlusherError;
+}
+
+/**
+ * For a Node daemon started without `io-flusher exec`: sets IO_FLUSHER on the main thread and re-executes this
+ * process (same executable, execArgv, argv, environment and stdio), so every thread of the new process has it from
+ * birth. In the re-executed process it returns at once and reports any thread lacking the state. Call it first
+ * thing: output still buffered in process.stdout/stderr when it execs is lost.
+ */
+export function reexecWithIoFlusher(ioFlusher: IoFlusher, options: ReexecOptions = {}): ReexecResult {
+  if (!isMainThread) throw new Error('reexecWithIoFlusher() must be called from the main thread');
+  const unprotected = () => ioFlusher.listThreads().filter((t) => !t.ioFlusher).map(({ tid, name }) => ({ tid, name }));
+  if (process.env[REEXEC_ENV] === String(process.pid)) {
+    return { reexecuted: true, unprotectedThreads: unprotected() };
+  }
+  const binding = requireBinding();
+  try {
+    ioFlusher.setIoFlusher(true);
+  } catch (err) {
+    if (options.allowUnprotected && err instanceof IoFlusherError) return { reexecuted: false, unprotectedThreads: unprotected(), error: err };
+    throw err;
+  }
+  const env = { ...process.env, [REEXEC_ENV]: String(process.pid) };
+  return execve(process.execPath, [...process.execArgv, ...process.argv.slice(1)], env, binding);
+}

@@ -1,0 +1,296 @@
+/**
+ * setProcessIoFlusher(): IO_FLUSHER on every thread of this process. prctl changes only the calling thread, and a
+ * Node process has V8, libuv and Worker threads before user code runs. The mechanism is glibc's setxid broadcast
+ * and libcap's libpsx (nptl/nptl_setxid.c, psx/psx.c): list /proc/self/task, send each thread a real-time signal
+ * whose handler makes the prctl on that thread and records the result, wait with a bound, and sweep again until a
+ * pass finds no new thread. Coverage is then verified from each thread's /proc flags, not taken from the handler.
+ *
+ * Care for the rest of the program: the handler is installed only for the call (SA_RESTART, so interrupted system
+ * calls restart and no EINTR reaches users), a signal that already has a handler is refused, the previous action is
+ * restored, and a thread that blocks the signal is never sent it (it would stay pending and, once the previous
+ * SIG_DFL is back, kill the process): it is reported uncovered instead.
+ */
+import * as fs from 'node:fs';
+import * as util from 'node:util';
+import { performance } from 'node:perf_hooks';
+import { BackendName, KernelBackend } from './backend';
+import { FailureContext, IoFlusherError, prctlFailure } from './errors';
+import { IO_FLUSHER_FLAGS, PR_SET_IO_FLUSHER } from './kernel-constants';
+import { NativeBinding } from './native-binding';
+import { readTaskIds, readThreadStat } from './procfs';
+
+/** Why a thread is not in the requested state. */
+export type UncoveredReason = 'blocks-signal' | 'exited' | 'refused' | 'timed-out' | 'not-verified';
+
+export interface ThreadCoverage {
+  tid: number;
+  name: string;
+  /** The thread's /proc flags show the requested state. */
+  covered: boolean;
+  /** How the prctl reached it: made directly (the calling thread), through the signal handler, or in the model. */
+  via: 'direct' | 'signal' | 'emulated' | 'none';
+  reason?: UncoveredReason;
+  /** For `refused`: the errno name the thread's prctl got. */
+  code?: string;
+  /** The flags word read back, or null when the thread is gone. */
+  flags: number | null;
+}
+
+export interface ProcessIoFlusherReport {
+  enabled: boolean;
+  backend: BackendName;
+  /** The real-time signal used, or null (emulated, or a process with one thread). */
+  signal: number | null;
+  /** Listing passes made (the last one found no new thread). */
+  passes: number;
+  elapsedMs: number;
+  threads: ThreadCoverage[];
+  covered: number;
+  uncovered: number;
+  /** Every live thread is covered (threads that exited during the call do not count against it). */
+  complete: boolean;
+  /** The previous action of the signal was restored (false only when a signalled thread never took it). */
+  handlerRestored: boolean;
+}
+
+export interface ProcessIoFlusherOptions {
+  /** The real-time signal to use; default: the highest one from SIGRTMAX down whose action is SIG_DFL. */
+  signal?: number;
+  /** How long to wait for signalled threads in each pass, in ms (default 1000). */
+  timeoutMs?: number;
+  /** The most listing passes to make (default 16). */
+  maxPasses?: number;
+}
+
+const ESRCH = 3;
+const EBUSY = 16;
+const PENDING = 1; // IOF_BROADCAST_PENDING in native/thread_broadcast.h
+
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+function sleepMs(ms: number): void {
+  Atomics.wait(sleeper, 0, 0, ms);
+}
+
+/** Whether a thread blocks or has pending a signal, from SigBlk / SigPnd in /proc/self/task/TID/status. */
+function signalMaskHas(tid: number, field: 'SigBlk' | 'SigPnd', signo: number): boolean | undefined {
+  let text: string;
+  try {
+    text = fs.readFileSync(`/proc/self/task/${tid}/status`, 'latin1');
+  } catch {
+    return undefined; // gone
+  }
+  const hex = new RegExp(`^${field}:\\s*([0-9a-f]+)$`, 'm').exec(text)?.[1];
+  return hex === undefined ? undefined : ((BigInt(`0x${hex}`) >> BigInt(signo - 1)) & 1n) === 1n;
+}
+
+function errnoName(negErrno: number): string {
+  return util.getSystemErrorName(negErrno);
+}
+
+function chooseSignal(binding: NativeBinding, requested: number | undefined, context: FailureContext): number {
+  const min = binding.sigrtmin();
+  const max = binding.sigrtmax();
+  const inUse = (signo: number): IoFlusherError =>
+    new IoFlusherError({
+      code: 'ERR_IO_FLUSHER_SIGNAL_IN_USE',
+      reason: 'signal-in-use',
+      syscall: 'sigaction',
+      emulated: context.emulated,
+      message: `ERR_IO_FLUSHER_SIGNAL_IN_USE: signal ${signo} already has a handler or is ignored`,
+      hint: `choose a real-time signal (${min}..${max}) that nothing else in the process uses, with the \`signal\` option`,
+    });
+  if (requested !== undefined) {
+    if (!Number.isInteger(requested) || requested < min || requested > max) {
+      throw Object.assign(
+        new RangeError(`The value of "options.signal" is out of range. It must be an integer from ${min} to ${max}. Received ${requested}`),
+        { code: 'ERR_OUT_OF_RANGE' },
+      );
+    }
+    if (binding.signalDisposition(requested) !== 0) throw inUse(requested);
+    return requested;
+  }
+  for (let signo = max; signo >= min; signo--) if (binding.signalDisposition(signo) === 0) return signo;
+  throw inUse(max);
+}
+
+function readNumberOption(value: unknown, name: string, fallback: number, max: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max) {
+    throw Object.assign(new RangeError(`The value of "options.${name}" is out of range. It must be an integer from 1 to ${max}. Received ${String(value)}`), {
+      code: 'ERR_OUT_OF_RANGE',
+    });
+  }
+  return value;
+}
+
+/** Verifies every thread from /proc and builds the report. */
+function finish(
+  enabled: boolean,
+  backend: KernelBackend,
+  outcomes: Map<number, Omit<ThreadCoverage, 'name' | 'flags' | 'covered'>>,
+  extra: { signal: number | null; passes: number; started: number; handlerRestored: boolean },
+  modelledFlags?: (tid: number) => number | undefined,
+): ProcessIoFlusherReport {
+  const threads: ThreadCoverage[] = [];
+  for (const [tid, outcome] of [...outcomes].sort((a, b) => a[0] - b[0])) {
+    let name = '';
+    let flags: number | null = null;
+    try {
+      const stat = readThreadStat(process.pid, tid);
+      name = stat.name;
+      const modelled = modelledFlags?.(tid);
+      flags = modelled === undefined ? stat.flags : ((stat.flags & ~IO_FLUSHER_FLAGS) | (modelled & IO_FLUSHER_FLAGS)) >>> 0;
+    } catch {
+      // Gone since.
+    }
+    const inState = flags !== null && ((flags & IO_FLUSHER_FLAGS) === IO_FLUSHER_FLAGS) === enabled;
+    let reason = outcome.reason;
+    if (flags === null) reason = 'exited';
+    else if (!reason && !inState) reason = 'not-verified';
+    threads.push({ tid, name, covered: flags !== null && inState && !reason, via: outcome.via, ...(reason ? { reason } : {}), ...(outcome.code ? { code: outcome.code } : {}), flags });
+  }
+  const covered = threads.filter((t) => t.covered).length;
+  return {
+    enabled,
+    backend: backend.name,
+    signal: extra.signal,
+    passes: extra.passes,
+    elapsedMs: Math.round((performance.now() - extra.started) * 1000) / 1000,
+    threads,
+    covered,
+    uncovered: threads.length - covered,
+    complete: threads.every((t) => t.covered || t.reason === 'exited'),
+    handlerRestored: extra.handlerRestored,
+  };
+}
+
+/**
+ * Puts every thread of this process in the requested state. Throws IoFlusherError when the calling thread itself
+ * is refused (EPERM, EINVAL), with `err.report` giving every thread's own answer. Otherwise returns the report;
+ * when some live thread is left uncovered, also emits a process warning (code IO_FLUSHER_PARTIAL).
+ */
+export function setProcessIoFlusherWith(
+  backend: KernelBackend,
+  enabled: boolean,
+  options: ProcessIoFlusherOptions = {},
+): ProcessIoFlusherReport {
+  const timeoutMs = readNumberOption(options.timeoutMs, 'timeoutMs', 1000, 600_000);
+  const maxPasses = readNumberOption(options.maxPasses, 'maxPasses', 16, 1000);
+  const started = performance.now();
+  const value = enabled ? 1 : 0;
+  const self = backend.threadId();
+  const outcomes = new Map<number, Omit<ThreadCoverage, 'name' | 'flags' | 'covered'>>();
+
+  // The calling thread first, directly. If it is refused the others will be too, but they are still asked, so the
+  // report shows each thread's own answer and the mechanism runs (and is tested) even where prctl is refused.
+  const selfResult = backend.set(value);
+  outcomes.set(self, selfResult === 0 ? { tid: self, via: 'direct' } : { tid: self, via: 'direct', reason: 'refused', code: errnoName(selfResult) });
+  const done = (report: ProcessIoFlusherReport): ProcessIoFlusherReport => {
+    if (selfResult < 0) {
+      const error = prctlFailure(PR_SET_IO_FLUSHER, selfResult, backend.failureContext());
+      Object.defineProperty(error, 'report', { value: report, enumerable: true });
+      throw error;
+    }
+    return warnIfPartial(report);
+  };
+
+  if (backend.emulator) {
+    // The model: every thread listed now is reached, as a broadcast with every thread answering would.
+    const emulator = backend.emulator;
+    for (const tid of readTaskIds(process.pid)) {
+      if (tid === self) continue;
+      if (selfResult < 0) {
+        outcomes.set(tid, { tid, via: 'emulated', reason: 'refused', code: errnoName(selfResult) }); // same model, same answer
+        continue;
+      }
+      const flags = emulator.flagsOf(tid) ?? 0;
+      emulator.setFlagsOf(tid, enabled ? flags | IO_FLUSHER_FLAGS : flags & ~IO_FLUSHER_FLAGS);
+      outcomes.set(tid, { tid, via: 'emulated' });
+    }
+    return done(finish(enabled, backend, outcomes, { signal: null, passes: 1, started, handlerRestored: true }, (tid) => emulator.flagsOf(tid)));
+  }
+
+  const binding = backend.binding!;
+  const signo = chooseSignal(binding, options.signal, backend.failureContext());
+  const installed = binding.broadcastInstall(signo, value);
+  if (installed < 0) {
+    throw new IoFlusherError({
+      code: errnoName(installed),
+      errno: installed,
+      syscall: 'sigaction',
+      reason: installed === -EBUSY ? 'signal-in-use' : 'unexpected-errno',
+      message: `${errnoName(installed)}: could not install the broadcast handler for signal ${signo}`,
+      hint:
+        installed === -EBUSY
+          ? 'another setProcessIoFlusher() is running in this process (from another Worker), or an earlier one left its handler installed because a thread never took the signal'
+          : 'sigaction failed',
+    });
+  }
+  let passes = 0;
+  const stillPending: number[] = [];
+  let handlerRestored = false;
+  try {
+    for (;;) {
+      const fresh = readTaskIds(process.pid).filter((tid) => !outcomes.has(tid));
+      if (fresh.length === 0) break;
+      if (passes >= maxPasses) {
+        // Threads keep appearing faster than passes end: report the rest rather than loop forever.
+        for (const tid of fresh) outcomes.set(tid, { tid, via: 'none', reason: 'timed-out' });
+        break;
+      }
+      passes++;
+      const waiting: number[] = [];
+      for (const tid of fresh) {
+        const blocked = signalMaskHas(tid, 'SigBlk', signo);
+        if (blocked === undefined) {
+          outcomes.set(tid, { tid, via: 'none', reason: 'exited' });
+        } else if (blocked) {
+          outcomes.set(tid, { tid, via: 'none', reason: 'blocks-signal' });
+        } else {
+          const sent = binding.tgkill(tid, signo);
+          if (sent === 0) waiting.push(tid);
+          else outcomes.set(tid, { tid, via: 'none', reason: sent === -ESRCH ? 'exited' : 'refused', code: errnoName(sent) });
+        }
+      }
+      const deadline = performance.now() + timeoutMs;
+      let pollMs = 0.05;
+      while (waiting.length) {
+        for (let i = waiting.length - 1; i >= 0; i--) {
+          const tid = waiting[i]!;
+          const result = binding.broadcastResult(tid);
+          if (result === PENDING) continue;
+          outcomes.set(tid, result === 0 ? { tid, via: 'signal' } : { tid, via: 'signal', reason: 'refused', code: errnoName(result) });
+          waiting.splice(i, 1);
+        }
+        if (!waiting.length) break;
+        if (performance.now() > deadline) {
+          for (const tid of waiting) {
+            outcomes.set(tid, { tid, via: 'none', reason: 'timed-out' });
+            stillPending.push(tid);
+          }
+          break;
+        }
+        sleepMs(pollMs);
+        pollMs = Math.min(pollMs * 2, 5);
+      }
+    }
+  } finally {
+    // Restoring SIG_DFL while a thread still has the signal pending would kill the process when it arrives.
+    const pendingNow = stillPending.filter((tid) => signalMaskHas(tid, 'SigPnd', signo) === true);
+    if (pendingNow.length === 0) handlerRestored = binding.broadcastRestore(signo) === 0;
+  }
+  return done(finish(enabled, backend, outcomes, { signal: signo, passes, started, handlerRestored }));
+}
+
+function warnIfPartial(report: ProcessIoFlusherReport): ProcessIoFlusherReport {
+  if (!report.complete) {
+    const missing = report.threads
+      .filter((t) => !t.covered && t.reason !== 'exited')
+      .map((t) => `${t.tid} (${t.name}): ${t.reason}${t.code ? ` ${t.code}` : ''}`);
+    process.emitWarning(
+      `io-flusher: IO_FLUSHER ${report.enabled ? 'set' : 'cleared'} on ${report.covered} of ${report.threads.length} threads; not on ${missing.join(', ')}`,
+      { type: 'IoFlusherWarning', code: 'IO_FLUSHER_PARTIAL' },
+    );
+  }
+  return report;
+}

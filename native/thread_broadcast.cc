@@ -1,0 +1,105 @@
+// See thread_broadcast.h. The handler is async-signal-safe: raw system calls and lock-free atomics only.
+#include "thread_broadcast.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+
+#include "prctl_io_flusher.h"
+
+namespace {
+
+constexpr int kSlots = 8192;  // threads one broadcast can record; far above any Node process we have seen
+constexpr long kUnanswered = LONG_MIN;
+
+struct Slot {
+  std::atomic<int> tid;
+  std::atomic<long> result;
+};
+
+Slot g_slots[kSlots];
+std::atomic<unsigned long> g_value{0};
+std::atomic<bool> g_installed{false};  // one broadcast at a time per process (Workers share this library)
+struct sigaction g_previous;
+
+void Record(int tid, long result) {
+  for (Slot& slot : g_slots) {
+    int owner = slot.tid.load(std::memory_order_acquire);
+    if (owner == 0) {
+      int expected = 0;
+      if (slot.tid.compare_exchange_strong(expected, tid, std::memory_order_acq_rel)) owner = tid;
+      else owner = expected;
+    }
+    if (owner == tid) {
+      slot.result.store(result, std::memory_order_release);
+      return;
+    }
+  }
+}
+
+void BroadcastHandler(int, siginfo_t*, void*) {
+  int saved_errno = errno;  // a handler must not change errno under the interrupted code
+  int tid = static_cast<int>(syscall(SYS_gettid));
+  Record(tid, iof_set_io_flusher(g_value.load(std::memory_order_acquire)));
+  errno = saved_errno;
+}
+
+}  // namespace
+
+long iof_signal_disposition(int signo) {
+  struct sigaction current;
+  if (sigaction(signo, nullptr, &current) != 0) return -errno;
+  if (!(current.sa_flags & SA_SIGINFO) && current.sa_handler == SIG_DFL) return 0;
+  if (!(current.sa_flags & SA_SIGINFO) && current.sa_handler == SIG_IGN) return 1;
+  return 2;
+}
+
+long iof_broadcast_install(int signo, unsigned long value) {
+  bool expected = false;
+  if (!g_installed.compare_exchange_strong(expected, true)) return -EBUSY;
+  for (Slot& slot : g_slots) {
+    slot.result.store(kUnanswered, std::memory_order_relaxed);
+    slot.tid.store(0, std::memory_order_relaxed);
+  }
+  g_value.store(value, std::memory_order_release);
+  struct sigaction action;
+  memset(&action, 0, sizeof action);
+  action.sa_sigaction = BroadcastHandler;
+  action.sa_flags = SA_SIGINFO | SA_RESTART;
+  sigemptyset(&action.sa_mask);
+  if (sigaction(signo, &action, &g_previous) == 0) return 0;
+  long error = -errno;
+  g_installed.store(false);
+  return error;
+}
+
+long iof_broadcast_restore(int signo) {
+  if (sigaction(signo, &g_previous, nullptr) != 0) return -errno;
+  g_installed.store(false);
+  return 0;
+}
+
+long iof_tgkill(int tid, int signo) {
+  return syscall(SYS_tgkill, getpid(), tid, signo) == 0 ? 0 : -errno;
+}
+
+long iof_broadcast_result(int tid) {
+  for (Slot& slot : g_slots) {
+    int owner = slot.tid.load(std::memory_order_acquire);
+    if (owner == 0) break;  // slots fill in order; the first free one ends the search
+    if (owner == tid) {
+      long result = slot.result.load(std::memory_order_acquire);
+      return result == kUnanswered ? IOF_BROADCAST_PENDING : result;
+    }
+  }
+  return IOF_BROADCAST_PENDING;
+}
+
+long iof_sigrtmin(void) { return SIGRTMIN; }
+long iof_sigrtmax(void) { return SIGRTMAX; }
