@@ -79,6 +79,14 @@ function currentThreadId(): number {
   }
 }
 
+function listOwnThreads(): number[] {
+  try {
+    return fs.readdirSync('/proc/self/task').map(Number);
+  } catch {
+    return [];
+  }
+}
+
 /** Shared tid -> flags table. Slot i: [2i] = tid (0 = free), [2i+1] = modelled flags. */
 class ThreadRegistry {
   constructor(private readonly slots: Int32Array) {}
@@ -151,7 +159,13 @@ export class EmulatedKernel {
     this.capSysResource = options.capSysResource ?? envBoolean(EMULATED_CAPABILITY_ENV) ?? realCapSysResource();
     this.kernelSupport = options.kernelSupport ?? envBoolean(EMULATED_SUPPORT_ENV) ?? true;
     if (this.registry.get(this.tid) === undefined) {
-      this.registry.set(this.tid, inheritedFlags());
+      const inherited = inheritedFlags();
+      if (wt.isMainThread && inherited) {
+        // This process was started by a thread in emulated IO_FLUSHER state: every thread it has now was created
+        // after that by its main thread, so, as with the real kernel, all of them inherited the state.
+        for (const tid of listOwnThreads()) if (this.registry.get(tid) === undefined) this.registry.set(tid, inherited);
+      }
+      this.registry.set(this.tid, inherited);
       // A Worker's tid can be reused after it exits; drop its entry then.
       if (!wt.isMainThread) process.once('exit', () => this.registry.delete(this.tid));
     }

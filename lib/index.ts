@@ -8,6 +8,7 @@
 import { backendFromEnvironment, BACKEND_ENV } from './backend';
 import { IoFlusher, IoFlusherOptions, ProbeResult } from './io-flusher';
 import type { ProcessIoFlusherOptions, ProcessIoFlusherReport } from './process-wide';
+import { reexecWithIoFlusher as reexecWith, ReexecResult } from './exec';
 import { capabilitiesFromStatus, CapabilitySets, readStatus, ThreadFlags } from './procfs';
 import { assertId } from './validate';
 
@@ -18,6 +19,8 @@ export type { IoFlusherErrorReason } from './errors';
 export type { ThreadFlags, CapabilitySets } from './procfs';
 export type { BackendName, BackendChoice } from './backend';
 export type { EmulatorOptions } from './emulator';
+export { REEXEC_ENV, ExecError } from './exec';
+export type { ReexecResult } from './exec';
 export type { ProcessIoFlusherOptions, ProcessIoFlusherReport, ThreadCoverage, UncoveredReason } from './process-wide';
 export {
   PR_SET_IO_FLUSHER,
@@ -69,6 +72,16 @@ export function setIoFlusher(enabled: boolean): void {
  */
 export function setProcessIoFlusher(enabled: boolean, options?: ProcessIoFlusherOptions): ProcessIoFlusherReport {
   return defaultIoFlusher().setProcessIoFlusher(enabled, options);
+}
+
+/**
+ * Re-executes this Node process (same executable, execArgv, argv, environment, stdio) after putting the main thread
+ * in IO_FLUSHER state, so every thread of the new process has it from birth. In the re-executed process it returns
+ * `{ reexecuted: true, unprotectedThreads }` at once. Call it first thing, from the main thread.
+ * @throws IoFlusherError when the state cannot be set (unless `allowUnprotected`); ExecError when exec fails.
+ */
+export function reexecWithIoFlusher(options: { allowUnprotected?: boolean } = {}): ReexecResult {
+  return reexecWith(defaultIoFlusher(), options);
 }
 
 /** Whether the calling thread is in IO_FLUSHER state. */

@@ -1,0 +1,109 @@
+/** `io-flusher exec`, `io-flusher status` and reexecWithIoFlusher() on this machine (EPERM here; emulator where it helps). */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { CLI, holdsCapSysResource, ROOT, runCli, runNode } from './helpers';
+
+const capable = holdsCapSysResource();
+const EMULATED_CAPABLE = { IO_FLUSHER_EMULATED_CAP_SYS_RESOURCE: '1' };
+
+describe('io-flusher exec', () => {
+  it.runIf(!capable)('[without CAP_SYS_RESOURCE] fails with 125 and does not run COMMAND', () => {
+    const r = runCli(['exec', '--', 'sh', '-c', 'echo ran']);
+    expect(r.status).toBe(125);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/could not set IO_FLUSHER, so sh was not started: EPERM/);
+  });
+
+  it.runIf(!capable)('[without CAP_SYS_RESOURCE] --allow-unprotected warns, runs COMMAND, and passes its exit status on', () => {
+    const r = runCli(['exec', '--allow-unprotected', '--', 'sh', '-c', 'echo ran; exit 42']);
+    expect(r.status).toBe(42);
+    expect(r.stdout).toBe('ran\n');
+    expect(r.stderr).toMatch(/WARNING: sh runs WITHOUT IO_FLUSHER protection/);
+  });
+
+  it('--clear on a thread that is clear runs COMMAND with no flag, stdio and arguments intact', () => {
+    const r = runCli(['exec', '--clear', '--', 'sh', '-c', 'cat /proc/self/stat; echo "$1|$2" >&2', 'sh', 'a b', 'c']);
+    expect(r.status).toBe(0);
+    const flags = Number(r.stdout.slice(r.stdout.lastIndexOf(')') + 2).split(' ')[6]);
+    expect(flags & 0x180000).toBe(0);
+    expect(r.stderr).toBe('a b|c\n');
+  });
+
+  it('emulated with the capability: COMMAND (a Node program) starts in the emulated state on every thread', () => {
+    const r = runCli(
+      ['exec', '--backend', 'emulated', '--', process.execPath, '-e', `const io=require(${JSON.stringify(ROOT + '/dist/index.js')});const e=io.createIoFlusher({backend:'emulated'});process.stdout.write(JSON.stringify(e.listThreads().map(t=>t.ioFlusher)))`],
+      EMULATED_CAPABLE,
+    );
+    expect(r.status).toBe(0);
+    const states = JSON.parse(r.stdout) as boolean[];
+    expect(states.length).toBeGreaterThan(1);
+    expect(states.every(Boolean)).toBe(true);
+  });
+
+  it('exit 127 for a missing command, 126 for one that cannot be executed, 2 without a command', () => {
+    expect(runCli(['exec', '--clear', '--', 'no-such-command-here']).status).toBe(127);
+    expect(runCli(['exec', '--clear', '--', '/etc/hostname']).status).toBe(126);
+    expect(runCli(['exec', '--clear']).status).toBe(2);
+  });
+
+  it('passes stdio and --keep-fds descriptors on to COMMAND; other inherited descriptors stay closed', () => {
+    const fdsSeen = (extra: string[]) => {
+      const r = spawnSync(process.execPath, [CLI, 'exec', '--clear', ...extra, '--', 'sh', '-c', 'ls /proc/self/fd'], {
+        stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
+        encoding: 'utf8',
+      });
+      return r.stdout.split('\n').filter(Boolean).map(Number);
+    };
+    // `ls` itself opens one descriptor (its directory handle, fd 3 when 3 is free).
+    const without = fdsSeen([]);
+    const kept = fdsSeen(['--keep-fds', '3']);
+    expect(without).toEqual(expect.arrayContaining([0, 1, 2]));
+    expect(kept).toEqual(expect.arrayContaining([0, 1, 2, 3]));
+    expect(kept.length).toBe(without.length + 1);
+  });
+});
+
+describe('io-flusher status', () => {
+  it('lists the threads of processes; --check fails naming threads that lack IO_FLUSHER', () => {
+    const r = runCli(['status', '1', String(process.pid), '--json']);
+    expect(r.status).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.processes.map((p: { pid: number }) => p.pid)).toEqual([1, process.pid]);
+    const check = runCli(['status', String(process.pid), '--check']);
+    expect(check.status).toBe(1); // the test process never set IO_FLUSHER on its threads
+    expect(check.stderr).toMatch(new RegExp(`thread\\(s\\) lack IO_FLUSHER: ${process.pid}/${process.pid} `));
+    expect(runCli(['status', '4194303']).status).toBe(6);
+  });
+});
+
+describe('reexecWithIoFlusher()', () => {
+  const script = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'iof-reexec-')), 'daemon.js');
+  fs.writeFileSync(
+    script,
+    `const io = require(${JSON.stringify(ROOT + '/dist/index.js')});
+     const r = io.reexecWithIoFlusher({ allowUnprotected: process.env.ALLOW === '1' });
+     process.stdout.write(JSON.stringify({ reexecuted: r.reexecuted, unprotected: r.unprotectedThreads.length, error: r.error && r.error.code,
+       argv: process.argv.slice(2), execArgv: process.execArgv, marker: process.env.MARKER, pid: process.pid }));`,
+  );
+
+  it('emulated with the capability: re-executes once, argv, execArgv and environment intact, every thread flagged', () => {
+    const r = runNode(`require('child_process').execFileSync(process.execPath, ['--no-warnings', ${JSON.stringify(script)}, 'x y', '--z'], { stdio: 'inherit' })`, {
+      ...EMULATED_CAPABLE,
+      IO_FLUSHER_BACKEND: 'emulated',
+      MARKER: 'kept',
+    });
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ reexecuted: true, unprotected: 0, argv: ['x y', '--z'], execArgv: ['--no-warnings'], marker: 'kept' });
+  });
+
+  it.runIf(!capable)('[without CAP_SYS_RESOURCE] throws EPERM, or with allowUnprotected returns the error without re-executing', () => {
+    const r = runNode(`require('child_process').execFileSync(process.execPath, [${JSON.stringify(script)}], { stdio: 'inherit' })`, { ALLOW: '1' });
+    expect(JSON.parse(r.stdout)).toMatchObject({ reexecuted: false, error: 'EPERM' });
+    const strict = runNode(`require(${JSON.stringify(script)})`);
+    expect(strict.status).toBe(1);
+    expect(strict.stderr).toMatch(/IoFlusherError: EPERM/);
+  });
+});

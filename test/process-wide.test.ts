@@ -1,0 +1,131 @@
+/**
+ * setProcessIoFlusher() on this machine. Without CAP_SYS_RESOURCE every thread's prctl is refused, but the whole
+ * mechanism still runs: the handler is installed, each thread is signalled and answers with its own EPERM, the
+ * previous signal dispositions come back, and concurrent fs work sees no EINTR. The success path is in the kernel suite.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { describe, expect, it } from 'vitest';
+import * as io from '../dist/index.js';
+import { loadNativeBinding } from '../dist/native-binding.js';
+import { holdsCapSysResource } from './helpers';
+
+const capable = holdsCapSysResource();
+const native = io.createIoFlusher({ backend: 'native' });
+const binding = (loadNativeBinding() as { binding: import('../dist/native-binding.js').NativeBinding }).binding;
+
+function dispositions(): number[] {
+  const out: number[] = [];
+  for (let s = 1; s <= binding.sigrtmax(); s++) if (s !== 9 && s !== 19) out.push(binding.signalDisposition(s));
+  return out;
+}
+
+function refusedReport(call: () => unknown): io.ProcessIoFlusherReport {
+  try {
+    call();
+  } catch (err) {
+    expect(err).toBeInstanceOf(io.IoFlusherError);
+    expect(err).toMatchObject({ code: 'EPERM', errno: -1, syscall: 'prctl', reason: 'missing-capability' });
+    return (err as io.IoFlusherError).report as io.ProcessIoFlusherReport;
+  }
+  throw new Error('expected EPERM');
+}
+
+describe.runIf(!capable)('[without CAP_SYS_RESOURCE] setProcessIoFlusher, native', () => {
+  it('EPERM everywhere: throws with a report in which every thread gave its own answer', () => {
+    const before = dispositions();
+    const report = refusedReport(() => native.setProcessIoFlusher(true));
+    expect(dispositions()).toEqual(before);
+    const tids = fs.readdirSync('/proc/self/task').map(Number).sort((a, b) => a - b);
+    expect(report.threads.map((t) => t.tid)).toEqual(tids);
+    expect(report).toMatchObject({ enabled: true, backend: 'native', covered: 0, complete: false, handlerRestored: true });
+    expect(report.signal).toBeGreaterThanOrEqual(binding.sigrtmin());
+    expect(report.signal).toBeLessThanOrEqual(binding.sigrtmax());
+    const self = report.threads.find((t) => t.tid === process.pid)!;
+    expect(self).toMatchObject({ via: 'direct', covered: false, reason: 'refused', code: 'EPERM' });
+    // Signalled threads ran the handler: their answer is their own EPERM. Threads blocking the signal are named.
+    const others = report.threads.filter((t) => t.tid !== process.pid);
+    expect(others.length).toBeGreaterThan(0);
+    for (const t of others) {
+      if (t.via === 'signal') expect(t).toMatchObject({ reason: 'refused', code: 'EPERM' });
+      else expect(t.reason).toBe('blocks-signal');
+    }
+    expect(others.some((t) => t.via === 'signal')).toBe(true);
+  });
+
+  it('works from a Worker too, and reaches the main thread', async () => {
+    const out = await new Promise<io.ProcessIoFlusherReport>((resolve, reject) => {
+      const w = new Worker(
+        `const io = require(${JSON.stringify(path.resolve(__dirname, '../dist/index.js'))});
+         try { io.createIoFlusher({ backend: 'native' }).setProcessIoFlusher(false); } catch (e) { require('node:worker_threads').parentPort.postMessage(e.report); }`,
+        { eval: true },
+      );
+      w.once('message', resolve);
+      w.once('error', reject);
+    });
+    expect(out.threads.find((t) => t.tid === process.pid)).toMatchObject({ via: 'signal', code: 'EPERM' });
+  });
+
+  it('concurrent fs operations, timers and a Worker keep working; no EINTR reaches them', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iof-'));
+    const file = path.join(dir, 'data');
+    fs.writeFileSync(file, Buffer.alloc(1 << 20, 7));
+    const worker = new Worker(`const { parentPort } = require('node:worker_threads'); let n = 0; const t = setInterval(() => n++, 1); parentPort.on('message', () => { clearInterval(t); parentPort.postMessage(n); });`, { eval: true });
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 1);
+    const ops: Array<Promise<unknown>> = [];
+    for (let i = 0; i < 64; i++) ops.push(fs.promises.readFile(file), fs.promises.writeFile(path.join(dir, `w${i}`), Buffer.alloc(65536, i)));
+    for (let i = 0; i < 20; i++) {
+      refusedReport(() => native.setProcessIoFlusher(i % 2 === 0));
+      await new Promise((r) => setImmediate(r));
+    }
+    const results = await Promise.allSettled(ops);
+    await new Promise((r) => setTimeout(r, 20));
+    clearInterval(timer);
+    const workerTicks = await new Promise<number>((resolve) => {
+      worker.once('message', resolve);
+      worker.postMessage('stop');
+    });
+    await worker.terminate();
+    fs.rmSync(dir, { recursive: true });
+    expect(results.filter((r) => r.status === 'rejected')).toEqual([]);
+    expect(ticks).toBeGreaterThan(0);
+    expect(workerTicks).toBeGreaterThan(0);
+  });
+
+  it('refuses a signal that already has a handler, and validates options', () => {
+    const signo = binding.sigrtmax() - 1;
+    expect(binding.broadcastInstall(signo, 0)).toBe(0); // something else's handler, for this test
+    try {
+      expect(() => native.setProcessIoFlusher(true, { signal: signo })).toThrow(expect.objectContaining({ code: 'ERR_IO_FLUSHER_SIGNAL_IN_USE', reason: 'signal-in-use' }));
+    } finally {
+      expect(binding.broadcastRestore(signo)).toBe(0);
+    }
+    expect(binding.signalDisposition(signo)).toBe(0);
+    expect(() => native.setProcessIoFlusher(true, { signal: 10 })).toThrow(RangeError);
+    expect(() => native.setProcessIoFlusher(true, { timeoutMs: 0 })).toThrow(/"options.timeoutMs" is out of range/);
+    expect(() => native.setProcessIoFlusher('yes' as unknown as boolean)).toThrow(TypeError);
+  });
+});
+
+describe('setProcessIoFlusher, emulated', () => {
+  it('with the capability: every thread covered in the model, then cleared', () => {
+    const emu = io.createIoFlusher({ backend: 'emulated', emulator: { capSysResource: true } });
+    const report = emu.setProcessIoFlusher(true);
+    expect(report).toMatchObject({ backend: 'emulated', signal: null, complete: true, uncovered: 0 });
+    expect(report.covered).toBe(fs.readdirSync('/proc/self/task').length);
+    expect(emu.listThreads().every((t) => t.ioFlusher && t.emulated)).toBe(true);
+    const cleared = emu.setProcessIoFlusher(false);
+    expect(cleared.complete).toBe(true);
+    expect(emu.listThreads().some((t) => t.ioFlusher)).toBe(false);
+  });
+
+  it('without the capability: EPERM with a report of refusals, nothing changed', () => {
+    const emu = io.createIoFlusher({ backend: 'emulated', emulator: { capSysResource: false } });
+    const report = refusedReport(() => emu.setProcessIoFlusher(true));
+    expect(report.threads.every((t) => t.reason === 'refused' && t.code === 'EPERM')).toBe(true);
+    expect(emu.listThreads().some((t) => t.ioFlusher)).toBe(false);
+  });
+});
