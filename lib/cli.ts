@@ -7,7 +7,8 @@ import { BACKEND_CHOICES, BackendChoice } from './backend';
 import { IoFlusherError } from './errors';
 import { IoFlusher, ProbeResult } from './io-flusher';
 import { describeFlags, readProcessThreads, ThreadFlags } from './procfs';
-import { ExecError, execve, saveStdioFlags } from './exec';
+import { ExecError, execve, preloadOption, PRELOAD_MLOCK_ENV, resolveCommand, saveStdioFlags } from './exec';
+import { memoryState, setMemlockLimit, setOomScoreAdj } from './memory';
 import { loadNativeBinding } from './native-binding';
 
 /** Exit statuses of `io-flusher check` (and the other commands where they apply). */
@@ -42,11 +43,14 @@ const USAGE = `Usage:
       process (default: io-flusher itself). Exit status: 0 protection can be had here; 3 kernel has it but this
       process is not permitted (CAP_SYS_RESOURCE missing, or a filter); 4 kernel lacks it (Linux < 5.6, not Linux,
       or a filter answering EINVAL); 5 native addon not loadable; 2 usage error; 1 other failure.
-  io-flusher exec [--clear] [--allow-unprotected] [--keep-fds N,...] [--backend B] -- COMMAND [ARGS...]
+  io-flusher exec [--clear] [--allow-unprotected] [--keep-fds N,...] [--backend B]
+                  [--mlock[=current,future,onfault]] [--oom-score-adj N] [--memlock-limit BYTES|unlimited] -- COMMAND [ARGS...]
       Put this thread in IO_FLUSHER state (--clear: out of it), then execve COMMAND (no shell), so every thread of
-      COMMAND has the state from birth. COMMAND inherits stdio, systemd's LISTEN_FDS and the --keep-fds descriptors. Exit status: COMMAND's own once it runs; 125 the state could not be set
-      (with --allow-unprotected: a warning, and COMMAND runs anyway); 126 COMMAND could not be executed; 127 COMMAND
-      not found; 2 usage error.
+      COMMAND has the state from birth. COMMAND inherits stdio, systemd's LISTEN_FDS and the --keep-fds descriptors.
+      --oom-score-adj and --memlock-limit are set before exec (both survive it). --mlock (default current,onfault)
+      only for a Node COMMAND: memory locks end at execve, so it is loaded with a preload that locks at start.
+      Exit status: COMMAND's own once it runs; 125 a requested setting could not be made (with --allow-unprotected:
+      a warning, and COMMAND runs anyway); 126 COMMAND could not be executed; 127 COMMAND not found; 2 usage error.
   io-flusher status [PID...] [--json] [--check]
       Every thread of each process (default: io-flusher itself) with its name and memalloc flags. With --check, exit
       1 when any thread lacks IO_FLUSHER, naming those threads on stderr. Exit 6 when a process does not exist.
@@ -162,10 +166,12 @@ function check(argv: string[], out: (s: string) => void): number {
   const probe = instance.probe();
   const code = checkExitCode(probe);
   const threads = instance.listThreads(pid);
+  const memory = memoryState(pid ?? 'self');
   if (args.flags.has('json')) {
-    out(JSON.stringify({ ...probe, exitCode: code, verdict: verdict(probe, code), pid: pid ?? process.pid, threads }, null, 2));
+    out(JSON.stringify({ ...probe, exitCode: code, verdict: verdict(probe, code), pid: pid ?? process.pid, memory, threads }, null, 2));
     return code;
   }
+  const bytes = (n: number): string => (n === Infinity ? 'unlimited' : `${n} bytes`);
   const lines = [
     `kernel        ${probe.kernelRelease} (${probe.platform}): IO_FLUSHER ${probe.feature}; ${probe.featureDetail}`,
     `capability    CAP_SYS_RESOURCE ${probe.capSysResource === null ? 'unknown' : probe.capSysResource ? 'held' : 'missing'} in the effective set` +
@@ -175,6 +181,7 @@ function check(argv: string[], out: (s: string) => void): number {
     `backend       ${probe.backend}: ${probe.backendReason}`,
     `this thread   IO_FLUSHER ${probe.ioFlusher === null ? 'unknown (refused)' : probe.ioFlusher ? 'on' : 'off'}${probe.backend === 'emulated' ? ' (emulated: NOT protected)' : ''}`,
     `verdict       ${verdict(probe, code)}`,
+    `memory        process ${pid ?? process.pid}: locked ${bytes(memory.lockedBytes)} (VmLck), RLIMIT_MEMLOCK ${bytes(memory.memlockLimit.soft)} / ${bytes(memory.memlockLimit.hard)}, oom_score_adj ${memory.oomScoreAdj}`,
     '',
     `threads of process ${pid ?? process.pid} (${threads.length}):`,
     formatThreadTable(threads),
@@ -190,9 +197,10 @@ function warn(message: string): void {
 
 function exec(argv: string[]): number {
   const dash = argv.indexOf('--');
-  const own = dash < 0 ? argv.filter((a) => a.startsWith('--')) : argv.slice(0, dash);
+  const own = (dash < 0 ? argv.filter((a) => a.startsWith('--')) : argv.slice(0, dash)).map((a) => (a === '--mlock' ? '--mlock=current,onfault' : a));
   const command = dash < 0 ? argv.filter((a) => !a.startsWith('--')) : argv.slice(dash + 1);
-  const args = parseArgs(own, ['backend', 'keep-fds'], ['clear', 'allow-unprotected']);
+  const args = parseArgs(own, ['backend', 'keep-fds', 'mlock', 'oom-score-adj', 'memlock-limit'], ['clear', 'allow-unprotected']);
+  // --mlock alone means the lockMemory() default; parseArgs wants a value, so accept the bare flag here.
   const keepFdsArg = args.flags.get('keep-fds');
   const keepFds = typeof keepFdsArg === 'string' ? keepFdsArg.split(',').map((fd) => {
     if (!/^\d{1,7}$/.test(fd)) throw new UsageError(`--keep-fds wants descriptor numbers like 3,4; got ${keepFdsArg}`);
@@ -200,10 +208,20 @@ function exec(argv: string[]): number {
   }) : [];
   if (args.positional.length && dash >= 0) throw new UsageError(`unexpected ${args.positional.join(' ')} before --`);
   if (command.length === 0) throw new UsageError('exec needs a COMMAND');
+  const mlock = parseMlock(args.flags.get('mlock'));
+  const oomScoreAdj = parseOomScoreAdj(args.flags.get('oom-score-adj'));
+  const memlockLimit = parseMemlockLimit(args.flags.get('memlock-limit'));
   const native = loadNativeBinding();
   if (!native.loaded) {
     warn(`cannot exec: ${native.error}`);
     return EXIT.EXEC_FAILED;
+  }
+  if (mlock) {
+    // mlockall's locks end at execve (man 2 mlockall): only a Node program can be made to lock itself, by preload.
+    const file = resolveCommand(command[0]!, process.env.PATH);
+    if (!file || !isNodeExecutable(file)) {
+      throw new UsageError(`--mlock works only when COMMAND is node: memory locks do not survive execve, so ${command[0]} must lock its own memory`);
+    }
   }
   // Before anything can touch stdio: what COMMAND must inherit.
   const saved = saveStdioFlags(native.binding);
@@ -222,13 +240,66 @@ function exec(argv: string[]): number {
     }
     warn(`WARNING: ${command[0]} runs ${clear ? 'with IO_FLUSHER NOT cleared' : 'WITHOUT IO_FLUSHER protection'} (--allow-unprotected): ${err.message}`);
   }
+  // These survive execve (proc(5) oom_score_adj, setrlimit(2)): set them here for COMMAND.
+  const steps: Array<[string, () => unknown]> = [];
+  if (memlockLimit) steps.push(['--memlock-limit', () => setMemlockLimit(memlockLimit, memlockLimit)]);
+  if (oomScoreAdj !== undefined) steps.push(['--oom-score-adj', () => setOomScoreAdj(oomScoreAdj)]);
+  for (const [flag, step] of steps) {
+    try {
+      step();
+    } catch (err) {
+      if (!(err instanceof IoFlusherError)) throw err;
+      if (!args.flags.has('allow-unprotected')) {
+        warn(`${flag} failed, so ${command[0]} was not started: ${err.message}`);
+        return EXIT.EXEC_NOT_SET;
+      }
+      warn(`WARNING: ${flag} failed, ${command[0]} runs anyway (--allow-unprotected): ${err.message}`);
+    }
+  }
+  // Taken only now: the emulator publishes its state for children in process.env when it changes.
+  const env = { ...process.env };
+  if (mlock) {
+    env[PRELOAD_MLOCK_ENV] = mlock;
+    env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} ${preloadOption()}`.trim();
+  }
   try {
-    execve(command[0]!, command.slice(1), process.env, native.binding, saved, keepFds);
+    execve(command[0]!, command.slice(1), env, native.binding, saved, keepFds);
   } catch (err) {
     if (!(err instanceof ExecError)) throw err;
     warn(`cannot run ${command[0]}: ${err.message}`);
     return err.kind === 'not-found' ? EXIT.EXEC_NOT_FOUND : EXIT.EXEC_FAILED;
   }
+}
+
+function parseMlock(value: string | true | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  const parts = String(value).split(',');
+  if (parts.some((p) => !['current', 'future', 'onfault'].includes(p)) || !(parts.includes('current') || parts.includes('future'))) {
+    throw new UsageError(`--mlock takes a list of current, future, onfault (with current or future); got ${String(value)}`);
+  }
+  return parts.join(',');
+}
+
+function parseOomScoreAdj(value: string | true | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (typeof value !== 'string' || !/^-?\d{1,4}$/.test(value) || n < -1000 || n > 1000) throw new UsageError(`--oom-score-adj takes -1000..1000; got ${String(value)}`);
+  return n;
+}
+
+function parseMemlockLimit(value: string | true | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (value === 'unlimited' || value === 'infinity') return Infinity;
+  const m = typeof value === 'string' ? /^(\d+)([KMG]?)$/i.exec(value) : null;
+  if (!m) throw new UsageError(`--memlock-limit takes bytes (with K, M or G) or unlimited; got ${String(value)}`);
+  return Number(m[1]) * 1024 ** ' KMG'.indexOf((m[2] || ' ').toUpperCase());
+}
+
+/** Whether a command file is a Node executable (for --mlock's preload). */
+function isNodeExecutable(file: string): boolean {
+  const fs = require('node:fs') as typeof import('node:fs');
+  const real = fs.realpathSync(file);
+  return real === fs.realpathSync(process.execPath) || /^node(js)?[0-9.]*$/.test(require('node:path').basename(real));
 }
 
 function status(argv: string[], out: (s: string) => void): number {

@@ -13,6 +13,8 @@ import { EINVAL, EPERM, IO_FLUSHER_MIN_KERNEL, PRCTL_OPTION_NAMES } from './kern
  * - `verification-failed`: the call succeeded but reading the state back disagrees.
  * - `no-such-thread`: a /proc lookup named a thread or process that does not exist.
  * - `native-unavailable`: the native addon could not be loaded and the native backend was required.
+ * - `limit-exceeded`: mlockall refused: RLIMIT_MEMLOCK too small and no CAP_IPC_LOCK.
+ * - `prepare-failed`: prepareDaemon(): one or more required steps failed (see `report`).
  * - `signal-in-use`: the process-wide set was asked to use a signal that already has a handler, or none was free.
  * - `unexpected-errno`: any other errno.
  */
@@ -24,6 +26,8 @@ export type IoFlusherErrorReason =
   | 'no-such-thread'
   | 'native-unavailable'
   | 'signal-in-use'
+  | 'limit-exceeded'
+  | 'prepare-failed'
   | 'unexpected-errno';
 
 export interface IoFlusherErrorFields {

@@ -17,6 +17,14 @@ export const REEXEC_ENV = 'IO_FLUSHER_REEXEC';
 
 const ENOENT = 2;
 
+/** `io-flusher exec --mlock`: the mlock flags for lib/preload.ts in the Node program started. */
+export const PRELOAD_MLOCK_ENV = 'IO_FLUSHER_PRELOAD_MLOCK';
+
+/** The NODE_OPTIONS token that loads lib/preload.ts. */
+export function preloadOption(): string {
+  return `--require=${JSON.stringify(path.join(__dirname, 'preload.js'))}`;
+}
+
 /** Finds a command like execvp(3): names with a '/' as given, others through PATH. */
 export function resolveCommand(command: string, envPath = process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin'): string | undefined {
   if (command.includes('/')) return fs.existsSync(command) ? command : undefined;

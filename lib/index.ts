@@ -9,6 +9,7 @@ import { backendFromEnvironment, BACKEND_ENV } from './backend';
 import { IoFlusher, IoFlusherOptions, ProbeResult } from './io-flusher';
 import type { ProcessIoFlusherOptions, ProcessIoFlusherReport } from './process-wide';
 import { reexecWithIoFlusher as reexecWith, ReexecResult } from './exec';
+import { PrepareDaemonOptions, PrepareDaemonReport, prepareDaemonWith } from './prepare';
 import { capabilitiesFromStatus, CapabilitySets, readStatus, ThreadFlags } from './procfs';
 import { assertId } from './validate';
 
@@ -20,6 +21,9 @@ export type { ThreadFlags, CapabilitySets } from './procfs';
 export type { BackendName, BackendChoice } from './backend';
 export type { EmulatorOptions } from './emulator';
 export { REEXEC_ENV, ExecError } from './exec';
+export { lockMemory, unlockMemory, lockedBytes, getMemlockLimit, setMemlockLimit, getOomScoreAdj, setOomScoreAdj } from './memory';
+export type { LockMemoryOptions, MemoryLockReport, MemlockLimit } from './memory';
+export type { PrepareDaemonOptions, PrepareDaemonReport, PrepareStepReport, PrepareStepName } from './prepare';
 export type { ReexecResult } from './exec';
 export type { ProcessIoFlusherOptions, ProcessIoFlusherReport, ThreadCoverage, UncoveredReason } from './process-wide';
 export {
@@ -82,6 +86,15 @@ export function setProcessIoFlusher(enabled: boolean, options?: ProcessIoFlusher
  */
 export function reexecWithIoFlusher(options: { allowUnprotected?: boolean } = {}): ReexecResult {
   return reexecWith(defaultIoFlusher(), options);
+}
+
+/**
+ * The start-up sequence of a storage daemon in one call: memlock limit, memory lock, OOM protection, IO_FLUSHER.
+ * Returns a per-step report; throws IoFlusherError ERR_IO_FLUSHER_PREPARE (with `report`) naming every failed
+ * required step.
+ */
+export function prepareDaemon(options?: PrepareDaemonOptions): PrepareDaemonReport {
+  return prepareDaemonWith(defaultIoFlusher(), options);
 }
 
 /** Whether the calling thread is in IO_FLUSHER state. */

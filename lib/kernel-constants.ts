@@ -57,3 +57,19 @@ export const CAP_SYS_RESOURCE = 24;
 /** errno values the kernel model uses (asm-generic/errno-base.h; the same on every Linux architecture). */
 export const EPERM = 1;
 export const EINVAL = 22;
+
+/** mlockall(2) flags (asm-generic/mman-common.h: the same on x86-64 and arm64). MCL_ONFAULT needs Linux 4.4. */
+export const MCL_CURRENT = 1;
+export const MCL_FUTURE = 2;
+export const MCL_ONFAULT = 4;
+
+/** getrlimit(2) resource (asm-generic/resource.h). */
+export const RLIMIT_MEMLOCK = 8;
+
+/** /proc/PID/oom_score_adj range (include/uapi/linux/oom.h); -1000 exempts the process from the OOM killer. */
+export const OOM_SCORE_ADJ_MIN = -1000;
+export const OOM_SCORE_ADJ_MAX = 1000;
+
+export const CAP_IPC_LOCK = 14;
+export const ENOMEM = 12;
+export const EACCES = 13;

@@ -39,6 +39,16 @@ export interface NativeBinding {
   getFdCloexec(fd: number): number;
   /** Sets or clears FD_CLOEXEC (fcntl F_GETFD then F_SETFD): 0 or -errno. */
   setFdCloexec(fd: number, cloexec: number): number;
+
+  // Memory (native/memory_lock.h).
+  /** mlockall(flags): 0 or -errno. */
+  mlockall(flags: number): number;
+  /** munlockall(): 0 or -errno. */
+  munlockall(): number;
+  /** getrlimit(resource) into out[0] (soft), out[1] (hard); RLIM_INFINITY as 2^64-1. 0 or -errno. */
+  getrlimit(resource: number, out: BigUint64Array): number;
+  /** setrlimit(resource, soft, hard); 2^64-1 for RLIM_INFINITY. 0 or -errno. */
+  setrlimit(resource: number, soft: bigint, hard: bigint): number;
 }
 
 export type NativeLoadResult =

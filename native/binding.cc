@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "prctl_io_flusher.h"
+#include "memory_lock.h"
 #include "process_exec.h"
 #include "thread_broadcast.h"
 
@@ -80,6 +81,23 @@ Napi::Value SetFdFlags(const Napi::CallbackInfo& info) { return Num(info, iof_se
 Napi::Value GetFdCloexec(const Napi::CallbackInfo& info) { return Num(info, iof_get_fd_cloexec(IntArg(info, 0))); }
 Napi::Value SetFdCloexec(const Napi::CallbackInfo& info) { return Num(info, iof_set_fd_cloexec(IntArg(info, 0), IntArg(info, 1))); }
 
+Napi::Value Mlockall(const Napi::CallbackInfo& info) { return Num(info, iof_mlockall(IntArg(info, 0))); }
+Napi::Value Munlockall(const Napi::CallbackInfo& info) { return Num(info, iof_munlockall()); }
+
+// getrlimit(resource, out): fills a BigUint64Array(2) with soft and hard.
+Napi::Value Getrlimit(const Napi::CallbackInfo& info) {
+  Napi::TypedArray out = info[1].As<Napi::TypedArray>();
+  uint64_t* limits = reinterpret_cast<uint64_t*>(static_cast<uint8_t*>(out.ArrayBuffer().Data()) + out.ByteOffset());
+  return Num(info, iof_getrlimit(IntArg(info, 0), limits));
+}
+
+Napi::Value Setrlimit(const Napi::CallbackInfo& info) {
+  bool lossless = false;
+  uint64_t soft = info[1].As<Napi::BigInt>().Uint64Value(&lossless);
+  uint64_t hard = info[2].As<Napi::BigInt>().Uint64Value(&lossless);
+  return Num(info, iof_setrlimit(IntArg(info, 0), soft, hard));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("prctlRaw", Napi::Function::New(env, PrctlRaw, "prctlRaw"));
   exports.Set("setIoFlusher", Napi::Function::New(env, SetIoFlusher, "setIoFlusher"));
@@ -95,6 +113,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("execve", Napi::Function::New(env, Execve, "execve"));
   exports.Set("getFdFlags", Napi::Function::New(env, GetFdFlags, "getFdFlags"));
   exports.Set("setFdFlags", Napi::Function::New(env, SetFdFlags, "setFdFlags"));
+  exports.Set("mlockall", Napi::Function::New(env, Mlockall, "mlockall"));
+  exports.Set("munlockall", Napi::Function::New(env, Munlockall, "munlockall"));
+  exports.Set("getrlimit", Napi::Function::New(env, Getrlimit, "getrlimit"));
+  exports.Set("setrlimit", Napi::Function::New(env, Setrlimit, "setrlimit"));
   exports.Set("getFdCloexec", Napi::Function::New(env, GetFdCloexec, "getFdCloexec"));
   exports.Set("setFdCloexec", Napi::Function::New(env, SetFdCloexec, "setFdCloexec"));
   return exports;

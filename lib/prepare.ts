@@ -1,0 +1,134 @@
+/**
+ * prepareDaemon(): the start-up sequence real storage daemons use, in one call, in this order: raise the memlock
+ * limit, lock memory, shield from the OOM killer, then IO_FLUSHER (iscsid sets it last, just before its event loop).
+ * Each step is required or best-effort; the report says per step what was wanted, what was done, and why not.
+ */
+import { IoFlusherError } from './errors';
+import { IoFlusher } from './io-flusher';
+import {
+  lockMemory,
+  LockMemoryOptions,
+  MemlockLimit,
+  setMemlockLimit,
+  setOomScoreAdj,
+} from './memory';
+import { ProcessIoFlusherReport } from './process-wide';
+import { assertObject } from './validate';
+
+export type PrepareStepName = 'memlockLimit' | 'lockMemory' | 'oomScoreAdj' | 'ioFlusher';
+
+export interface PrepareDaemonOptions {
+  /** 'process' (every thread, default), 'thread' (the calling thread only) or false (skip). */
+  ioFlusher?: 'process' | 'thread' | false;
+  /** true (default: MCL_CURRENT|MCL_FUTURE|MCL_ONFAULT), lockMemory options, or false. */
+  lockMemory?: boolean | LockMemoryOptions;
+  /** A value for /proc/self/oom_score_adj (default -1000: never OOM-killed), or false. */
+  oomScoreAdj?: number | false;
+  /** RLIMIT_MEMLOCK in bytes (Infinity for unlimited; default: left as it is), `{ soft, hard }`, or false. */
+  memlockLimit?: number | MemlockLimit | false;
+  /** Steps whose failure throws. Default: every step asked for. */
+  required?: PrepareStepName[];
+}
+
+export interface PrepareStepReport {
+  step: PrepareStepName;
+  wanted: unknown;
+  required: boolean;
+  done: boolean;
+  /** True when the step went to the emulator: nothing is protected. */
+  emulated: boolean;
+  /** What the step found or did, e.g. VmLck bytes, the value read back, the per-thread coverage. */
+  detail?: unknown;
+  code?: string;
+  reason?: string;
+  hint?: string;
+}
+
+export interface PrepareDaemonReport {
+  steps: PrepareStepReport[];
+  /** Every required step done. */
+  ok: boolean;
+  /** True only when IO_FLUSHER is really (not emulated) in effect on the thread(s) asked for. */
+  ioFlusherInEffect: boolean;
+}
+
+const ORDER: PrepareStepName[] = ['memlockLimit', 'lockMemory', 'oomScoreAdj', 'ioFlusher'];
+
+export function prepareDaemonWith(ioFlusher: IoFlusher, options: PrepareDaemonOptions = {}): PrepareDaemonReport {
+  assertObject(options, 'options');
+  const wanted: Record<PrepareStepName, unknown> = {
+    memlockLimit: options.memlockLimit ?? false,
+    lockMemory: options.lockMemory ?? true,
+    oomScoreAdj: options.oomScoreAdj ?? -1000,
+    ioFlusher: options.ioFlusher ?? 'process',
+  };
+  if (!['process', 'thread', false].includes(wanted.ioFlusher as string)) {
+    throw Object.assign(new TypeError(`The "options.ioFlusher" property must be one of 'process', 'thread', false. Received ${String(wanted.ioFlusher)}`), {
+      code: 'ERR_INVALID_ARG_VALUE',
+    });
+  }
+  const asked = ORDER.filter((step) => wanted[step] !== false);
+  const required = options.required ?? asked;
+  if (!Array.isArray(required) || required.some((r) => !ORDER.includes(r))) {
+    throw Object.assign(new TypeError(`The "options.required" property must be an array of ${ORDER.map((s) => `'${s}'`).join(', ')}`), { code: 'ERR_INVALID_ARG_VALUE' });
+  }
+
+  const run: Record<PrepareStepName, (value: never) => unknown> = {
+    memlockLimit: (value: number | MemlockLimit) =>
+      typeof value === 'object' ? setMemlockLimit(value.soft, value.hard) : setMemlockLimit(value, value),
+    lockMemory: (value: boolean | LockMemoryOptions) => lockMemory(value === true ? {} : (value as LockMemoryOptions)),
+    oomScoreAdj: (value: number) => ({ oomScoreAdj: setOomScoreAdj(value) }),
+    ioFlusher: (value: 'process' | 'thread'): ProcessIoFlusherReport | { thread: boolean } => {
+      if (value === 'thread') {
+        ioFlusher.setIoFlusher(true);
+        return { thread: true };
+      }
+      return ioFlusher.setProcessIoFlusher(true);
+    },
+  };
+
+  const steps: PrepareStepReport[] = [];
+  for (const step of asked) {
+    const entry: PrepareStepReport = {
+      step,
+      wanted: wanted[step],
+      required: required.includes(step),
+      done: false,
+      emulated: step === 'ioFlusher' && ioFlusher.emulated,
+    };
+    try {
+      entry.detail = run[step](wanted[step] as never);
+      const partial = step === 'ioFlusher' && (entry.detail as ProcessIoFlusherReport).complete === false;
+      entry.done = !partial;
+      if (partial) {
+        entry.code = 'ERR_IO_FLUSHER_PARTIAL';
+        entry.reason = 'partial';
+        entry.hint = 'some threads are not in IO_FLUSHER state (see detail.threads); start the daemon with `io-flusher exec` to cover every thread from birth';
+      }
+    } catch (err) {
+      if (!(err instanceof IoFlusherError)) throw err;
+      entry.code = err.code;
+      entry.reason = err.reason;
+      entry.hint = err.hint;
+      entry.detail = err.report;
+    }
+    steps.push(entry);
+  }
+  const ioStep = steps.find((s) => s.step === 'ioFlusher');
+  const report: PrepareDaemonReport = {
+    steps,
+    ok: steps.every((s) => s.done || !s.required),
+    ioFlusherInEffect: !!ioStep && ioStep.done && !ioStep.emulated,
+  };
+  const failed = steps.filter((s) => s.required && !s.done);
+  if (failed.length) {
+    throw new IoFlusherError({
+      code: 'ERR_IO_FLUSHER_PREPARE',
+      reason: 'prepare-failed',
+      message: `ERR_IO_FLUSHER_PREPARE: required step(s) failed: ${failed.map((s) => `${s.step} (${s.code})`).join(', ')}`,
+      hint: failed.map((s) => `${s.step}: ${s.hint}`).join('; '),
+      report,
+    });
+  }
+  return report;
+}
