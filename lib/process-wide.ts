@@ -10,14 +10,13 @@
  * restored, and a thread that blocks the signal is never sent it (it would stay pending and, once the previous
  * SIG_DFL is back, kill the process): it is reported uncovered instead.
  */
-import * as fs from 'node:fs';
 import * as util from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { BackendName, KernelBackend } from './backend';
 import { FailureContext, IoFlusherError, prctlFailure } from './errors';
 import { IO_FLUSHER_FLAGS, PR_SET_IO_FLUSHER } from './kernel-constants';
 import { NativeBinding } from './native-binding';
-import { readTaskIds, readThreadStat } from './procfs';
+import { readProcFile, readTaskIds, readThreadStat } from './procfs';
 
 /** Why a thread is not in the requested state. */
 export type UncoveredReason = 'blocks-signal' | 'exited' | 'refused' | 'timed-out' | 'not-verified';
@@ -75,7 +74,7 @@ function sleepMs(ms: number): void {
 function signalMaskHas(tid: number, field: 'SigBlk' | 'SigPnd', signo: number): boolean | undefined {
   let text: string;
   try {
-    text = fs.readFileSync(`/proc/self/task/${tid}/status`, 'latin1');
+    text = readProcFile(`/proc/self/task/${tid}/status`);
   } catch {
     return undefined; // gone
   }

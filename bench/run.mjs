@@ -1,0 +1,192 @@
+#!/usr/bin/env node
+// io-flusher benchmarks: a program that prints figures and ratios (never a test). Each figure is the median of
+// several repetitions, measured side by side in one run. Usage: node bench/run.mjs [--json] [--quick]
+// On the host every prctl is refused (EPERM: no CAP_SYS_RESOURCE), so call costs there are the refused path; inside
+// the VM (scripts/kernel-run -- node bench/run.mjs) they are the success path. Absolute times in the VM are inflated
+// by software emulation; the ratios are what count.
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { Worker } from 'node:worker_threads';
+
+const require = createRequire(import.meta.url);
+const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+const json = process.argv.includes('--json');
+const quick = process.argv.includes('--quick');
+const REPEATS = quick ? 3 : 7;
+const ITER = quick ? 20000 : 200000;
+
+const io = require(path.join(root, 'dist/index.js'));
+const { loadNativeBinding } = require(path.join(root, 'dist/native-binding.js'));
+const native = loadNativeBinding();
+if (!native.loaded) throw new Error(native.error);
+const binding = native.binding;
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+function perCall(fn, iterations = ITER) {
+  const samples = [];
+  for (let r = 0; r < REPEATS; r++) {
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < iterations; i++) fn();
+    samples.push(Number(process.hrtime.bigint() - t0) / iterations);
+  }
+  return median(samples);
+}
+const results = { host: os.hostname(), kernel: os.release(), node: process.version, cpus: os.cpus()[0]?.model, capSysResource: io.capabilities().sysResource };
+
+// 1. GET and SET per call, side by side.
+function buildFloor() {
+  const out = path.join(os.tmpdir(), `io-flusher-prctl-floor-${process.getuid?.() ?? 0}`);
+  const src = path.join(root, 'bench/prctl-floor.c');
+  if (!fs.existsSync(out) || fs.statSync(out).mtimeMs < fs.statSync(src).mtimeMs) execFileSync('cc', ['-O2', '-o', out, src]);
+  return out;
+}
+const floor = JSON.parse(execFileSync(buildFloor(), [String(ITER), String(REPEATS)], { encoding: 'utf8' }));
+let koffiGet = null;
+let koffiSet = null;
+try {
+  const koffi = require('koffi');
+  const prctl = koffi.load('libc.so.6').func('int prctl(int, unsigned long, unsigned long, unsigned long, unsigned long)');
+  koffiGet = perCall(() => prctl(58, 0, 0, 0, 0));
+  koffiSet = perCall(() => prctl(57, 0, 0, 0, 0));
+} catch (err) {
+  results.koffiError = String(err.message ?? err);
+}
+const emu = io.createIoFlusher({ backend: 'emulated', emulator: { capSysResource: true } });
+const refused = binding.getIoFlusher() < 0;
+const calls = {
+  floorGetNs: floor.getNs,
+  floorSetNs: floor.setNs,
+  kernelAnswer: floor.getResult < 0 ? `errno ${-floor.getResult}` : `ok (${floor.getResult})`,
+  nativeGetNs: perCall(() => binding.getIoFlusher()),
+  nativeSetNs: perCall(() => binding.setIoFlusher(0)),
+  koffiGetNs: koffiGet,
+  koffiSetNs: koffiSet,
+  emulatorGetNs: perCall(() => emu.kernel.get()),
+  emulatorSetNs: perCall(() => emu.kernel.set(0)),
+};
+// The public API: on the success path a plain call; on the refused path it builds and throws an IoFlusherError.
+const publicGet = io.createIoFlusher({ backend: 'native' });
+calls.publicGetNs = perCall(() => {
+  try {
+    publicGet.getIoFlusher();
+  } catch {
+    /* refused: the error's construction is what this measures */
+  }
+}, refused ? ITER / 20 : ITER);
+calls.publicSetVerifiedNs = refused ? null : perCall(() => publicGet.setIoFlusher(false), ITER / 4);
+calls.errorConstructionNs = refused ? calls.publicGetNs - calls.nativeGetNs : null;
+results.calls = calls;
+
+// 2. Process-wide set against thread count (Workers idle in their event loop).
+const workers = [];
+const sweep = [];
+for (const count of quick ? [1, 16, 64] : [1, 4, 16, 64, 256]) {
+  while (workers.length < count) {
+    const w = new Worker('require("node:worker_threads").parentPort.on("message", () => {})', { eval: true });
+    await new Promise((r) => w.once('online', r));
+    workers.push(w);
+  }
+  const samples = [];
+  let threads = 0;
+  let covered = 0;
+  for (let r = 0; r < REPEATS; r++) {
+    const t0 = performance.now();
+    let report;
+    try {
+      report = io.setProcessIoFlusher(r % 2 === 0);
+    } catch (err) {
+      report = err.report; // refused (EPERM): the broadcast still ran on every thread
+    }
+    samples.push(performance.now() - t0);
+    threads = report.threads.length;
+    covered = report.threads.filter((t) => t.via === 'signal' || t.via === 'direct').length;
+  }
+  const ms = median(samples);
+  sweep.push({ workers: count, threads, reached: covered, totalMs: ms, perThreadUs: (ms * 1000) / threads });
+}
+results.processWide = sweep;
+
+// 3. Listing the flags of every thread of a process with 256+ threads (this one, with its Workers).
+results.listThreads = {
+  threads: io.listThreads().length,
+  ms: median(Array.from({ length: REPEATS }, () => {
+    const t0 = performance.now();
+    io.listThreads();
+    return performance.now() - t0;
+  })),
+};
+await Promise.all(workers.map((w) => w.terminate()));
+
+// 4. `io-flusher exec` overhead: time until the child's first line, against running it directly.
+async function firstLineMs(cmd, args) {
+  const t0 = performance.now();
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'ignore'] });
+  await new Promise((resolve) => child.stdout.once('data', resolve));
+  const ms = performance.now() - t0;
+  await new Promise((r) => child.once('exit', r));
+  return ms;
+}
+const cli = path.join(root, 'dist/cli.js');
+const execArgs = ['exec', refused ? '--allow-unprotected' : '--clear', '--'];
+const childNode = [process.execPath, '-e', 'console.log(1)'];
+const exec = {};
+for (const [label, cmd, args] of [
+  ['direct sh', 'sh', ['-c', 'echo 1']],
+  ['via io-flusher exec, sh', process.execPath, [cli, ...execArgs, 'sh', '-c', 'echo 1']],
+  ['direct node', childNode[0], childNode.slice(1)],
+  ['via io-flusher exec, node', process.execPath, [cli, ...execArgs, ...childNode]],
+]) {
+  const samples = [];
+  for (let r = 0; r < REPEATS; r++) samples.push(await firstLineMs(cmd, args));
+  exec[label] = median(samples);
+}
+results.exec = exec;
+
+// 5. Module load: import to first call, and the resident memory it adds, in fresh processes.
+const loadProbe = `
+  const rss0 = process.memoryUsage().rss; const t0 = process.hrtime.bigint();
+  const io = require(${JSON.stringify(path.join(root, 'dist/index.js'))});
+  try { io.getIoFlusher(); } catch {}
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  process.stdout.write(JSON.stringify({ ms, rssKiB: (process.memoryUsage().rss - rss0) / 1024 }));`;
+const loads = Array.from({ length: REPEATS }, () => JSON.parse(spawnSync(process.execPath, ['-e', loadProbe], { encoding: 'utf8' }).stdout));
+results.moduleLoad = { ms: median(loads.map((l) => l.ms)), rssKiB: median(loads.map((l) => l.rssKiB)) };
+
+// Report.
+const ratio = (a, b) => (a == null || b == null ? 'n/a' : `${(a / b).toFixed(2)}x`);
+const ns = (v) => (v == null ? 'n/a' : `${v.toFixed(1)} ns`);
+if (json) {
+  process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+} else {
+  const c = results.calls;
+  const lines = [
+    `io-flusher benchmarks: kernel ${results.kernel}, node ${results.node}, ${results.cpus}; CAP_SYS_RESOURCE ${results.capSysResource ? 'held' : 'missing'} (prctl answers ${c.kernelAnswer})`,
+    `medians of ${REPEATS} repetitions`,
+    '',
+    'per call                     GET            vs floor  vs koffi   SET            vs floor',
+    `C loop (floor)               ${ns(c.floorGetNs).padEnd(14)} 1.00x     -          ${ns(c.floorSetNs).padEnd(14)} 1.00x`,
+    `native binding               ${ns(c.nativeGetNs).padEnd(14)} ${ratio(c.nativeGetNs, c.floorGetNs).padEnd(9)} ${ratio(c.nativeGetNs, c.koffiGetNs).padEnd(10)} ${ns(c.nativeSetNs).padEnd(14)} ${ratio(c.nativeSetNs, c.floorSetNs)}`,
+    `koffi -> libc prctl          ${ns(c.koffiGetNs).padEnd(14)} ${ratio(c.koffiGetNs, c.floorGetNs).padEnd(9)} 1.00x      ${ns(c.koffiSetNs).padEnd(14)} ${ratio(c.koffiSetNs, c.floorSetNs)}`,
+    `emulator                     ${ns(c.emulatorGetNs).padEnd(14)} ${ratio(c.emulatorGetNs, c.floorGetNs).padEnd(9)} ${ratio(c.emulatorGetNs, c.koffiGetNs).padEnd(10)} ${ns(c.emulatorSetNs).padEnd(14)} ${ratio(c.emulatorSetNs, c.floorSetNs)}`,
+    `public getIoFlusher()        ${ns(c.publicGetNs).padEnd(14)} ${ratio(c.publicGetNs, c.floorGetNs).padEnd(9)} ${refused ? '(refused: includes building and throwing IoFlusherError)' : ''}`,
+    refused ? `  of which the JS error      ${ns(c.errorConstructionNs)}` : `public setIoFlusher() + verify ${ns(c.publicSetVerifiedNs)}`,
+    '',
+    'process-wide set             workers  threads  reached  total        per thread',
+    ...results.processWide.map((p) => `                             ${String(p.workers).padEnd(8)} ${String(p.threads).padEnd(8)} ${String(p.reached).padEnd(8)} ${p.totalMs.toFixed(2).padStart(8)} ms  ${p.perThreadUs.toFixed(1).padStart(7)} us`),
+    '',
+    `listThreads() of ${results.listThreads.threads} threads: ${results.listThreads.ms.toFixed(2)} ms`,
+    '',
+    'time to first line           ' + Object.entries(results.exec).map(([k, v]) => `${k} ${v.toFixed(1)} ms`).join('; '),
+    `  exec overhead: sh +${(results.exec['via io-flusher exec, sh'] - results.exec['direct sh']).toFixed(1)} ms, node +${(results.exec['via io-flusher exec, node'] - results.exec['direct node']).toFixed(1)} ms`,
+    '',
+    `module load (require to first call): ${results.moduleLoad.ms.toFixed(2)} ms, +${results.moduleLoad.rssKiB.toFixed(0)} KiB RSS`,
+    '',
+    'targets: native GET <= 1.25x floor and <= 0.8x koffi; process-wide <= 20 us/thread; 256 threads listed < 5 ms',
+    `  native GET ${ratio(c.nativeGetNs, c.floorGetNs)} floor, ${ratio(c.nativeGetNs, c.koffiGetNs)} koffi; process-wide at 256 workers ${results.processWide.at(-1).perThreadUs.toFixed(1)} us/thread; listing ${results.listThreads.ms.toFixed(2)} ms`,
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
