@@ -38,3 +38,28 @@ describe(`real kernel ${KERNEL_NAME}, CAP_SYS_RESOURCE dropped`, () => {
     expect(r.stdout).toMatch(/CAP_SYS_RESOURCE is missing/);
   });
 });
+
+describe(`forward-progress kit without CAP_SYS_RESOURCE, real kernel ${KERNEL_NAME}`, () => {
+  it('prepareDaemon reports which steps failed and why, with the documented error', () => {
+    const r = spawnSync(
+      process.execPath,
+      [
+        '-e',
+        `const io = require(${JSON.stringify(path.resolve(__dirname, '../../dist/index.js'))});
+         try { io.prepareDaemon({ memlockLimit: Infinity, oomScoreAdj: -1000 }); process.stdout.write('null'); }
+         catch (e) { process.stdout.write(JSON.stringify({ code: e.code, reason: e.reason, message: e.message, steps: e.report.steps.map((s) => [s.step, s.done, s.code ?? null, s.reason ?? null]) })); }`,
+      ],
+      { encoding: 'utf8' },
+    );
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    process.stdout.write(`prepareDaemon without CAP_SYS_RESOURCE on ${KERNEL_NAME}: ${JSON.stringify(out)}\n`);
+    expect(out).toMatchObject({ code: 'ERR_IO_FLUSHER_PREPARE', reason: 'prepare-failed' });
+    expect(out.steps).toEqual([
+      ['memlockLimit', false, 'EPERM', 'missing-capability'],
+      ['lockMemory', true, null, null], // root keeps CAP_IPC_LOCK here
+      ['oomScoreAdj', false, 'EACCES', 'missing-capability'],
+      ['ioFlusher', false, 'EPERM', 'missing-capability'],
+    ]);
+  });
+});
