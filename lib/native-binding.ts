@@ -88,6 +88,26 @@ export function loadNativeBinding(): NativeLoadResult {
     const binding = require(file) as NativeBinding;
     cached = { loaded: true, binding, path: file };
   } catch (err) {
+    // node-gyp-build recognises musl only on Alpine (/etc/alpine-release) or with LIBC=musl; elsewhere it picks the
+    // glibc prebuild, which then fails to load. Try every prebuild for this platform before giving up.
+    if (!explicit) {
+      const dir = path.join(PACKAGE_ROOT, 'prebuilds', `${process.platform}-${process.arch}`);
+      let candidates: string[] = [];
+      try {
+        candidates = require('node:fs').readdirSync(dir).filter((f: string) => f.endsWith('.node')).map((f: string) => path.join(dir, f));
+      } catch {
+        // no prebuilds for this platform
+      }
+      for (const candidate of candidates) {
+        try {
+          // eslint-disable-next-line @typescript-eslint/no-require-imports
+          cached = { loaded: true, binding: require(candidate) as NativeBinding, path: candidate };
+          return cached;
+        } catch {
+          // next
+        }
+      }
+    }
     const detail = err instanceof Error ? err.message.split('\n')[0] : String(err);
     cached = {
       loaded: false,

@@ -98,12 +98,18 @@ export function prepareDaemonWith(ioFlusher: IoFlusher, options: PrepareDaemonOp
     };
     try {
       entry.detail = run[step](wanted[step] as never);
-      const partial = step === 'ioFlusher' && (entry.detail as ProcessIoFlusherReport).complete === false;
-      entry.done = !partial;
-      if (partial) {
+      // Threads that block every signal cannot be reached by any broadcast (see ProcessIoFlusherReport.unreachable):
+      // they do not fail the step, but the hint says so. Any other uncovered live thread does.
+      const processReport = step === 'ioFlusher' && wanted.ioFlusher === 'process' ? (entry.detail as ProcessIoFlusherReport) : undefined;
+      const reachableGap = processReport ? processReport.uncovered - processReport.unreachable - processReport.threads.filter((t) => t.reason === 'exited').length : 0;
+      entry.done = reachableGap === 0;
+      if (processReport && !processReport.complete) {
         entry.code = 'ERR_IO_FLUSHER_PARTIAL';
-        entry.reason = 'partial';
-        entry.hint = 'some threads are not in IO_FLUSHER state (see detail.threads); start the daemon with `io-flusher exec` to cover every thread from birth';
+        entry.reason = reachableGap ? 'partial' : 'unreachable-threads';
+        entry.hint =
+          `${processReport.uncovered} of ${processReport.threads.length} threads are not in IO_FLUSHER state` +
+          (processReport.unreachable ? ` (${processReport.unreachable} block every signal, so no broadcast reaches them)` : '') +
+          '; start the daemon through `io-flusher exec` to cover every thread from birth';
       }
     } catch (err) {
       if (!(err instanceof IoFlusherError)) throw err;

@@ -10,7 +10,7 @@
 //   - do the exported functions run and make their system calls through musl (gettid, prctl, getrlimit, SIGRTMIN)?
 // Node-API is a stable C ABI (https://nodejs.org/api/n-api.html), so an addon cannot tell this host from Node for
 // the calls it makes. This host implements the subset of Node-API that io-flusher's addon and node-addon-api use;
-// any other napi_* function the addon imports is given a weak stub by scripts/prebuild/verify.mjs at build time
+// any other napi_* function the addon imports is given a weak stub by scripts/prebuild/load-check.mjs at build time
 // (returning napi_generic_failure), so a new import never makes the load itself fail here.
 //
 // Usage: napi-host ADDON.node   -> one JSON object on stdout; exit 0 when the addon loaded and registered.

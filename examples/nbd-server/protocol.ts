@@ -1,0 +1,221 @@
+/**
+ * The NBD wire protocol as this example uses it: fixed newstyle negotiation, simple replies.
+ * Reference: the NBD protocol document (NetworkBlockDevice/nbd, doc/proto.md). All integers are big-endian.
+ */
+import type { Socket } from 'node:net';
+
+// Negotiation.
+export const NBDMAGIC = Buffer.from('NBDMAGIC', 'latin1'); // 0x4e42444d41474943
+export const IHAVEOPT = Buffer.from('IHAVEOPT', 'latin1'); // 0x49484156454f5054
+export const NBD_OPT_REPLY_MAGIC = 0x3e889045565a9n;
+
+/** Handshake flags (server, 16 bits). */
+export const NBD_FLAG_FIXED_NEWSTYLE = 1 << 0;
+export const NBD_FLAG_NO_ZEROES = 1 << 1;
+/** Client flags (32 bits). */
+export const NBD_FLAG_C_FIXED_NEWSTYLE = 1 << 0;
+export const NBD_FLAG_C_NO_ZEROES = 1 << 1;
+
+export const NBD_OPT_EXPORT_NAME = 1;
+export const NBD_OPT_ABORT = 2;
+export const NBD_OPT_LIST = 3;
+export const NBD_OPT_STARTTLS = 5;
+export const NBD_OPT_INFO = 6;
+export const NBD_OPT_GO = 7;
+export const NBD_OPT_STRUCTURED_REPLY = 8;
+
+export const NBD_REP_ACK = 1;
+export const NBD_REP_SERVER = 2;
+export const NBD_REP_INFO = 3;
+export const NBD_REP_FLAG_ERROR = 0x8000_0000;
+export const NBD_REP_ERR_UNSUP = NBD_REP_FLAG_ERROR + 1;
+export const NBD_REP_ERR_POLICY = NBD_REP_FLAG_ERROR + 2;
+export const NBD_REP_ERR_INVALID = NBD_REP_FLAG_ERROR + 3;
+export const NBD_REP_ERR_UNKNOWN = NBD_REP_FLAG_ERROR + 6;
+export const NBD_REP_ERR_SHUTDOWN = NBD_REP_FLAG_ERROR + 7;
+
+export const NBD_INFO_EXPORT = 0;
+export const NBD_INFO_NAME = 1;
+export const NBD_INFO_DESCRIPTION = 2;
+export const NBD_INFO_BLOCK_SIZE = 3;
+
+/** Transmission flags (16 bits). */
+export const NBD_FLAG_HAS_FLAGS = 1 << 0;
+export const NBD_FLAG_READ_ONLY = 1 << 1;
+export const NBD_FLAG_SEND_FLUSH = 1 << 2;
+export const NBD_FLAG_SEND_FUA = 1 << 3;
+export const NBD_FLAG_SEND_TRIM = 1 << 5;
+export const NBD_FLAG_SEND_WRITE_ZEROES = 1 << 6;
+export const NBD_FLAG_CAN_MULTI_CONN = 1 << 8;
+
+// Transmission.
+export const NBD_REQUEST_MAGIC = 0x25609513;
+export const NBD_SIMPLE_REPLY_MAGIC = 0x67446698;
+export const NBD_REQUEST_SIZE = 28;
+export const NBD_SIMPLE_REPLY_SIZE = 16;
+
+export const NBD_CMD_FLAG_FUA = 1 << 0;
+export const NBD_CMD_FLAG_NO_HOLE = 1 << 1;
+
+export const NBD_CMD_READ = 0;
+export const NBD_CMD_WRITE = 1;
+export const NBD_CMD_DISC = 2;
+export const NBD_CMD_FLUSH = 3;
+export const NBD_CMD_TRIM = 4;
+export const NBD_CMD_CACHE = 5;
+export const NBD_CMD_WRITE_ZEROES = 6;
+
+/** Error values of the reply's error field (not the host's errno values, although they coincide on Linux). */
+export const NBD_EPERM = 1;
+export const NBD_EIO = 5;
+export const NBD_ENOMEM = 12;
+export const NBD_EINVAL = 22;
+export const NBD_ENOSPC = 28;
+export const NBD_EOVERFLOW = 75;
+export const NBD_ESHUTDOWN = 108;
+
+/** The largest READ or WRITE payload served (the Linux client sends at most 32 MiB: 65536 sectors). */
+export const MAX_PAYLOAD = 32 * 1024 * 1024;
+/** Strings (export names, messages) are at most 4096 bytes; an option is at most a name plus a few fields. */
+export const MAX_OPTION_LENGTH = 64 * 1024;
+
+export const OPTION_NAMES: Record<number, string> = {
+  1: 'EXPORT_NAME', 2: 'ABORT', 3: 'LIST', 4: 'PEEK_EXPORT', 5: 'STARTTLS', 6: 'INFO', 7: 'GO', 8: 'STRUCTURED_REPLY',
+  9: 'LIST_META_CONTEXT', 10: 'SET_META_CONTEXT', 11: 'EXTENDED_HEADERS',
+};
+export const COMMAND_NAMES: Record<number, string> = {
+  0: 'READ', 1: 'WRITE', 2: 'DISC', 3: 'FLUSH', 4: 'TRIM', 5: 'CACHE', 6: 'WRITE_ZEROES', 7: 'BLOCK_STATUS', 8: 'RESIZE',
+};
+
+/** The peer closed the stream (cleanly between messages, or in the middle of one). */
+export class EndOfStream extends Error {
+  constructor(readonly midMessage: boolean) {
+    super(midMessage ? 'connection closed in the middle of a message' : 'connection closed');
+  }
+}
+
+/** Reading was stopped on purpose (server shutdown). */
+export class ReadAborted extends Error {}
+
+/**
+ * Exact-length reads from a socket, with flow control: the socket is paused while more than `highWater` bytes are
+ * buffered and nobody is waiting for them, so a client that sends faster than we serve is throttled by TCP / the
+ * socket buffer rather than by our memory.
+ */
+export class SocketReader {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private waiter: { need: number; wake: () => void } | undefined;
+  private ended = false;
+  private failure: Error | undefined;
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly highWater = 1024 * 1024,
+  ) {
+    socket.on('data', (chunk: Buffer) => {
+      this.chunks.push(chunk);
+      this.buffered += chunk.length;
+      if (this.buffered >= this.highWater && !(this.waiter && this.buffered < this.waiter.need)) socket.pause();
+      this.wake();
+    });
+    socket.on('end', () => {
+      this.ended = true;
+      this.wake();
+    });
+    socket.on('close', () => {
+      this.ended = true;
+      this.wake();
+    });
+    socket.on('error', (err) => {
+      this.failure ??= err;
+      this.wake();
+    });
+  }
+
+  /** Stops any pending and future read with `err`. */
+  abort(err: Error): void {
+    this.failure ??= err;
+    this.wake();
+  }
+
+  private wake(): void {
+    const waiter = this.waiter;
+    if (waiter && (this.buffered >= waiter.need || this.ended || this.failure)) {
+      this.waiter = undefined;
+      waiter.wake();
+    }
+  }
+
+  /** Exactly `n` bytes. Throws EndOfStream if the peer closes first, or the socket's error. */
+  async read(n: number): Promise<Buffer> {
+    while (this.buffered < n) {
+      if (this.failure) throw this.failure;
+      if (this.ended) throw new EndOfStream(this.buffered > 0);
+      this.socket.resume();
+      await new Promise<void>((resolve) => {
+        this.waiter = { need: n, wake: resolve };
+      });
+    }
+    if (this.failure instanceof ReadAborted) throw this.failure;
+    return this.take(n);
+  }
+
+  /** Reads and drops `n` bytes, without holding them all in memory. */
+  async skip(n: number): Promise<void> {
+    while (n > 0) {
+      const step = Math.min(n, this.highWater);
+      await this.read(step);
+      n -= step;
+    }
+  }
+
+  private take(n: number): Buffer {
+    let out: Buffer;
+    const first = this.chunks[0];
+    if (n === 0) {
+      out = Buffer.alloc(0);
+    } else if (first && first.length >= n) {
+      out = first.subarray(0, n);
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+    } else {
+      out = Buffer.allocUnsafe(n);
+      let filled = 0;
+      while (filled < n) {
+        const chunk = this.chunks[0]!;
+        const k = Math.min(chunk.length, n - filled);
+        chunk.copy(out, filled, 0, k);
+        filled += k;
+        if (k === chunk.length) this.chunks.shift();
+        else this.chunks[0] = chunk.subarray(k);
+      }
+    }
+    this.buffered -= n;
+    if (this.buffered < this.highWater && !this.ended) this.socket.resume();
+    return out;
+  }
+}
+
+/** An option reply header (and its data). */
+export function optionReply(option: number, type: number, data: Buffer = Buffer.alloc(0)): Buffer {
+  const out = Buffer.allocUnsafe(20 + data.length);
+  out.writeBigUInt64BE(NBD_OPT_REPLY_MAGIC, 0);
+  out.writeUInt32BE(option, 8);
+  out.writeUInt32BE(type >>> 0, 12);
+  out.writeUInt32BE(data.length, 16);
+  data.copy(out, 20);
+  return out;
+}
+
+/** A request header; the payload of a WRITE follows it on the wire. */
+export function requestHeader(flags: number, type: number, cookie: bigint, offset: bigint, length: number): Buffer {
+  const out = Buffer.allocUnsafe(NBD_REQUEST_SIZE);
+  out.writeUInt32BE(NBD_REQUEST_MAGIC, 0);
+  out.writeUInt16BE(flags, 4);
+  out.writeUInt16BE(type, 6);
+  out.writeBigUInt64BE(cookie, 8);
+  out.writeBigUInt64BE(offset, 16);
+  out.writeUInt32BE(length >>> 0, 24);
+  return out;
+}
