@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The NBD server on a real kernel: runs INSIDE a VM started by scripts/kernel-run (as root, modules nbd and ext4
+# loaded; see scripts/test-nbd.mjs). Prints one JSON line `scenario-result {...}` and exits non-zero on failure.
+#
+#   kernel-scenario.sh basic    PROTECT   attach with nbd-client, mkfs.ext4, mount, write 64 MiB random data with
+#                                         fsync, unmount, remount, verify the checksum; `io-flusher status --check`
+#                                         on the server must pass during the run when PROTECT=exec.
+#   kernel-scenario.sh pressure PROTECT   the same filesystem in a small guest while a memory hog forces reclaim and
+#                                         dirty data is written: throughput, longest stall, data intact.
+# PROTECT: exec (server started through `io-flusher exec`) or none (no IO_FLUSHER).
+set -euo pipefail
+scenario=${1:?basic|pressure} protect=${2:?exec|none}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+node=$(command -v node)
+cli="$root/dist/cli.js"
+server="$root/examples/nbd-server/dist/server.js"
+work=$(mktemp -d /tmp/nbd-scenario.XXXXXX)
+# The backing file lives on the project share (9p to the host), not in guest memory: the guest's own RAM is what
+# the pressure scenario squeezes.
+store="$root/.nbd-scenario"
+mkdir -p "$store"
+disk="$store/disk-$$.img"
+sock="$work/nbd.sock"
+mnt="$work/mnt"
+mkdir -p "$mnt"
+bound=${NBD_SCENARIO_BOUND:-300}
+log() { echo "scenario: $*" >&2; }
+
+cleanup() {
+  set +e
+  mountpoint -q "$mnt" && umount -l "$mnt"
+  /usr/sbin/nbd-client -d /dev/nbd0 >/dev/null 2>&1
+  [ -n "${server_pid:-}" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  [ -n "${hog_pid:-}" ] && kill "$hog_pid" 2>/dev/null
+  rm -f "$disk"
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+case "$protect" in
+  exec) "$node" "$cli" exec -- "$node" "$server" --file "$disk" --size 512M --socket "$sock" --export disk --protect exec 2>"$work/server.log" & ;;
+  none) "$node" "$server" --file "$disk" --size 512M --socket "$sock" --export disk --protect none 2>"$work/server.log" & ;;
+  *) echo "PROTECT must be exec or none" >&2; exit 2 ;;
+esac
+server_pid=$!
+for _ in $(seq 1 600); do grep -q 'listening on' "$work/server.log" 2>/dev/null && break; sleep 0.1; done
+grep -q 'listening on' "$work/server.log" || { cat "$work/server.log" >&2; exit 1; }
+
+/usr/sbin/nbd-client -unix "$sock" /dev/nbd0 -N disk -b 4096 >&2
+status_check() {
+  if [ "$protect" = exec ]; then
+    "$node" "$cli" status "$server_pid" --check >/dev/null || { log "io-flusher status --check failed on the server"; return 1; }
+  fi
+}
+status_check
+mkfs.ext4 -q -F /dev/nbd0
+mount /dev/nbd0 "$mnt"
+
+head -c 64M /dev/urandom >"$work/src"
+want=$(sha256sum <"$work/src" | cut -d' ' -f1)
+
+if [ "$scenario" = pressure ]; then
+  # A hog that takes all but ~48 MiB of what is available and keeps touching it, so the write below runs under
+  # reclaim: dirty pages of /dev/nbd0 must be written back through the server while memory is short.
+  avail_kb=$(awk '/MemAvailable/ {print $2}' /proc/meminfo)
+  hog_mb=$(( avail_kb / 1024 - 48 ))
+  "$node" -e "
+    const mb = $hog_mb; const chunks = [];
+    for (let i = 0; i < mb; i++) chunks.push(Buffer.alloc(1 << 20, i));
+    console.error('hog holds ' + mb + ' MiB');
+    setInterval(() => { for (const c of chunks) c[0]++; }, 200);" &
+  hog_pid=$!
+  sleep 3
+fi
+
+# Write in 1 MiB chunks, timing each write; fsync at the end. The longest chunk is the longest stall.
+result=$(timeout "$bound" "$node" -e "
+  const fs = require('fs');
+  const src = fs.readFileSync('$work/src');
+  const fd = fs.openSync('$mnt/data', 'w');
+  let longest = 0; const t0 = process.hrtime.bigint();
+  for (let off = 0; off < src.length; off += 1 << 20) {
+    const t = process.hrtime.bigint();
+    fs.writeSync(fd, src, off, 1 << 20, off);
+    const ms = Number(process.hrtime.bigint() - t) / 1e6; if (ms > longest) longest = ms;
+  }
+  const tf = process.hrtime.bigint(); fs.fsyncSync(fd); const fsyncMs = Number(process.hrtime.bigint() - tf) / 1e6;
+  fs.closeSync(fd);
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  process.stdout.write(JSON.stringify({ seconds, mibPerSecond: 64 / seconds, longestWriteMs: longest, fsyncMs }));
+") || { rc=$?; log "writing did not finish within ${bound}s (exit $rc)"; echo "scenario-result {\"scenario\":\"$scenario\",\"protect\":\"$protect\",\"hang\":true,\"boundSeconds\":$bound}"; exit 1; }
+status_check
+[ -n "${hog_pid:-}" ] && { kill "$hog_pid"; wait "$hog_pid" 2>/dev/null || true; hog_pid=; }
+
+umount "$mnt"
+mount /dev/nbd0 "$mnt"
+got=$(sha256sum <"$mnt/data" | cut -d' ' -f1)
+umount "$mnt"
+intact=false; [ "$got" = "$want" ] && intact=true
+threads=$("$node" "$cli" status "$server_pid" --json | "$node" -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{const p=JSON.parse(s).processes[0];console.log(JSON.stringify({threads:p.threads.length,ioFlusher:p.threads.filter(t=>t.ioFlusher).length}))})")
+echo "scenario-result {\"scenario\":\"$scenario\",\"protect\":\"$protect\",\"kernel\":\"$(uname -r)\",\"memTotalKiB\":$(awk '/MemTotal/ {print $2}' /proc/meminfo),\"write\":$result,\"intact\":$intact,\"server\":$threads}"
+$intact
