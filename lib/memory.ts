@@ -85,13 +85,16 @@ let unlockAtExit = false;
 /**
  * mlockall(). Default MCL_CURRENT | MCL_ONFAULT. Main thread only.
  *
- * Why not MCL_FUTURE by default, and why an exit hook (measured with Node 20.20.2 on Linux 6.18): V8 frees heap
- * pages with mprotect(PROT_NONE) followed by madvise(), and madvise fails with EINVAL on locked pages, which V8
- * treats as fatal (`Check failed: 0 == ret` in v8::base::OS::SetPermissions, SIGTRAP, exit status 133). So:
- * - at process exit Node's teardown would crash: lockMemory() registers an 'exit' listener that unlocks first;
- * - a Worker whose heap is locked crashes the whole process when it exits: with MCL_FUTURE that is every Worker,
- *   without it the Workers alive at the call. Lock memory before starting Workers, and keep them for the process's
- *   life (or call unlockMemory() before terminating one).
+ * HAZARD, measured with Node 20.20.2: V8 gives heap pages back with mprotect(PROT_NONE) and madvise(), and on locked
+ * pages that fails; V8 treats the failure as fatal (`Check failed: 0 == ret` in v8::base::OS::SetPermissions,
+ * SIGTRAP, exit status 133). Seen:
+ * - at process exit (Linux 6.18 and 6.1): lockMemory() therefore registers an 'exit' listener that unlocks first;
+ * - when a Worker whose heap is locked exits (Linux 6.18): with MCL_FUTURE every Worker, without it those alive at
+ *   the call; hence no MCL_FUTURE by default;
+ * - during garbage collection, when V8's unmapper frees heap chunks that were locked (Linux 6.1, after allocating
+ *   64 MiB): nothing short of not locking the V8 heap avoids this.
+ * So a long-running Node process should not keep its memory locked: prepareDaemon() does not lock by default. Use
+ * it for short critical sections (lock, do the work, unlockMemory()), or prefer preallocation.
  */
 export function lockMemory(options: LockMemoryOptions = {}): MemoryLockReport {
   assertObject(options, 'options');

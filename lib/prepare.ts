@@ -20,7 +20,8 @@ export type PrepareStepName = 'memlockLimit' | 'lockMemory' | 'oomScoreAdj' | 'i
 export interface PrepareDaemonOptions {
   /** 'process' (every thread, default), 'thread' (the calling thread only) or false (skip). */
   ioFlusher?: 'process' | 'thread' | false;
-  /** true (default: MCL_CURRENT|MCL_FUTURE|MCL_ONFAULT), lockMemory options, or false. */
+  /** false (default: see lockMemory for why locking a Node process is hazardous), true (lockMemory's defaults), or
+   * lockMemory options. */
   lockMemory?: boolean | LockMemoryOptions;
   /** A value for /proc/self/oom_score_adj (default -1000: never OOM-killed), or false. */
   oomScoreAdj?: number | false;
@@ -58,7 +59,7 @@ export function prepareDaemonWith(ioFlusher: IoFlusher, options: PrepareDaemonOp
   assertObject(options, 'options');
   const wanted: Record<PrepareStepName, unknown> = {
     memlockLimit: options.memlockLimit ?? false,
-    lockMemory: options.lockMemory ?? true,
+    lockMemory: options.lockMemory ?? false,
     oomScoreAdj: options.oomScoreAdj ?? -1000,
     ioFlusher: options.ioFlusher ?? 'process',
   };

@@ -60,10 +60,10 @@ head -c 64M /dev/urandom >"$work/src"
 want=$(sha256sum <"$work/src" | cut -d' ' -f1)
 
 if [ "$scenario" = pressure ]; then
-  # A hog that takes all but ~48 MiB of what is available and keeps touching it, so the write below runs under
+  # A hog that takes all but ~80 MiB of what is available and keeps touching it, so the write below runs under
   # reclaim: dirty pages of /dev/nbd0 must be written back through the server while memory is short.
   avail_kb=$(awk '/MemAvailable/ {print $2}' /proc/meminfo)
-  hog_mb=$(( avail_kb / 1024 - 48 ))
+  hog_mb=$(( avail_kb / 1024 - ${NBD_SCENARIO_HEADROOM_MIB:-80} ))
   "$node" -e "
     const mb = $hog_mb; const chunks = [];
     for (let i = 0; i < mb; i++) chunks.push(Buffer.alloc(1 << 20, i));
@@ -90,7 +90,12 @@ result=$(timeout "$bound" "$node" -e "
   process.stdout.write(JSON.stringify({ seconds, mibPerSecond: 64 / seconds, longestWriteMs: longest, fsyncMs }));
 ") || { rc=$?; log "writing did not finish within ${bound}s (exit $rc)"; echo "scenario-result {\"scenario\":\"$scenario\",\"protect\":\"$protect\",\"hang\":true,\"boundSeconds\":$bound}"; exit 1; }
 status_check
-[ -n "${hog_pid:-}" ] && { kill "$hog_pid"; wait "$hog_pid" 2>/dev/null || true; hog_pid=; }
+hog_survived=true
+if [ -n "${hog_pid:-}" ]; then
+  kill "$hog_pid" 2>/dev/null || hog_survived=false   # the OOM killer may have taken it: report, not fail
+  wait "$hog_pid" 2>/dev/null || true
+  hog_pid=
+fi
 
 umount "$mnt"
 mount /dev/nbd0 "$mnt"
@@ -98,5 +103,5 @@ got=$(sha256sum <"$mnt/data" | cut -d' ' -f1)
 umount "$mnt"
 intact=false; [ "$got" = "$want" ] && intact=true
 threads=$("$node" "$cli" status "$server_pid" --json | "$node" -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{const p=JSON.parse(s).processes[0];console.log(JSON.stringify({threads:p.threads.length,ioFlusher:p.threads.filter(t=>t.ioFlusher).length}))})")
-echo "scenario-result {\"scenario\":\"$scenario\",\"protect\":\"$protect\",\"kernel\":\"$(uname -r)\",\"memTotalKiB\":$(awk '/MemTotal/ {print $2}' /proc/meminfo),\"write\":$result,\"intact\":$intact,\"server\":$threads}"
+echo "scenario-result {\"scenario\":\"$scenario\",\"protect\":\"$protect\",\"kernel\":\"$(uname -r)\",\"memTotalKiB\":$(awk '/MemTotal/ {print $2}' /proc/meminfo),\"write\":$result,\"intact\":$intact,\"hogSurvived\":$hog_survived,\"oomKills\":$(dmesg 2>/dev/null | grep -c 'Out of memory' || true),\"server\":$threads}"
 $intact
