@@ -5,9 +5,9 @@
  */
 import * as os from 'node:os';
 import { EmulatedKernel, EmulatorOptions } from './emulator';
-import { FailureContext, IoFlusherError } from './errors';
+import { FailureContext } from './errors';
 import { EINVAL } from './kernel-constants';
-import { loadNativeBinding, NativeBinding } from './native-binding';
+import { loadNativeBinding, NativeBinding, requireNativeBinding } from './native-binding';
 import { capabilitiesFromStatus, inUserNamespace, readStatus, seccompModeFromStatus } from './procfs';
 
 export type BackendName = 'native' | 'emulated';
@@ -115,15 +115,8 @@ export function selectBackend(choice: BackendChoice, source: string, emulatorOpt
   }
   const native = loadNativeBinding();
   if (choice === 'native') {
-    if (!native.loaded) {
-      throw new IoFlusherError({
-        code: 'ERR_IO_FLUSHER_NATIVE_UNAVAILABLE',
-        reason: 'native-unavailable',
-        message: `ERR_IO_FLUSHER_NATIVE_UNAVAILABLE: the native backend was required (${source})`,
-        hint: native.error,
-      });
-    }
-    return { backend: nativeBackend(native.binding, native.path), reason: `native backend chosen by ${source}` };
+    const binding = requireNativeBinding(`the native backend (chosen by ${source})`);
+    return { backend: nativeBackend(binding, (native as { path: string }).path), reason: `native backend chosen by ${source}` };
   }
   let why: string;
   if (process.platform !== 'linux') {

@@ -9,7 +9,7 @@ import * as util from 'node:util';
 import { isMainThread } from 'node:worker_threads';
 import { IoFlusherError } from './errors';
 import { IoFlusher } from './io-flusher';
-import { loadNativeBinding, NativeBinding } from './native-binding';
+import { NativeBinding, requireNativeBinding } from './native-binding';
 import * as tty from 'node:tty';
 
 /** Set on the re-executed process (value: its pid, which execve keeps) so reexecWithIoFlusher() runs only once. */
@@ -40,18 +40,7 @@ export function resolveCommand(command: string, envPath = process.env.PATH ?? '/
   return undefined;
 }
 
-function requireBinding(): NativeBinding {
-  const native = loadNativeBinding();
-  if (!native.loaded) {
-    throw new IoFlusherError({
-      code: 'ERR_IO_FLUSHER_NATIVE_UNAVAILABLE',
-      reason: 'native-unavailable',
-      message: 'ERR_IO_FLUSHER_NATIVE_UNAVAILABLE: execve needs the native addon',
-      hint: native.error,
-    });
-  }
-  return native.binding;
-}
+const requireBinding = (): NativeBinding => requireNativeBinding('execve');
 
 /** The flags of stdin, stdout and stderr now, to be put back before execve (see restoreStdio). */
 export function saveStdioFlags(binding: NativeBinding = requireBinding()): number[] {

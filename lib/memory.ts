@@ -18,24 +18,13 @@ import {
   OOM_SCORE_ADJ_MIN,
   RLIMIT_MEMLOCK,
 } from './kernel-constants';
-import { loadNativeBinding, NativeBinding } from './native-binding';
+import { NativeBinding, requireNativeBinding } from './native-binding';
 import { readStatus } from './procfs';
 import { assertObject } from './validate';
 
 const RLIM_INFINITY = 2n ** 64n - 1n;
 
-function binding(): NativeBinding {
-  const native = loadNativeBinding();
-  if (!native.loaded) {
-    throw new IoFlusherError({
-      code: 'ERR_IO_FLUSHER_NATIVE_UNAVAILABLE',
-      reason: 'native-unavailable',
-      message: 'ERR_IO_FLUSHER_NATIVE_UNAVAILABLE: memory locking and limits need the native addon',
-      hint: native.error,
-    });
-  }
-  return native.binding;
-}
+const binding = (): NativeBinding => requireNativeBinding('memory locking and limits');
 
 /** A failed system call as an IoFlusherError, with the reason and hint the caller gives. */
 function systemError(syscall: string, negErrno: number, what: string, reason: IoFlusherErrorReason, hint: string, extra: { path?: string } = {}): IoFlusherError {

@@ -3,6 +3,7 @@
  * Every function returns a number: a result, or -errno. Not part of the public API.
  */
 import * as path from 'node:path';
+import { IoFlusherError } from './errors';
 
 export interface NativeBinding {
   /** prctl(option, arg2, arg3, arg4, arg5), arguments passed through unchanged as unsigned long. */
@@ -119,4 +120,18 @@ export function loadNativeBinding(): NativeLoadResult {
     };
   }
   return cached;
+}
+
+/** The addon, or IoFlusherError ERR_IO_FLUSHER_NATIVE_UNAVAILABLE saying what needed it and how to get it. */
+export function requireNativeBinding(neededFor: string): NativeBinding {
+  const native = loadNativeBinding();
+  if (!native.loaded) {
+    throw new IoFlusherError({
+      code: 'ERR_IO_FLUSHER_NATIVE_UNAVAILABLE',
+      reason: 'native-unavailable',
+      message: `ERR_IO_FLUSHER_NATIVE_UNAVAILABLE: ${neededFor} needs the native addon`,
+      hint: native.error,
+    });
+  }
+  return native.binding;
 }
