@@ -57,7 +57,6 @@ describe(`forward-progress kit without CAP_SYS_RESOURCE, real kernel ${KERNEL_NA
     expect(out).toMatchObject({ code: 'ERR_IO_FLUSHER_PREPARE', reason: 'prepare-failed' });
     expect(out.steps).toEqual([
       ['memlockLimit', false, 'EPERM', 'missing-capability'],
-      ['lockMemory', true, null, null], // root keeps CAP_IPC_LOCK here
       ['oomScoreAdj', false, 'EACCES', 'missing-capability'],
       ['ioFlusher', false, 'EPERM', 'missing-capability'],
     ]);
