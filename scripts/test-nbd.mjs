@@ -49,7 +49,9 @@ for (const run of runs) {
         ? `${w.mibPerSecond.toFixed(2)} MiB/s, longest write ${w.longestWriteMs.toFixed(0)} ms, fsync ${w.fsyncMs.toFixed(0)} ms, data ${result.intact ? 'intact' : 'CORRUPTED'}, server threads in IO_FLUSHER ${result.server.ioFlusher}/${result.server.threads}`
         : result?.hang
           ? `no progress within the ${result.boundSeconds} s bound (hang caught)`
-          : `no result (kernel-run exit ${r.status}); output tail: ${(r.stdout ?? '').slice(-400)}`) +
+          : result && 'writerExit' in result
+            ? `the write failed: writer exit ${result.writerExit}, server ${result.serverAlive ? 'alive' : 'gone'}, OOM kills ${result.oomKills}`
+            : `no result (kernel-run exit ${r.status}); output tail: ${(r.stdout ?? '').slice(-400)}`) +
       `  [${((Date.now() - t0) / 1000).toFixed(0)} s]`,
   );
   if (line) rows.push(`      ${line}`);

@@ -37,9 +37,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Both variants run through the launcher with the same OOM shield; they differ only in IO_FLUSHER.
 case "$protect" in
-  exec) "$node" "$cli" exec -- "$node" "$server" --file "$disk" --size 512M --socket "$sock" --export disk --protect exec 2>"$work/server.log" & ;;
-  none) "$node" "$server" --file "$disk" --size 512M --socket "$sock" --export disk --protect none 2>"$work/server.log" & ;;
+  exec) "$node" "$cli" exec --oom-score-adj -1000 -- "$node" "$server" --file "$disk" --size 512M --socket "$sock" --export disk --protect exec 2>"$work/server.log" & ;;
+  none) "$node" "$cli" exec --clear --oom-score-adj -1000 -- "$node" "$server" --file "$disk" --size 512M --socket "$sock" --export disk --protect none 2>"$work/server.log" & ;;
   *) echo "PROTECT must be exec or none" >&2; exit 2 ;;
 esac
 server_pid=$!
@@ -56,8 +57,6 @@ status_check
 mkfs.ext4 -q -F /dev/nbd0
 mount /dev/nbd0 "$mnt"
 
-head -c 64M /dev/urandom >"$work/src"
-want=$(sha256sum <"$work/src" | cut -d' ' -f1)
 
 if [ "$scenario" = pressure ]; then
   # A hog that takes all but ~80 MiB of what is available and keeps touching it, so the write below runs under
@@ -70,25 +69,38 @@ if [ "$scenario" = pressure ]; then
     console.error('hog holds ' + mb + ' MiB');
     setInterval(() => { for (const c of chunks) c[0]++; }, 200);" &
   hog_pid=$!
+  echo 1000 >"/proc/$hog_pid/oom_score_adj"   # if the OOM killer must pick, it picks the hog
   sleep 3
 fi
 
-# Write in 1 MiB chunks, timing each write; fsync at the end. The longest chunk is the longest stall.
+# Write 64 MiB of random data in 1 MiB chunks (generated as it goes: no copy held in memory), timing each write;
+# fsync at the end. The longest chunk is the longest stall; the sha256 is checked after a remount.
 result=$(timeout "$bound" "$node" -e "
-  const fs = require('fs');
-  const src = fs.readFileSync('$work/src');
+  const fs = require('fs'); const crypto = require('crypto');
+  const hash = crypto.createHash('sha256');
   const fd = fs.openSync('$mnt/data', 'w');
   let longest = 0; const t0 = process.hrtime.bigint();
-  for (let off = 0; off < src.length; off += 1 << 20) {
+  for (let i = 0; i < 64; i++) {
+    const chunk = crypto.randomBytes(1 << 20); hash.update(chunk);
     const t = process.hrtime.bigint();
-    fs.writeSync(fd, src, off, 1 << 20, off);
+    fs.writeSync(fd, chunk, 0, chunk.length, i << 20);
     const ms = Number(process.hrtime.bigint() - t) / 1e6; if (ms > longest) longest = ms;
   }
   const tf = process.hrtime.bigint(); fs.fsyncSync(fd); const fsyncMs = Number(process.hrtime.bigint() - tf) / 1e6;
   fs.closeSync(fd);
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-  process.stdout.write(JSON.stringify({ seconds, mibPerSecond: 64 / seconds, longestWriteMs: longest, fsyncMs }));
-") || { rc=$?; log "writing did not finish within ${bound}s (exit $rc)"; echo "scenario-result {\"scenario\":\"$scenario\",\"protect\":\"$protect\",\"hang\":true,\"boundSeconds\":$bound}"; exit 1; }
+  process.stdout.write(JSON.stringify({ seconds, mibPerSecond: 64 / seconds, longestWriteMs: longest, fsyncMs, sha256: hash.digest('hex') }));
+") || {
+  rc=$?
+  # 124: the bound elapsed (a hang); anything else: the writer failed (killed by the OOM killer: 137, or an I/O error).
+  hang=false; [ "$rc" = 124 ] && hang=true
+  server_alive=false; kill -0 "$server_pid" 2>/dev/null && server_alive=true
+  log "the write did not complete: exit $rc ($([ "$hang" = true ] && echo "no progress within ${bound}s" || echo "writer failed")); server alive: $server_alive"
+  log "server log tail:"; tail -5 "$work/server.log" >&2
+  log "kernel log tail:"; dmesg | grep -E 'Out of memory|Killed process|nbd|I/O error|blocked for more' | tail -8 >&2
+  echo "scenario-result {\"scenario\":\"$scenario\",\"protect\":\"$protect\",\"hang\":$hang,\"writerExit\":$rc,\"serverAlive\":$server_alive,\"boundSeconds\":$bound,\"oomKills\":$(dmesg | grep -c 'Out of memory' || true)}"
+  exit 1
+}
 status_check
 hog_survived=true
 if [ -n "${hog_pid:-}" ]; then
@@ -99,6 +111,7 @@ fi
 
 umount "$mnt"
 mount /dev/nbd0 "$mnt"
+want=$(echo "$result" | "$node" -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>console.log(JSON.parse(s).sha256))")
 got=$(sha256sum <"$mnt/data" | cut -d' ' -f1)
 umount "$mnt"
 intact=false; [ "$got" = "$want" ] && intact=true
