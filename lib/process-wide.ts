@@ -289,13 +289,21 @@ export function setProcessIoFlusherWith(
   return done(finish(enabled, backend, outcomes, { signal: signo, passes, started, handlerRestored }));
 }
 
+let warnedUnreachable = false;
+
+/**
+ * Partial success is never silent: a warning names the threads left out. Threads that block every signal (Node has
+ * one, see ProcessIoFlusherReport.unreachable) are named once per process; any other gap, every time.
+ */
 function warnIfPartial(report: ProcessIoFlusherReport): ProcessIoFlusherReport {
-  if (!report.complete) {
-    const missing = report.threads
-      .filter((t) => !t.covered && t.reason !== 'exited')
-      .map((t) => `${t.tid} (${t.name}): ${t.reason}${t.code ? ` ${t.code}` : ''}`);
+  const missing = report.threads.filter((t) => !t.covered && t.reason !== 'exited');
+  const reachableGap = missing.some((t) => t.reason !== 'blocks-signal');
+  if (missing.length && (reachableGap || !warnedUnreachable)) {
+    warnedUnreachable = true;
     process.emitWarning(
-      `io-flusher: IO_FLUSHER ${report.enabled ? 'set' : 'cleared'} on ${report.covered} of ${report.threads.length} threads; not on ${missing.join(', ')}`,
+      `io-flusher: IO_FLUSHER ${report.enabled ? 'set' : 'cleared'} on ${report.covered} of ${report.threads.length} threads; not on ` +
+        missing.map((t) => `${t.tid} (${t.name}): ${t.reason}${t.code ? ` ${t.code}` : ''}`).join(', ') +
+        (reachableGap ? '' : ' (no signal reaches such a thread; `io-flusher exec` covers every thread from birth)'),
       { type: 'IoFlusherWarning', code: 'IO_FLUSHER_PARTIAL' },
     );
   }
