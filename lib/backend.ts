@@ -6,9 +6,9 @@
 import * as os from 'node:os';
 import { EmulatedKernel, EmulatorOptions } from './emulator';
 import { FailureContext } from './errors';
-import { EINVAL } from './kernel-constants';
+import { CAP_SYS_RESOURCE, EINVAL } from './kernel-constants';
 import { loadNativeBinding, NativeBinding, requireNativeBinding } from './native-binding';
-import { capabilitiesFromStatus, inUserNamespace, readStatus, seccompModeFromStatus } from './procfs';
+import { inUserNamespace, readProcFile } from './procfs';
 
 export type BackendName = 'native' | 'emulated';
 export type BackendChoice = BackendName | 'auto';
@@ -35,17 +35,22 @@ export interface KernelBackend {
   readonly binding?: NativeBinding;
 }
 
+const kernelRelease = os.release();
+
 function realFailureContext(): FailureContext {
   let capSysResource: boolean | undefined;
   let seccompMode: number | undefined;
   try {
-    const status = readStatus('self');
-    capSysResource = capabilitiesFromStatus(status).sysResource;
-    seccompMode = seccompModeFromStatus(status);
+    // Read fresh each time (capabilities can change); two fields only, not the whole status map.
+    const status = readProcFile('/proc/self/status');
+    const capEff = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1];
+    const seccomp = /^Seccomp:\s*(\d+)$/m.exec(status)?.[1];
+    if (capEff) capSysResource = ((BigInt(`0x${capEff}`) >> BigInt(CAP_SYS_RESOURCE)) & 1n) === 1n;
+    if (seccomp) seccompMode = Number(seccomp);
   } catch {
     // No /proc: leave unknown.
   }
-  return { emulated: false, capSysResource, inUserNamespace: inUserNamespace(), kernelRelease: os.release(), seccompMode };
+  return { emulated: false, capSysResource, inUserNamespace: inUserNamespace(), kernelRelease, seccompMode };
 }
 
 export function nativeBackend(binding: NativeBinding, bindingPath: string): KernelBackend {

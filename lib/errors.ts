@@ -104,8 +104,11 @@ const GRANT_CAPABILITY =
   '(Kubernetes: securityContext.capabilities.add: ["SYS_RESOURCE"]), or in a systemd unit ' +
   '`AmbientCapabilities=CAP_SYS_RESOURCE` (and CapabilityBoundingSet must include it)';
 
+let systemErrors: Map<number, [string, string]> | undefined;
 function errnoDescription(errno: number): [string, string] {
-  const entry = util.getSystemErrorMap().get(-errno);
+  // util.getSystemErrorMap() builds a new Map on every call: keep the first.
+  systemErrors ??= util.getSystemErrorMap();
+  const entry = systemErrors.get(-errno);
   return entry ? [entry[0], entry[1]] : [`E${errno}`, `errno ${errno}`];
 }
 

@@ -224,11 +224,15 @@ export function seccompModeFromStatus(status: Map<string, string>): number | und
  * Whether this process runs in a user namespace other than the initial one. capable() checks the initial user
  * namespace, so root inside any other one always gets EPERM from PR_SET_IO_FLUSHER (kernel/sys.c, kernel/capability.c).
  */
+let userNamespaceCache: boolean | undefined | null = null;
 export function inUserNamespace(): boolean | undefined {
+  // Read once: a process changes user namespace only through unshare(2)/setns(2), which Node never calls itself.
+  if (userNamespaceCache !== null) return userNamespaceCache;
   try {
-    const map = fs.readFileSync('/proc/self/uid_map', 'latin1').trim().split(/\s+/);
-    return !(map.length === 3 && map[0] === '0' && map[1] === '0' && map[2] === '4294967295');
+    const map = readProcFile('/proc/self/uid_map').trim().split(/\s+/);
+    userNamespaceCache = !(map.length === 3 && map[0] === '0' && map[1] === '0' && map[2] === '4294967295');
   } catch {
-    return undefined;
+    userNamespaceCache = undefined;
   }
+  return userNamespaceCache;
 }
