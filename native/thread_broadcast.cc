@@ -28,8 +28,10 @@ std::atomic<unsigned long> g_value{0};
 std::atomic<bool> g_installed{false};  // one broadcast at a time per process (Workers share this library)
 struct sigaction g_previous;
 
+// Open addressing keyed by tid, linear probing: O(1) for the handler and for the reader, whatever the thread count.
 void Record(int tid, long result) {
-  for (Slot& slot : g_slots) {
+  for (int i = 0; i < kSlots; i++) {
+    Slot& slot = g_slots[(static_cast<unsigned>(tid) + i) % kSlots];
     int owner = slot.tid.load(std::memory_order_acquire);
     if (owner == 0) {
       int expected = 0;
@@ -90,9 +92,10 @@ long iof_tgkill(int tid, int signo) {
 }
 
 long iof_broadcast_result(int tid) {
-  for (Slot& slot : g_slots) {
+  for (int i = 0; i < kSlots; i++) {
+    Slot& slot = g_slots[(static_cast<unsigned>(tid) + i) % kSlots];
     int owner = slot.tid.load(std::memory_order_acquire);
-    if (owner == 0) break;  // slots fill in order; the first free one ends the search
+    if (owner == 0) break;  // the probe sequence ends at the first free slot: not recorded (yet)
     if (owner == tid) {
       long result = slot.result.load(std::memory_order_acquire);
       return result == kUnanswered ? IOF_BROADCAST_PENDING : result;
