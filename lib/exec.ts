@@ -78,8 +78,9 @@ export function restoreStdio(binding: NativeBinding, saved?: number[], keep: num
   });
 }
 
-/** Why exec failed: `not-found` (no such command), `not-executable` (execve refused it). */
+/** Why exec failed: `not-found` (no such command), `not-executable` (execve refused it). Node-style fields. */
 export class ExecError extends Error {
+  readonly syscall = 'execve';
   constructor(
     message: string,
     readonly code: string,
