@@ -23,7 +23,7 @@ disk="$store/disk-$$.img"
 sock="$work/nbd.sock"
 mnt="$work/mnt"
 mkdir -p "$mnt"
-bound=${NBD_SCENARIO_BOUND:-300}
+bound=${NBD_SCENARIO_BOUND:-600}
 log() { echo "scenario: $*" >&2; }
 
 cleanup() {
