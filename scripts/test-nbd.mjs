@@ -36,6 +36,9 @@ for (const run of runs) {
     { cwd: root, encoding: 'utf8', maxBuffer: 64 << 20 },
   );
   process.stderr.write(r.stderr);
+  // The guest's own diagnostics (the scenario's messages, the kernel log lines it quotes) arrive on stdout.
+  const diagnostics = (r.stdout ?? '').split('\n').filter((l) => l.startsWith('scenario: ') || /^\[\s*\d+\.\d+\]/.test(l));
+  if (diagnostics.length) process.stderr.write(`${diagnostics.join('\n')}\n`);
   const line = (r.stdout ?? '').split('\n').find((l) => l.startsWith('scenario-result '));
   const result = line ? JSON.parse(line.slice('scenario-result '.length)) : null;
   const ok = r.status === 0 && result?.intact === true;
