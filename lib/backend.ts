@@ -6,9 +6,9 @@
 import * as os from 'node:os';
 import { EmulatedKernel, EmulatorOptions } from './emulator';
 import { FailureContext } from './errors';
-import { CAP_SYS_RESOURCE, EINVAL } from './kernel-constants';
+import { EINVAL } from './kernel-constants';
 import { loadNativeBinding, NativeBinding, requireNativeBinding } from './native-binding';
-import { inUserNamespace, readProcFile } from './procfs';
+import { inUserNamespace, readProcFile, sysResourceInStatusText } from './procfs';
 
 export type BackendName = 'native' | 'emulated';
 export type BackendChoice = BackendName | 'auto';
@@ -43,9 +43,8 @@ function realFailureContext(): FailureContext {
   try {
     // Read fresh each time (capabilities can change); two fields only, not the whole status map.
     const status = readProcFile('/proc/self/status');
-    const capEff = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1];
+    capSysResource = sysResourceInStatusText(status);
     const seccomp = /^Seccomp:\s*(\d+)$/m.exec(status)?.[1];
-    if (capEff) capSysResource = ((BigInt(`0x${capEff}`) >> BigInt(CAP_SYS_RESOURCE)) & 1n) === 1n;
     if (seccomp) seccompMode = Number(seccomp);
   } catch {
     // No /proc: leave unknown.

@@ -20,8 +20,8 @@
  */
 import * as fs from 'node:fs';
 import * as wt from 'node:worker_threads';
+import { readProcFile, sysResourceInStatusText, threadSelfId } from './procfs';
 import {
-  CAP_SYS_RESOURCE,
   EINVAL,
   EPERM,
   IO_FLUSHER_FLAGS,
@@ -60,9 +60,8 @@ function envBoolean(name: string): boolean | undefined {
 /** Whether this process really holds CAP_SYS_RESOURCE in its effective set. */
 export function realCapSysResource(): boolean {
   try {
-    const status = fs.readFileSync('/proc/self/status', 'latin1');
-    const match = /^CapEff:\s*([0-9a-f]+)$/m.exec(status);
-    if (match) return ((BigInt(`0x${match[1]}`) >> BigInt(CAP_SYS_RESOURCE)) & 1n) === 1n;
+    const held = sysResourceInStatusText(readProcFile('/proc/self/status'));
+    if (held !== undefined) return held;
   } catch {
     // Not Linux (or no /proc): fall through.
   }
@@ -72,8 +71,7 @@ export function realCapSysResource(): boolean {
 /** The calling thread's id: the kernel tid on Linux, a stable stand-in elsewhere. */
 function currentThreadId(): number {
   try {
-    const link = fs.readlinkSync('/proc/thread-self');
-    return Number(link.slice(link.lastIndexOf('/') + 1));
+    return threadSelfId();
   } catch {
     return wt.isMainThread ? process.pid : process.pid * 100000 + wt.threadId;
   }
@@ -85,6 +83,11 @@ function listOwnThreads(): number[] {
   } catch {
     return [];
   }
+}
+
+/** A thread's flags word as the emulator shows it: the kernel's bits, with the IO_FLUSHER bits from the model. */
+export function withModelledIoFlusher(kernelFlags: number, modelled: number): number {
+  return ((kernelFlags & ~IO_FLUSHER_FLAGS) | (modelled & IO_FLUSHER_FLAGS)) >>> 0;
 }
 
 /** Shared tid -> flags table. Slot i: [2i] = tid (0 = free), [2i+1] = modelled flags. */

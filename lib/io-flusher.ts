@@ -4,9 +4,9 @@
  */
 import * as os from 'node:os';
 import { BACKEND_CHOICES, BackendChoice, BackendName, KernelBackend, selectBackend } from './backend';
-import { EmulatorOptions } from './emulator';
+import { EmulatorOptions, withModelledIoFlusher } from './emulator';
 import { IoFlusherError, prctlFailure } from './errors';
-import { EINVAL, EPERM, IO_FLUSHER_FLAGS, PR_GET_IO_FLUSHER, PR_SET_IO_FLUSHER } from './kernel-constants';
+import { EINVAL, EPERM, PR_GET_IO_FLUSHER, PR_SET_IO_FLUSHER } from './kernel-constants';
 import { loadNativeBinding } from './native-binding';
 import {
   capabilitiesFromStatus,
@@ -165,8 +165,7 @@ export class IoFlusher {
     if (!emulator || pid !== process.pid) return describeFlags(pid, tid, name, kernelFlags, false);
     // Under the emulator the kernel has not set these bits; show the model's, marked as emulated.
     const modelled = emulator.flagsOf(tid) ?? 0;
-    const flags = ((kernelFlags & ~IO_FLUSHER_FLAGS) | (modelled & IO_FLUSHER_FLAGS)) >>> 0;
-    return describeFlags(pid, tid, name, flags, true);
+    return describeFlags(pid, tid, name, withModelledIoFlusher(kernelFlags, modelled), true);
   }
 
   /** What the kernel offers this process and what this instance uses. Never throws. */

@@ -13,6 +13,7 @@
 import * as util from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { BackendName, KernelBackend } from './backend';
+import { withModelledIoFlusher } from './emulator';
 import { FailureContext, IoFlusherError, prctlFailure } from './errors';
 import { IO_FLUSHER_FLAGS, PR_SET_IO_FLUSHER } from './kernel-constants';
 import { NativeBinding } from './native-binding';
@@ -144,7 +145,7 @@ function finish(
       const stat = readThreadStat(process.pid, tid);
       name = stat.name;
       const modelled = modelledFlags?.(tid);
-      flags = modelled === undefined ? stat.flags : ((stat.flags & ~IO_FLUSHER_FLAGS) | (modelled & IO_FLUSHER_FLAGS)) >>> 0;
+      flags = modelled === undefined ? stat.flags : withModelledIoFlusher(stat.flags, modelled);
     } catch {
       // Gone since.
     }

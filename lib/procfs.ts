@@ -193,6 +193,12 @@ function capabilityNames(mask: bigint): string[] {
   return names;
 }
 
+/** CAP_SYS_RESOURCE in the CapEff line of a /proc/PID/status text; undefined when the line is missing. */
+export function sysResourceInStatusText(status: string): boolean | undefined {
+  const capEff = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1];
+  return capEff === undefined ? undefined : ((BigInt(`0x${capEff}`) >> BigInt(CAP_SYS_RESOURCE)) & 1n) === 1n;
+}
+
 /** Capability sets from a parsed status map. */
 export function capabilitiesFromStatus(status: Map<string, string>): CapabilitySets {
   const mask = (field: string): bigint => BigInt(`0x${status.get(field) ?? '0'}`);
