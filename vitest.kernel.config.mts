@@ -9,7 +9,7 @@ const hostSuite = mode === 'oldkernel' ? [] : ['test/native-api.test.ts'];
 
 export default defineConfig({
   test: {
-    include: ['test/kernel/conformance.test.ts', `test/kernel/${mode}.test.ts`, ...hostSuite],
+    include: ['test/kernel/conformance.test.ts', `test/kernel/${mode}.test.ts`, 'test/node-runtime.test.ts', ...hostSuite],
     globalSetup: ['test/global-setup.ts'],
     testTimeout: 300_000,
     hookTimeout: 300_000,

@@ -10,6 +10,7 @@ import { describeFlags, readProcessThreads, ThreadFlags } from './procfs';
 import { ExecError, execve, preloadOption, PRELOAD_MLOCK_ENV, resolveCommand, saveStdioFlags } from './exec';
 import { memoryState, setMemlockLimit, setOomScoreAdj } from './memory';
 import { loadNativeBinding } from './native-binding';
+import { vm } from './vm';
 
 /** Exit statuses of `io-flusher check` (and the other commands where they apply). */
 export const EXIT = {
@@ -54,6 +55,11 @@ const USAGE = `Usage:
   io-flusher status [PID...] [--json] [--check]
       Every thread of each process (default: io-flusher itself) with its name and memalloc flags. With --check, exit
       1 when any thread lacks IO_FLUSHER, naming those threads on stderr. Exit 6 when a process does not exist.
+  io-flusher vm [--kernel bookworm|bullseye|trixie] [--mode full|nocap|oldkernel] [--node MAJOR] [--memory MIB]
+                [--modules LIST] [--timeout S] [--prepare] -- COMMAND [ARGS...]
+      Run COMMAND as root in a QEMU VM booted from a real Debian kernel (6.1, 5.10 or 6.12), with this project
+      shared read-write at the same path, so the success path can be tested where CAP_SYS_RESOURCE is missing.
+      Exit status: COMMAND's own; 124 timeout; 125 the VM failed; 126 setup failed; 2 usage error. See vm --help.
   io-flusher --help | --version
 `;
 
@@ -342,6 +348,8 @@ export function main(argv: string[], out: (s: string) => void = (s) => process.s
         return exec(rest);
       case 'status':
         return status(rest, out);
+      case 'vm':
+        return vm(rest);
       case '--version':
         // eslint-disable-next-line @typescript-eslint/no-require-imports
         out((require('../package.json') as { version: string }).version);

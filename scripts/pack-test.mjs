@@ -11,7 +11,10 @@
 //   - CommonJS require() and ESM import: the addon loads from prebuilds/ (not build/), backend 'native';
 //   - node-gyp-build picks the right file for every libc/arch we ship (LIBC=musl, npm_config_arch=arm64);
 //   - a TypeScript consumer compiles (module node16 ESM and CommonJS, moduleResolution bundler and node10);
-//   - `npx io-flusher check --json` (exit 3 on a machine without CAP_SYS_RESOURCE, like this one).
+//   - `npx io-flusher check --json` (exit 3 on a machine without CAP_SYS_RESOURCE, like this one);
+//   - `npx io-flusher vm -- node vm-check.js` from a user's own project with its own test file: in the VM,
+//     setIoFlusher(true) succeeds and that file is the one that ran (it writes a nonce back into the project). Needs
+//     QEMU (.ci/run installs it); IO_FLUSHER_PACK_VM=0 leaves it out, and says so in the check's name.
 // Prints the tarball's size and file list, and a last line `pack-test: N passed, M failed`; exits 1 on any failure.
 //
 // Usage: node scripts/pack-test.mjs [--rebuild] [--keep]
@@ -319,6 +322,41 @@ console.log(b);
     assert([0, 3, 4].includes(r.status), `exit ${r.status} (5: addon did not load; 1, 2: error)`);
     assert(o.exitCode === r.status, `JSON exitCode ${o.exitCode}, process exit ${r.status}`);
     return `exit ${r.status}: ${o.verdict}`;
+  });
+
+  // 7. The VM runner from the installed copy, for the user's project (a package.json, a test file of its own).
+  const vmWanted = process.env.IO_FLUSHER_PACK_VM !== '0';
+  check(`npx io-flusher vm -- node vm-check.js: the user's file runs in the VM and setIoFlusher(true) succeeds${vmWanted ? '' : ' [not run: IO_FLUSHER_PACK_VM=0]'}`, () => {
+    assert(fileSet.has('scripts/kernel-run') && fileSet.has('scripts/vm/guest-init'), 'the VM runner is not in the tarball');
+    if (!vmWanted) return 'not run';
+    const nonce = createHash('sha256').update(String(Math.random())).digest('hex').slice(0, 16);
+    fs.writeFileSync(path.join(consumer, 'vm-check.js'), `
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const io = require('io-flusher');
+io.setIoFlusher(true);
+const result = { nonce: process.env.IO_FLUSHER_PACK_NONCE, get: io.getIoFlusher(), file: __filename, release: os.release(),
+  mode: process.env.IO_FLUSHER_KERNEL_MODE, addon: io.probe().native.path, node: process.version };
+fs.writeFileSync(path.join(__dirname, 'vm-result.json'), JSON.stringify(result));
+console.log(JSON.stringify(result));
+`);
+    // The host side needs QEMU and friends from the real PATH; the guest runs the node and npm found on it.
+    const vmEnv = { ...env, PATH: `${bin}:${process.env.PATH}`, IO_FLUSHER_PACK_NONCE: nonce };
+    const r = sh('npx', ['--no', 'io-flusher', 'vm', '--kernel', 'bookworm', '--timeout', '600', '--', 'node', 'vm-check.js'], { cwd: consumer, env: vmEnv });
+    assert(r.status === 0, `exit ${r.status}: ${describe(r)}`);
+    const resultFile = path.join(consumer, 'vm-result.json');
+    assert(fs.existsSync(resultFile), `no vm-result.json in the project after the run:
+${r.stdout}
+${r.stderr}`);
+    const o = JSON.parse(fs.readFileSync(resultFile, 'utf8'));
+    assert(o.nonce === nonce, `vm-result.json holds nonce ${o.nonce}, expected ${nonce}: another file ran`);
+    assert(o.file === path.join(consumer, 'vm-check.js'), `ran ${o.file}`);
+    assert(o.get === true, `getIoFlusher() in the VM: ${o.get}`);
+    assert(o.release !== os.release(), `release ${o.release} is the host's: did it run in a VM?`);
+    assert(o.addon.startsWith(prebuildDir), `addon from ${o.addon}`);
+    const how = /\((tcg|kvm)\)/.exec(r.stderr)?.[1] ?? '?';
+    return `kernel ${o.release} (${how}), ${o.node}, getIoFlusher() -> ${o.get}`;
   });
 
   return finish(started, tmp, values.keep, info);

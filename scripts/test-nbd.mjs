@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 // The NBD server example on a real kernel (examples/nbd-server/kernel-scenario.sh inside VMs from scripts/kernel-run):
 //   basic, protected by `io-flusher exec`            must pass: data intact, status --check passes on the server
+//                                                     (on the active LTS Node, --basic-node, default 24)
 //   pressure (small guest + memory hog), protected    must pass: no hang within the bound, data intact
 //   pressure, unprotected                             reported whatever happens (hang caught by the bound, slower,
 //                                                     or no difference); it fails the run only if data is corrupted
-// Usage: node scripts/test-nbd.mjs [--kernel bookworm] [--memory-small 320]
+// Usage: node scripts/test-nbd.mjs [--kernel bookworm] [--memory-small 320] [--basic-node 24]
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 
@@ -15,14 +16,15 @@ const arg = (name, fallback) => {
 };
 const kernel = arg('kernel', 'bookworm');
 const small = arg('memory-small', '320');
+const basicNode = arg('basic-node', '24');
 
 const build = spawnSync(path.join(root, 'node_modules/.bin/tsc'), ['-p', 'examples/nbd-server'], { cwd: root, stdio: 'inherit' });
 if (build.status !== 0) process.exit(1);
 
 const runs = [
-  { scenario: 'basic', protect: 'exec', memory: '1024', mustPass: true },
-  { scenario: 'pressure', protect: 'exec', memory: small, mustPass: true },
-  { scenario: 'pressure', protect: 'none', memory: small, mustPass: false },
+  { scenario: 'basic', protect: 'exec', memory: '1024', mustPass: true, node: basicNode },
+  { scenario: 'pressure', protect: 'exec', memory: small, mustPass: true, node: 'system' },
+  { scenario: 'pressure', protect: 'none', memory: small, mustPass: false, node: 'system' },
 ];
 const rows = [];
 let failed = 0;
@@ -31,7 +33,7 @@ for (const run of runs) {
   const t0 = Date.now();
   const r = spawnSync(
     path.join(root, 'scripts/kernel-run'),
-    ['--kernel', kernel, '--mode', 'full', '--modules', 'nbd,ext4', '--memory', run.memory, '--timeout', '900', '--',
+    ['--kernel', kernel, '--mode', 'full', '--node', run.node, '--modules', 'nbd,ext4', '--memory', run.memory, '--timeout', '900', '--',
       'examples/nbd-server/kernel-scenario.sh', run.scenario, run.protect],
     { cwd: root, encoding: 'utf8', maxBuffer: 64 << 20 },
   );
@@ -47,7 +49,7 @@ for (const run of runs) {
   else if (run.mustPass || corrupted) failed++;
   const w = result?.write;
   rows.push(
-    `${ok ? 'PASS' : run.mustPass || corrupted ? 'FAIL' : 'NOTE'}  ${run.scenario}/${run.protect} (${run.memory} MiB guest): ` +
+    `${ok ? 'PASS' : run.mustPass || corrupted ? 'FAIL' : 'NOTE'}  ${run.scenario}/${run.protect} (${run.memory} MiB guest, node ${run.node}): ` +
       (w
         ? `${w.mibPerSecond.toFixed(2)} MiB/s, longest write ${w.longestWriteMs.toFixed(0)} ms, fsync ${w.fsyncMs.toFixed(0)} ms, data ${result.intact ? 'intact' : 'CORRUPTED'}, server threads in IO_FLUSHER ${result.server.ioFlusher}/${result.server.threads}`
         : result?.hang
