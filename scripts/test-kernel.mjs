@@ -81,7 +81,8 @@ process.stdout.write(`\nkernel suite summary (${os.hostname()}):\n${rows.join('\
 const totals = rows.reduce(
   (acc, row) => {
     const m = /passed +(\d+) +failed +(\d+)/.exec(row);
-    return m ? [acc[0] + Number(m[1]), acc[1] + Number(m[2])] : acc;
+    // A run that failed without a failing test (the VM, a timeout, no report) still counts as one failure.
+    return m ? [acc[0] + Number(m[1]), acc[1] + Math.max(Number(m[2]), row.startsWith('FAIL') ? 1 : 0)] : acc;
   },
   [0, 0],
 );
