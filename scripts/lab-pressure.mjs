@@ -11,7 +11,7 @@
 //                           [--node MAJOR] [--memory MIB] [--results FILE]
 //   npm run lab:pressure -- --summary [--results FILE]
 // --runs N runs N pairs (protected and unprotected alternate) unless --protect names one side. Default results file:
-// docs/lab/pressure.jsonl. Environment for the guest script: NBD_LAB_WRITE_MIB (256), NBD_LAB_STALL_S (30),
+// docs/lab/pressure.jsonl. Environment for the guest script: NBD_LAB_WRITE_MIB (128), NBD_LAB_STALL_S (30),
 // NBD_LAB_HEADROOM_MIB (64), NBD_LAB_BOUND_S (600).
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -55,6 +55,7 @@ export function runOnce({ variant, protect, kernel = 'bookworm', node = 'system'
     protect,
     kernelName: kernel,
     wallSeconds: (Date.now() - started) / 1000,
+    // 125 for a hung run: the guest powers itself off, since its last sync would never return.
     kernelRunExit: r.status,
     ...(result ?? { completed: false, hung: false, error: `no result (kernel-run exit ${r.status}): ${out.slice(-300)}` }),
     kernelLogTail: result?.hung ? kernelLog.slice(-6000) : undefined,

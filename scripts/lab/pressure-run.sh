@@ -2,7 +2,7 @@
 # One run of the pressure lab, INSIDE a VM started by scripts/lab-pressure.mjs through scripts/kernel-run (root,
 # modules nbd, ext4 and virtio_blk, an empty disk as /dev/vda). Prints one line `lab-result {JSON}`.
 #
-#   pressure-run.sh VARIANT PROTECT
+#   pressure-run.sh VARIANT PROTECT        (NBD_LAB_WRITE_MIB, default 128, is what the writer writes)
 #
 # The setup a storage daemon really has: the NBD server (examples/nbd-server) keeps its backing file on ext4 on a
 # block device of its own (/dev/vda) and writes it with ordinary buffered pwrite; the kernel's NBD client attaches
@@ -31,13 +31,19 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 node=$(command -v node)
 cli="$root/dist/cli.js"
 server="$root/examples/nbd-server/dist/server.js"
-mib=${NBD_LAB_WRITE_MIB:-256}
+mib=${NBD_LAB_WRITE_MIB:-128}
 stall_s=${NBD_LAB_STALL_S:-30}
 bound_s=${NBD_LAB_BOUND_S:-600}
 work=/tmp/lab
 mkdir -p "$work/store" "$work/mnt"
 log() { echo "lab: $*" >&2; }
-json_string() { "$node" -e 'process.stdout.write(JSON.stringify(process.argv[1]))' "$1"; }
+# JSON string of $1 without starting a program (a stuck machine may not start node in time): escape \ and ", drop
+# control characters.
+json_string() {
+  local s=${1//\\/\\\\}
+  s=${s//\"/\\\"}
+  printf '"%s"' "$(printf '%s' "$s" | tr -d '\000-\037')"
+}
 
 [ -b /dev/vda ] || { log "no /dev/vda: kernel-run needs --disk"; exit 2; }
 [ -b /dev/nbd0 ] || { log "no /dev/nbd0: kernel-run needs --modules nbd"; exit 2; }
@@ -134,19 +140,16 @@ if [ $hung = true ]; then
   threads_json="[$(thread_report "$server_pid" server),$(thread_report "$writer_pid" writer)]"
   meminfo=$(awk '/^(Dirty|Writeback|MemFree|MemAvailable):/ {gsub(":", ""); printf "%s\"%s\":%s", (n++ ? "," : "{"), $1, $2} END {print "}"}' /proc/meminfo)
   echo w >/proc/sysrq-trigger 2>/dev/null || true
-  # The cause, from the server's D-state threads' stacks, most specific first.
-  cause=$(echo "$threads_json" | "$node" -e "
-    let s = ''; process.stdin.on('data', (d) => (s += d)).on('end', () => {
-      const server = JSON.parse(s).filter((t) => t.role === 'server');
-      const stuck = server.filter((t) => t.state === 'D').map((t) => t.stack + ' ' + t.wchan).join(' ');
-      const all = stuck || server.map((t) => t.stack + ' ' + t.wchan).join(' ');
-      const cause = /balance_dirty_pages/.test(all) ? 'balance_dirty_pages'
-        : /reclaim_throttle|shrink_(folio|page)_list|try_to_free_(mem_cgroup_)?pages|__alloc_pages_slowpath|do_try_to_free_pages/.test(all) ? 'direct-reclaim'
-        : /folio_wait_writeback|wait_on_page_writeback|__filemap_fdatawait/.test(all) ? 'waiting-on-writeback'
-        : /jbd2|start_this_handle|ext4_journal/.test(all) ? 'filesystem-journal'
-        : stuck ? 'other' : 'no-server-thread-in-D';
-      process.stdout.write(JSON.stringify(cause));
-    });")
+  # The cause, from the server's D-state threads' stacks (all its threads if none is in D), most specific first.
+  stuck=$(printf '%s' "$threads_json" | grep -o '"role":"server"[^}]*"state":"D"[^}]*}' || true)
+  [ -n "$stuck" ] || stuck=$(printf '%s' "$threads_json" | grep -o '"role":"server"[^}]*}' || true)
+  if printf '%s' "$stuck" | grep -q 'balance_dirty_pages'; then cause='"balance_dirty_pages"'
+  elif printf '%s' "$stuck" | grep -Eq 'reclaim_throttle|shrink_(folio|page)_list|try_to_free_(mem_cgroup_)?pages|__alloc_pages_slowpath|do_try_to_free_pages'; then cause='"direct-reclaim"'
+  elif printf '%s' "$stuck" | grep -Eq 'folio_wait_writeback|wait_on_page_writeback|__filemap_fdatawait'; then cause='"waiting-on-writeback"'
+  elif printf '%s' "$stuck" | grep -Eq 'jbd2|start_this_handle|ext4_journal'; then cause='"filesystem-journal"'
+  elif printf '%s' "$stuck" | grep -q '"state":"D"'; then cause='"other"'
+  else cause='"no-server-thread-in-D"'
+  fi
   kill -KILL "$writer_pid" 2>/dev/null
 fi
 wait "$writer_pid" 2>/dev/null
@@ -185,8 +188,14 @@ echo "lab-result {\"variant\":\"$variant\",\"protect\":\"$protect\",\"kernel\":\
 \"serverThreadsFlagged\":\"$server_threads_flagged\",\"hogSurvived\":$hog_survived,\"oomKills\":$oom_kills,\
 \"stuckRequestMessages\":$stuck_requests,\"hungTaskReports\":$hung_task_reports,\"cause\":$cause,\"meminfoKiB\":$meminfo,\
 \"threads\":$threads_json}"
-# A hung run leaves threads in D state that nothing can kill; the VM is powered off after this script.
-[ $hung = true ] && exit 0
+if [ $hung = true ]; then
+  # The stuck threads never finish, and the guest's final sync would wait forever behind /dev/nbd0's dirty pages:
+  # power off at once, once the output above has drained to the console (the lab reads the result line, and expects
+  # kernel-run to report a VM that ended without an exit status).
+  sleep 3
+  echo o >/proc/sysrq-trigger
+  sleep 30
+fi
 mountpoint -q "$work/mnt" && umount "$work/mnt"
 /usr/sbin/nbd-client -d /dev/nbd0 >/dev/null 2>&1
 kill "$server_pid" 2>/dev/null
