@@ -5,6 +5,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { holdsCapSysResource, ROOT, runCli, runNode } from './helpers';
 
 const capable = holdsCapSysResource();
@@ -15,58 +18,230 @@ const run = (code: string, env: Record<string, string | undefined> = {}) => {
   return JSON.parse(r.stdout);
 };
 
-describe('lockMemory / unlockMemory', () => {
-  it('locks (VmLck > 0) and unlocks; the process then grows normally; it exits cleanly while locked', () => {
-    const out = run(`
-      const before = io.lockedBytes();
-      const locked = io.lockMemory();
-      const unlocked = io.unlockMemory();
-      const chunks = []; for (let i = 0; i < 64; i++) chunks.push(Buffer.alloc(1 << 20, i)); // 64 MiB, touched
-      const objects = []; for (let i = 0; i < 200000; i++) objects.push({ i });
-      const relocked = io.lockMemory({ onFault: false });
-      out({ before, locked, unlocked, relocked, sum: chunks.reduce((a, c) => a + c[0], 0) });`);
+/** Node binaries to prove "no abort" with: this one (the machine's) and the official 22, 24 and 26 builds. */
+const NODE_CACHE = path.join(os.homedir(), '.cache/io-flusher-node');
+const NODES: Array<{ label: string; bin: string | undefined }> = [
+  { label: `machine ${process.version}`, bin: process.execPath },
+  ...['node-v22.23.5', 'node-v24.22.3', 'node-v26.12.1'].map((dir) => {
+    const bin = path.join(NODE_CACHE, `${dir}-linux-x64/bin/node`);
+    return { label: dir.slice(5), bin: fs.existsSync(bin) ? bin : undefined };
+  }),
+];
+const MIB = 1 << 20;
+
+function spawnJson(bin: string, args: string[], options: { prefix?: string[] } = {}) {
+  const [file, ...rest] = [...(options.prefix ?? []), bin, ...args];
+  const r = spawnSync(file!, rest, { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
+  let out: any = null;
+  try {
+    out = JSON.parse(r.stdout);
+  } catch {
+    // null: the assertions show stdout and stderr
+  }
+  return { status: r.status, signal: r.signal, out, detail: `status ${r.status} signal ${r.signal}\nstderr: ${r.stderr}\nstdout: ${r.stdout}` };
+}
+
+/** Every locked mapping of the calling process, read from smaps independently of lib/memory.ts. */
+const LOCKED_MAPPINGS_JS = `
+  const lockedMappings = () => {
+    const out = []; let cur;
+    for (const line of require('fs').readFileSync('/proc/self/smaps', 'latin1').split('\\n')) {
+      const h = /^([0-9a-f]+)-([0-9a-f]+) (\\S{4}) \\S+ \\S+ (\\d+)\\s*(.*)$/.exec(line);
+      if (h) { cur = { size: Number(BigInt('0x' + h[2]) - BigInt('0x' + h[1])), perms: h[3], inode: h[4], path: h[5] }; continue; }
+      if (cur && line.startsWith('VmFlags:') && line.split(' ').includes('lo')) out.push(cur);
+    }
+    return out;
+  };`;
+
+describe('scoped memory locking: no abort on any Node major', () => {
+  for (const node of NODES) {
+    it.runIf(node.bin)(`Node ${node.label}${node.bin ? '' : ' (SKIPPED: binary absent, run scripts/node-versions.mjs)'}: prepareDaemon's default lock, 3 GC rounds, Workers with locked Buffers terminated, locked Buffers collected, clean exit`, () => {
+      const r = spawnJson(node.bin!, ['--expose-gc', path.join(ROOT, 'test/fixtures/memory-scenario.js')]);
+      expect(r.status, r.detail).toBe(0);
+      expect(r.signal).toBe(null);
+      const out = r.out;
+      expect(out.fresh).toBe(0);
+      expect(out.lockStep.done, r.detail).toBe(true);
+      // The code scope: node's text and read-only data alone are tens of MiB; all of it resident once locked.
+      expect(out.lockStep.detail.code.mode).toBe('mapped');
+      expect(out.lockStep.detail.code.bytes).toBeGreaterThan(32 * MIB);
+      expect(out.lockStep.detail.code.residentBytes).toBe(out.lockStep.detail.code.bytes);
+      expect(out.afterPrepare).toEqual({ code: out.lockStep.detail.code.bytes, buffers: 0, other: 0, total: out.lockStep.detail.code.bytes });
+      // 16 x 4 MiB + a pool of 8 x 1 MiB.
+      expect(out.withBuffers).toMatchObject({ code: out.afterPrepare.code, buffers: 72 * MIB, other: 0 });
+      // Terminated Workers took their locked Buffers with them.
+      expect(out.afterWorkers).toBe(out.withBuffers.total);
+      // The 8 dropped 4 MiB Buffers were collected and unmapped.
+      expect(out.afterDrop).toBe(out.afterWorkers - 32 * MIB);
+      expect(out.final).toEqual({ code: out.afterPrepare.code, buffers: 40 * MIB, other: 0, total: out.afterDrop });
+      expect(out.sum).toBe(120);
+    });
+
+    it.runIf(node.bin)(`Node ${node.label}${node.bin ? '' : ' (SKIPPED: binary absent)'}: every exported locking call, then GC rounds and exit while locked`, () => {
+      const r = spawnJson(node.bin!, ['--expose-gc', '-e', `
+        const io = require('./dist/index.js');
+        const touched = io.lockMemory({ code: 'touched' });
+        const unlocked = io.unlockMemory();
+        const mapped = io.lockMemory();
+        const none = io.lockMemory({ code: false });
+        const b = io.allocLockedBuffer(100);
+        const unlockedBytes = io.unlockBuffer(b);
+        const again = io.unlockBuffer(b);
+        const pool = new io.LockedBufferPool({ bufferSize: 65536, count: 4 });
+        const x = pool.acquire(); x.fill(3); pool.release(x);
+        const held = pool.acquire();
+        const closed = pool.close();
+        pool.release(held);
+        const kept = io.allocLockedBuffer(1 << 20);
+        for (let round = 0; round < 3; round++) { let a = []; for (let i = 0; i < 500000; i++) a.push({ i }); a = null; global.gc(); }
+        process.stdout.write(JSON.stringify({ touched, unlocked, mapped, none, unlockedBytes, again, closed, final: io.lockedMemory(), held: held.length + b.length + kept.length }));`]);
+      expect(r.status, r.detail).toBe(0);
+      const out = r.out;
+      expect(out.touched.code).toMatchObject({ mode: 'touched' });
+      expect(out.touched.code.bytes).toBe(out.mapped.code.bytes);
+      expect(out.touched.locked.total).toBe(out.touched.code.bytes);
+      expect(out.unlocked).toEqual({ locked: { code: 0, buffers: 0, other: 0, total: 0 } });
+      expect(out.none.code).toBeUndefined();
+      expect(out.none.locked).toEqual(out.mapped.locked);
+      expect([out.unlockedBytes, out.again, out.closed]).toEqual([4096, 0, 4 * 65536]);
+      expect(out.final).toEqual({ code: out.mapped.code.bytes, buffers: MIB, other: 0, total: out.mapped.code.bytes + MIB });
+    });
+  }
+
+  it('what lockMemory() locks: every file-backed non-writable mapping, and nothing anonymous or writable (no V8 heap)', () => {
+    const out = run(`${LOCKED_MAPPINGS_JS}
+      const before = lockedMappings().length;
+      const report = io.lockMemory();
+      const locked = lockedMappings();
+      out({ before, report, locked, files: [...new Set(locked.map((m) => m.path))] });`);
     expect(out.before).toBe(0);
-    expect(out.locked.flags).toBe(1 | 4); // MCL_CURRENT | MCL_ONFAULT by default
-    expect(out.locked.lockedBytes).toBeGreaterThan(0);
-    expect(out.unlocked).toEqual({ flags: 0, lockedBytes: 0 });
-    expect(out.relocked).toMatchObject({ flags: 1, lockedBytes: expect.any(Number) });
-    expect(out.sum).toBe((63 * 64) / 2);
-    // status 0 (checked in run): the exit hook unlocked before Node's teardown, which otherwise aborts (status 133).
+    expect(out.locked.length).toBe(out.report.code.mappings);
+    for (const m of out.locked) {
+      expect(m.inode, JSON.stringify(m)).not.toBe('0');
+      expect(m.perms[1], JSON.stringify(m)).toBe('-');
+    }
+    expect(out.locked.reduce((sum: number, m: { size: number }) => sum + m.size, 0)).toBe(out.report.code.bytes);
+    expect(out.files).toEqual(expect.arrayContaining([fs.realpathSync(process.execPath), expect.stringMatching(/libc\.so/), expect.stringMatching(/io_flusher\.node$/)]));
   });
 
-  it('without the exit hook, Node aborts at exit with memory locked (why lockMemory registers it)', () => {
-    // mlockall straight through the binding, bypassing lockMemory(): this documents the V8 behaviour the hook avoids.
-    const r = spawnSync(process.execPath, ['-e', `const b = require('./dist/native-binding.js').loadNativeBinding().binding; process.stdout.write(String(b.mlockall(1 | 4)));`], { cwd: ROOT, encoding: 'utf8' });
-    expect(r.stdout).toBe('0');
-    expect(r.signal).toBe('SIGTRAP'); // exit status 133 in a shell
-    expect(r.stderr).toMatch(/Check failed: 0 == ret/);
+  it('a locked Buffer: its own page-aligned mapping, locked and resident; unlockBuffer ends the lock, the Buffer stays usable', () => {
+    const out = run(`${LOCKED_MAPPINGS_JS}
+      const b = io.allocLockedBuffer(3 * 4096 + 1);
+      const zeroed = b.every((v) => v === 0);
+      const locked = lockedMappings();
+      const state = [io.isLockedBuffer(b), io.lockedMemory()];
+      const bytes = io.unlockBuffer(b);
+      b.fill(9);
+      out({ zeroed, locked, state, bytes, after: [io.isLockedBuffer(b), io.lockedMemory(), lockedMappings().length], last: b[b.length - 1], length: b.length });`);
+    expect(out.zeroed).toBe(true);
+    expect(out.locked).toEqual([{ size: 4 * 4096, perms: 'rw-p', inode: '0', path: '' }]);
+    expect(out.state).toEqual([true, { code: 0, buffers: 4 * 4096, other: 0, total: 4 * 4096 }]);
+    expect(out.bytes).toBe(4 * 4096);
+    expect(out.after).toEqual([false, { code: 0, buffers: 0, other: 0, total: 0 }, 0]);
+    expect([out.last, out.length]).toEqual([9, 3 * 4096 + 1]);
   });
 
-  it('validates options', () => {
+  it('validates every argument before locking anything; the removed mlockall options say why', () => {
     const out = run(`
       const errors = [];
-      for (const o of [{ current: false, future: false }, { future: 'yes' }, null]) {
-        try { io.lockMemory(o); } catch (e) { errors.push([e.name, e.code]); }
+      const b = io.allocLockedBuffer(10);
+      const pool = new io.LockedBufferPool({ bufferSize: 10, count: 1 });
+      const taken = pool.acquire();
+      const before = io.lockedMemory().total;
+      for (const f of [() => io.lockMemory({ current: true }), () => io.lockMemory({ onFault: false }), () => io.lockMemory({ code: 'all' }),
+                       () => io.lockMemory({ cod: 'mapped' }), () => io.lockMemory(null), () => io.allocLockedBuffer(0),
+                       () => io.allocLockedBuffer(-1), () => io.allocLockedBuffer(1.5), () => io.allocLockedBuffer('10'), () => io.allocLockedBuffer(2 ** 31),
+                       () => io.unlockBuffer(Buffer.alloc(10)), () => io.unlockBuffer(b.subarray(0)), () => io.unlockBuffer(new Uint8Array(4096)),
+                       () => new io.LockedBufferPool({ bufferSize: 10 }), () => new io.LockedBufferPool({ bufferSize: 10, count: 0 }),
+                       () => pool.release(Buffer.alloc(10)), () => pool.release(taken.subarray(1)), () => pool.acquire(),
+                       () => { pool.release(taken); pool.release(taken); }]) {
+        try { const v = f(); errors.push(v === undefined ? 'undefined' : 'no error'); } catch (e) { errors.push(e.code + (e.code === 'ERR_INVALID_ARG_VALUE' && /mlockall/.test(e.message) ? ' (mlockall)' : '')); }
       }
-      out(errors);`);
-    expect(out).toEqual([
-      ['RangeError', 'ERR_INVALID_ARG_VALUE'],
-      ['TypeError', 'ERR_INVALID_ARG_TYPE'],
-      ['TypeError', 'ERR_INVALID_ARG_TYPE'],
+      out({ errors, unchanged: io.lockedMemory().total === before });`);
+    expect(out.errors).toEqual([
+      'ERR_INVALID_ARG_VALUE (mlockall)',
+      'ERR_INVALID_ARG_VALUE (mlockall)',
+      'ERR_INVALID_ARG_VALUE',
+      'ERR_INVALID_ARG_VALUE',
+      'ERR_INVALID_ARG_TYPE',
+      'ERR_OUT_OF_RANGE',
+      'ERR_OUT_OF_RANGE',
+      'ERR_OUT_OF_RANGE',
+      'ERR_INVALID_ARG_TYPE',
+      'ERR_OUT_OF_RANGE',
+      'ERR_INVALID_ARG_VALUE',
+      'ERR_INVALID_ARG_VALUE',
+      'ERR_INVALID_ARG_VALUE',
+      'ERR_INVALID_ARG_TYPE',
+      'ERR_OUT_OF_RANGE',
+      'ERR_INVALID_ARG_VALUE',
+      'ERR_INVALID_ARG_VALUE',
+      'undefined', // the pool's only Buffer is out: acquire() says so with undefined
+      'ERR_INVALID_STATE',
     ]);
+    expect(out.unchanged).toBe(true);
   });
 
-  it('without CAP_IPC_LOCK and over RLIMIT_MEMLOCK: ENOMEM with code, errno, reason and hint', () => {
+  it('the native functions check their argument types (a TypeError, not an abort) and refuse unaligned Buffers', () => {
+    const out = run(`
+      const b = require('./dist/native-binding.js').loadNativeBinding().binding;
+      const errors = [];
+      for (const f of [() => b.mlock2(4096, 4096, 0), () => b.mlock2(4096n, -1, 0), () => b.mlock2(4096n, 1.5, 0), () => b.munlock('x', 1),
+                       () => b.mapAnonymousBuffer(0), () => b.mapAnonymousBuffer('1'), () => b.mlockBuffer({}, 0), () => b.mlockBuffer(Buffer.alloc(1), 'x'),
+                       () => b.munlockBuffer(null)]) {
+        try { f(); errors.push('no error'); } catch (e) { errors.push(e.name); }
+      }
+      out({ errors, unaligned: b.mlockBuffer(Buffer.alloc(100), 0), unmapped: b.mlock2(4096n, 4096, 0) });`);
+    expect(out.errors).toEqual(Array(9).fill('TypeError'));
+    expect(out.unaligned).toBe(-22);
+    expect(out.unmapped).toBe(-12);
+  });
+
+  it('the hazard the scopes avoid: mlockall (the old lockMemory) makes Node abort at exit, and on Node 24/26 at a GC', () => {
+    // mlockall straight through the binding. Measured: exit aborts on every major; the GC rounds abort 24 and 26.
+    const script = `const b = require('./dist/native-binding.js').loadNativeBinding().binding;
+      if (b.mlockall(1 | 4) !== 0) throw new Error('mlockall');
+      if (process.argv[1] === 'gc') { for (let r = 0; r < 3; r++) { let a = []; for (let i = 0; i < 1e6; i++) a.push({ i }); a = null; } b.munlockall(); }`;
+    const exit = spawnSync(process.execPath, ['-e', script, 'exit'], { cwd: ROOT, encoding: 'utf8' });
+    expect(exit.signal).toBe('SIGTRAP'); // exit status 133 in a shell
+    expect(exit.stderr).toMatch(/Check failed: 0 == ret/);
+    const node24 = NODES.find((n) => n.label.startsWith('v24'))?.bin;
+    if (node24) {
+      const gc = spawnSync(node24, ['-e', script, 'gc'], { cwd: ROOT, encoding: 'utf8' });
+      expect(gc.signal).toBe('SIGTRAP');
+      expect(gc.stderr).toMatch(/Check failed: 0 == ret/);
+    }
+  });
+
+  it('without CAP_IPC_LOCK, over RLIMIT_MEMLOCK: ENOMEM naming the limit and how to raise it, and nothing locked', () => {
     // setpriv (util-linux) starts the child without CAP_IPC_LOCK in any set; the limit then applies.
-    const r = spawnSync('/usr/bin/setpriv', ['--inh-caps', '-ipc_lock', '--bounding-set', '-ipc_lock', process.execPath, '-e',
-      `const io = require('./dist/index.js'); io.setMemlockLimit(65536, 65536);
-       try { io.lockMemory(); } catch (e) { process.stdout.write(JSON.stringify({ code: e.code, errno: e.errno, syscall: e.syscall, reason: e.reason, hint: e.hint })); }`],
-      { cwd: ROOT, encoding: 'utf8' });
-    expect(r.status, r.stderr).toBe(0);
-    const out = JSON.parse(r.stdout);
-    expect(out).toMatchObject({ code: 'ENOMEM', errno: -12, syscall: 'mlockall', reason: 'limit-exceeded' });
-    expect(out.hint).toMatch(/CAP_IPC_LOCK/);
-    expect(out.hint).toMatch(/65536 bytes/);
+    const r = spawnJson(process.execPath, ['-e', `
+      const io = require('./dist/index.js');
+      io.setMemlockLimit(4 * 1048576, 4 * 1048576);
+      const failures = [];
+      for (const f of [() => io.lockMemory(), () => io.lockMemory({ code: 'touched' }), () => io.allocLockedBuffer(5 * 1048576),
+                       () => new io.LockedBufferPool({ bufferSize: 1048576, count: 5 })]) {
+        try { f(); failures.push(null); } catch (e) { failures.push({ code: e.code, errno: e.errno, syscall: e.syscall, reason: e.reason, message: e.message, hint: e.hint, vmlck: io.lockedBytes() }); }
+      }
+      const pool = new io.LockedBufferPool({ bufferSize: 1048576, count: 3 });
+      const within = io.lockedMemory();
+      let over = null; try { io.allocLockedBuffer(1048576 + 1); } catch (e) { over = e.code; }
+      process.stdout.write(JSON.stringify({ failures, within, over, after: io.lockedMemory() }));`], { prefix: ['/usr/bin/setpriv', '--inh-caps', '-ipc_lock', '--bounding-set', '-ipc_lock'] });
+    expect(r.status, r.detail).toBe(0);
+    const out = r.out;
+    expect(out.failures).toHaveLength(4);
+    for (const f of out.failures) {
+      expect(f).toMatchObject({ code: 'ENOMEM', errno: -12, reason: 'limit-exceeded', vmlck: 0 });
+      expect(f.message).toMatch(/RLIMIT_MEMLOCK 4194304 bytes; nothing was locked/);
+      expect(f.hint).toMatch(/LimitMEMLOCK=/);
+      expect(f.hint).toMatch(/docker run --ulimit memlock=/);
+      expect(f.hint).toMatch(/CAP_IPC_LOCK/);
+    }
+    expect(out.failures.map((f: { syscall: string }) => f.syscall)).toEqual(['mlock', 'mlock2', 'mlock', 'mlock']);
+    // Within the limit, locking works without the capability; one page more than the limit allows is refused.
+    expect(out.within).toEqual({ code: 0, buffers: 3 * MIB, other: 0, total: 3 * MIB });
+    expect(out.over).toBe('ENOMEM');
+    expect(out.after).toEqual(out.within);
   });
 });
 
@@ -116,12 +291,16 @@ describe('prepareDaemon', () => {
     const out = run(`try { io.prepareDaemon(); } catch (e) { out({ code: e.code, reason: e.reason, message: e.message, report: e.report }); }`);
     expect(out).toMatchObject({ code: 'ERR_IO_FLUSHER_PREPARE', reason: 'prepare-failed' });
     expect(out.message).toMatch(/oomScoreAdj \(EACCES\), ioFlusher \(EPERM\)/);
+    // The code scope is locked by default (this host has CAP_IPC_LOCK), with its bytes in the report.
     expect(out.report.steps.map((s: { step: string; done: boolean }) => [s.step, s.done])).toEqual([
+      ['lockMemory', true],
       ['oomScoreAdj', false],
       ['ioFlusher', false],
     ]);
-    expect(out.report.steps[1]).toMatchObject({ code: 'EPERM', reason: 'missing-capability', emulated: false });
-    expect(out.report.steps[1].detail.threads.length).toBeGreaterThan(1);
+    expect(out.report.steps[0].detail.code).toMatchObject({ mode: 'mapped', bytes: expect.any(Number) });
+    expect(out.report.steps[0].detail.locked.code).toBe(out.report.steps[0].detail.code.bytes);
+    expect(out.report.steps[2]).toMatchObject({ code: 'EPERM', reason: 'missing-capability', emulated: false });
+    expect(out.report.steps[2].detail.threads.length).toBeGreaterThan(1);
     expect(out.report.ok).toBe(false);
   });
 
@@ -141,7 +320,18 @@ describe('prepareDaemon', () => {
     expect(out.steps[2]).toMatchObject({ step: 'ioFlusher', done: true, emulated: true });
     expect(out.steps[2].detail.complete).toBe(true);
     expect(out.ioFlusherInEffect).toBe(false);
-    expect(out.steps[0].detail.lockedBytes).toBeGreaterThan(0);
+    expect(out.steps[0].detail.locked.code).toBeGreaterThan(0);
+  });
+
+  it('checks the lockMemory option before changing anything (old mlockall options are refused)', () => {
+    const out = run(`
+      const oom = io.getOomScoreAdj(), limit = io.getMemlockLimit();
+      const results = [];
+      for (const lockMemory of [{ current: true }, { code: 'everything' }, 'yes']) {
+        try { io.prepareDaemon({ lockMemory, oomScoreAdj: oom + 1, memlockLimit: 1 << 20, ioFlusher: false }); results.push('no error'); } catch (e) { results.push(e.code); }
+      }
+      out({ results, same: io.getOomScoreAdj() === oom && JSON.stringify(io.getMemlockLimit()) === JSON.stringify(limit), locked: io.lockedBytes() });`);
+    expect(out).toEqual({ results: ['ERR_INVALID_ARG_VALUE', 'ERR_INVALID_ARG_VALUE', 'ERR_INVALID_ARG_TYPE'], same: true, locked: 0 });
   });
 });
 
@@ -152,14 +342,40 @@ describe('io-flusher exec and check: memory options', () => {
     expect(r.stdout).toMatch(/^300\nMax locked memory +1048576 +1048576 +bytes/);
   });
 
-  it('--mlock locks a Node COMMAND through the preload, which does not leak to its children; refuses other commands', () => {
-    const r = runCli(['exec', '--clear', '--mlock', '--', process.execPath, '-e',
-      `const fs = require('fs'); process.stdout.write(JSON.stringify({ vmlck: fs.readFileSync('/proc/self/status', 'utf8').match(/VmLck:\\s+(\\d+)/)[1], opts: process.env.NODE_OPTIONS || null, env: process.env.IO_FLUSHER_PRELOAD_MLOCK || null }))`]);
-    expect(r.status, r.stderr).toBe(0);
-    const out = JSON.parse(r.stdout);
-    expect(Number(out.vmlck)).toBeGreaterThan(0);
-    expect(out).toMatchObject({ opts: null, env: null });
+  it('--mlock locks the code scope of a Node COMMAND through the preload, which does not leak to its children; refuses other commands', () => {
+    const probe = `${LOCKED_MAPPINGS_JS}
+      const fs = require('fs');
+      process.stdout.write(JSON.stringify({ vmlck: Number(fs.readFileSync('/proc/self/status', 'utf8').match(/VmLck:\\s+(\\d+)/)[1]) * 1024,
+        locked: lockedMappings(), opts: process.env.NODE_OPTIONS || null, env: process.env.IO_FLUSHER_PRELOAD_MLOCK || null }))`;
+    for (const flag of ['--mlock', '--mlock=touched']) {
+      const r = runCli(['exec', '--clear', flag, '--', process.execPath, '-e', probe]);
+      expect(r.status, r.stderr).toBe(0);
+      const out = JSON.parse(r.stdout);
+      expect(out.vmlck).toBeGreaterThan(16 * MIB);
+      // Only code: every locked mapping is file-backed and not writable.
+      expect(out.locked.filter((m: { inode: string; perms: string }) => m.inode === '0' || m.perms[1] === 'w')).toEqual([]);
+      expect(out.locked.reduce((sum: number, m: { size: number }) => sum + m.size, 0)).toBe(out.vmlck);
+      expect(out).toMatchObject({ opts: null, env: null });
+    }
     expect(runCli(['exec', '--clear', '--mlock', '--', 'sh', '-c', 'true']).status).toBe(2);
+  });
+
+  it('--mlock refuses the old mlockall flags (exit 2, saying why) and unknown values', () => {
+    const old = runCli(['exec', '--clear', '--mlock=current,onfault', '--', process.execPath, '-e', '0']);
+    expect(old.status).toBe(2);
+    expect(old.stderr).toMatch(/no longer takes mlockall flags.*--mlock=touched/);
+    expect(runCli(['exec', '--clear', '--mlock=all', '--', process.execPath, '-e', '0']).status).toBe(2);
+  });
+
+  const node24 = NODES.find((n) => n.label.startsWith('v24'))?.bin;
+  it.runIf(node24)(`--mlock with Node 24 as COMMAND${node24 ? '' : ' (SKIPPED: binary absent)'}: GC rounds and a Worker do not abort it`, () => {
+    const r = runCli(['exec', '--clear', '--mlock', '--', node24!, '-e', `
+      const { Worker } = require('worker_threads');
+      for (let round = 0; round < 3; round++) { let a = []; for (let i = 0; i < 1e6; i++) a.push({ i }); a = null; }
+      const w = new Worker('setInterval(() => {}, 1000)', { eval: true });
+      w.on('online', () => w.terminate().then(() => console.log('done')));`]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toBe('done\n');
   });
 
   it.runIf(!capable)('[without CAP_SYS_RESOURCE] --oom-score-adj -1000 fails with 125 and does not run COMMAND', () => {
