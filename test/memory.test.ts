@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { holdsCapSysResource, ROOT, runCli, runNode } from './helpers';
+import { DIST, holdsCapSysResource, ROOT, runCli, runNode } from './helpers';
 
 const capable = holdsCapSysResource();
 const run = (code: string, env: Record<string, string | undefined> = {}) => {
@@ -105,6 +105,23 @@ describe('scoped memory locking: no abort on any Node major', () => {
       expect(out.none.locked).toEqual(out.mapped.locked);
       expect([out.unlockedBytes, out.again, out.closed]).toEqual([4096, 0, 4 * 65536]);
       expect(out.final).toEqual({ code: out.mapped.code.bytes, buffers: MIB, other: 0, total: out.mapped.code.bytes + MIB });
+    });
+  }
+
+  // The issue's reproduction, verbatim in effect: before the scopes, lockMemory() (mlockall MCL_CURRENT|MCL_ONFAULT)
+  // followed by these rounds aborted Node 24.22.3 and 26.12.1 (SIGTRAP, `Check failed: 0 == ret`); 20 and 22 survived.
+  const ISSUE_REPRO = (dist: string) => `
+    const io = require(${JSON.stringify(dist)});
+    io.lockMemory();
+    for (let r = 0; r < 3; r++) { let a = []; for (let i = 0; i < 65536; i++) a.push({ i, s: 'x' + i }); a = null; }
+    for (let r = 0; r < 3; r++) { let a = []; for (let i = 0; i < 1e6; i++) a.push({ i }); }
+    process.stdout.write(JSON.stringify(io.lockedMemory()));`;
+  for (const node of NODES) {
+    it.runIf(node.bin)(`Node ${node.label}${node.bin ? '' : ' (SKIPPED: binary absent)'}: lockMemory() with its defaults, then rounds of 64K small objects and 1M objects: no abort`, () => {
+      const r = spawnJson(node.bin!, ['-e', ISSUE_REPRO(path.join(DIST, 'index.js'))]);
+      expect(r.status, r.detail).toBe(0);
+      expect(r.out.code).toBeGreaterThan(32 * MIB);
+      expect(r.out.code).toBe(r.out.total);
     });
   }
 
@@ -368,7 +385,7 @@ describe('io-flusher exec and check: memory options', () => {
   });
 
   const node24 = NODES.find((n) => n.label.startsWith('v24'))?.bin;
-  it.runIf(node24)(`--mlock with Node 24 as COMMAND${node24 ? '' : ' (SKIPPED: binary absent)'}: GC rounds and a Worker do not abort it`, () => {
+  it.runIf(node24)(`--mlock with Node 24 as COMMAND${node24 ? '' : ' (SKIPPED: binary absent)'}: GC rounds and a Worker after the preload's lock do not abort it`, () => {
     const r = runCli(['exec', '--clear', '--mlock', '--', node24!, '-e', `
       const { Worker } = require('worker_threads');
       for (let round = 0; round < 3; round++) { let a = []; for (let i = 0; i < 1e6; i++) a.push({ i }); a = null; }
