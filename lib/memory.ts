@@ -6,6 +6,7 @@
  */
 import * as fs from 'node:fs';
 import * as util from 'node:util';
+import { markAsUntransferable } from 'node:worker_threads';
 import { IoFlusherError, IoFlusherErrorReason } from './errors';
 import {
   CAP_IPC_LOCK,
@@ -300,6 +301,7 @@ const lockedBuffers = new WeakMap<Buffer, LockedBufferState>();
 /** For lockedMemory(): the Buffers locked and not yet collected. */
 const liveLockedBuffers = new Set<WeakRef<Buffer>>();
 let pageSizeCache = 0;
+const NODE_MAJOR = Number(process.versions.node.split('.')[0]);
 
 function pageRound(bytes: number): number {
   pageSizeCache ||= binding().pageSize();
@@ -322,6 +324,11 @@ function mapLocked(size: number): Buffer {
   const rc = native.mlockBuffer(mapped, 0);
   // On failure the mapping is left to the garbage collector (its finalizer unmaps it): it is not locked.
   if (rc < 0) throw lockError('mlock', rc, `a ${size}-byte Buffer`);
+  // The mapping belongs to this thread's Node environment, which unmaps it when torn down (a Worker exiting), so it
+  // must not move to another thread (postMessage transfer list). Node 22+ refuses to transfer it by itself; Node 20
+  // does transfer it, and then unmaps memory the receiver still uses. Marked untransferable, Node 20 copies it
+  // instead. Not on 22+: there the mark makes Node abort when it detaches the Buffer at the Worker's exit.
+  if (NODE_MAJOR < 22) markAsUntransferable(mapped.buffer);
   lockedBuffers.set(mapped, { bytes: pageRound(size), locked: true });
   liveLockedBuffers.add(new WeakRef(mapped));
   return mapped;
@@ -361,6 +368,10 @@ export function isLockedBuffer(buffer: unknown): boolean {
 export function unlockBuffer(buffer: Buffer): number {
   const state = stateOf(buffer, 'buffer');
   if (!state.locked) return 0;
+  if (buffer.byteLength === 0) {
+    // Detached (its memory moved away): the native call would see no memory and unlock nothing.
+    throw Object.assign(new Error('This locked Buffer was detached; its memory is no longer reachable from here'), { code: 'ERR_INVALID_STATE' });
+  }
   const rc = binding().munlockBuffer(buffer);
   if (rc < 0) throw lockError('munlock', rc, `a ${buffer.length}-byte Buffer`);
   state.locked = false;

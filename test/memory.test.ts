@@ -125,6 +125,33 @@ describe('scoped memory locking: no abort on any Node major', () => {
     });
   }
 
+  for (const node of NODES) {
+    it.runIf(node.bin)(`Node ${node.label}${node.bin ? '' : ' (SKIPPED: binary absent)'}: a locked Buffer sent from a Worker is refused or copied, never moved; the Worker's exit leaves the receiver's data intact`, () => {
+      const r = spawnJson(node.bin!, ['--expose-gc', '-e', `
+        const { Worker } = require('worker_threads');
+        const w = new Worker(\`
+          const io = require(\${JSON.stringify(require('path').resolve('dist/index.js'))});
+          const { parentPort } = require('worker_threads');
+          const b = io.allocLockedBuffer(1 << 20); b.fill(5);
+          try { parentPort.postMessage(b.buffer, [b.buffer]); } catch (e) { parentPort.postMessage(e.name); }
+          parentPort.postMessage(b.length);
+          setInterval(() => {}, 1000);\`, { eval: true });
+        const got = [];
+        w.on('message', async (m) => {
+          got.push(m);
+          if (got.length < 2) return;
+          await w.terminate();
+          global.gc();
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          const first = typeof got[0] === 'string' ? got[0] : new Uint8Array(got[0]).reduce((a, v) => a + v, 0);
+          process.stdout.write(JSON.stringify({ first, lengthInWorker: got[1] }));
+        });`]);
+      expect(r.status, r.detail).toBe(0);
+      // Refused (Node 22+: DataCloneError) or copied (Node 20): the Worker keeps its Buffer either way.
+      expect([{ first: 'DataCloneError', lengthInWorker: MIB }, { first: 5 * MIB, lengthInWorker: MIB }]).toContainEqual(r.out);
+    });
+  }
+
   it('what lockMemory() locks: every file-backed non-writable mapping, and nothing anonymous or writable (no V8 heap)', () => {
     const out = run(`${LOCKED_MAPPINGS_JS}
       const before = lockedMappings().length;
