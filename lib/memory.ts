@@ -188,19 +188,21 @@ function lockError(syscall: string, rc: number, what: string): IoFlusherError {
 function lockCode(mode: CodeLockMode): CodeScopeReport {
   const native = binding();
   const code = readMappings().filter(isCode);
-  const toLock = code.filter((m) => !m.locked);
   const syscall = mode === 'touched' ? 'mlock2' : 'mlock';
+  // Only mappings not locked yet count against the limit (mm/mlock.c subtracts what is locked already).
+  const newlyLocked = code.filter((m) => !m.locked);
   checkMemlockLimit(
-    toLock.reduce((sum, m) => sum + m.size, 0),
-    `code scope, ${toLock.length} mappings`,
+    newlyLocked.reduce((sum, m) => sum + m.size, 0),
+    `code scope, ${newlyLocked.length} mappings`,
     syscall,
   );
+  // Every mapping, locked or not: locking again with the other mode switches it (touched -> mapped reads it in).
   const done: Mapping[] = [];
-  for (const m of toLock) {
+  for (const m of code) {
     const rc = native.mlock2(m.start, m.size, mode === 'touched' ? MLOCK_ONFAULT : 0);
     if (rc < 0) {
-      // Nothing half-locked: undo this call's locks before reporting.
-      for (const d of done) native.munlock(d.start, d.size);
+      // Nothing half-locked: undo the locks this call added before reporting.
+      for (const d of done) if (!d.locked) native.munlock(d.start, d.size);
       throw lockError(syscall, rc, `${m.path} at 0x${m.start.toString(16)}, ${m.size} bytes`);
     }
     done.push(m);

@@ -126,6 +126,30 @@ describe('scoped memory locking: no abort on any Node major', () => {
   }
 
   for (const node of NODES) {
+    it.runIf(node.bin)(`Node ${node.label}${node.bin ? '' : ' (SKIPPED: binary absent)'}: locking while busy Workers run (their builtins mappings get locked), then terminating them and GC rounds: no abort`, () => {
+      const r = spawnJson(node.bin!, ['-e', `
+        const { Worker } = require('worker_threads');
+        const io = require('./dist/index.js');
+        const workers = [];
+        let online = 0;
+        const go = async () => {
+          const during = io.lockMemory().locked.code;
+          await new Promise((resolve) => setTimeout(resolve, 200));
+          for (const w of workers) await w.terminate();
+          for (let round = 0; round < 3; round++) { let a = []; for (let i = 0; i < 1e6; i++) a.push({ i }); a = null; }
+          process.stdout.write(JSON.stringify({ during, after: io.lockedMemory() }));
+        };
+        for (let i = 0; i < 4; i++) {
+          const w = new Worker('setInterval(() => { let b = []; for (let i = 0; i < 100000; i++) b.push({ i }); }, 10)', { eval: true });
+          w.on('online', () => { if (++online === 4) setTimeout(go, 200); });
+          workers.push(w);
+        }`]);
+      expect(r.status, r.detail).toBe(0);
+      expect(r.out.after.code).toBeGreaterThan(32 * MIB);
+      // Each Worker's builtins mapping was locked with the rest and went away with the Worker.
+      expect(r.out.during).toBeGreaterThan(r.out.after.code);
+      expect(r.out.after.total).toBe(r.out.after.code);
+    });
     it.runIf(node.bin)(`Node ${node.label}${node.bin ? '' : ' (SKIPPED: binary absent)'}: a locked Buffer sent from a Worker is refused or copied, never moved; the Worker's exit leaves the receiver's data intact`, () => {
       const r = spawnJson(node.bin!, ['--expose-gc', '-e', `
         const { Worker } = require('worker_threads');
@@ -151,6 +175,26 @@ describe('scoped memory locking: no abort on any Node major', () => {
       expect([{ first: 'DataCloneError', lengthInWorker: MIB }, { first: 5 * MIB, lengthInWorker: MIB }]).toContainEqual(r.out);
     });
   }
+
+  it('switching modes: touched then mapped reads every page in; calling it again changes nothing; a Worker can lock too', async () => {
+    const out = run(`
+      const { Worker } = require('worker_threads');
+      const touched = io.lockMemory({ code: 'touched' });
+      const mapped = io.lockMemory({ code: 'mapped' });
+      const again = io.lockMemory();
+      io.unlockMemory();
+      const w = new Worker("const io = require('./dist/index.js'); const b = io.allocLockedBuffer(1 << 20); require('worker_threads').parentPort.postMessage(io.lockMemory().locked)", { eval: true });
+      w.once('message', (inWorker) => w.terminate().then(() => out({ touched: touched.code, mapped: mapped.code, again: again.code, inWorker, after: io.lockedMemory() })));`);
+    expect(out.mapped.residentBytes).toBe(out.mapped.bytes);
+    expect(out.touched.residentBytes).toBeLessThan(out.touched.bytes); // a fresh Node has not run all its code
+    expect(out.again).toEqual(out.mapped);
+    expect(out.inWorker).toMatchObject({ buffers: MIB, other: 0 });
+    expect(out.inWorker.code).toBeGreaterThan(32 * MIB);
+    // The Worker's Buffer went with it. The code lock is the process's and stays, except for the Worker's own copy of
+    // V8's embedded builtins (V8 maps them per isolate from the node binary), unmapped when the Worker exits.
+    expect(out.after).toMatchObject({ code: out.mapped.bytes, buffers: 0, other: 0, total: out.mapped.bytes });
+    expect(out.inWorker.code).toBeGreaterThan(out.mapped.bytes);
+  });
 
   it('what lockMemory() locks: every file-backed non-writable mapping, and nothing anonymous or writable (no V8 heap)', () => {
     const out = run(`${LOCKED_MAPPINGS_JS}
