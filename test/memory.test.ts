@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { DIST, holdsCapSysResource, ROOT, runCli, runNode } from './helpers';
+import { CLI, DIST, holdsCapSysResource, ROOT, runCli, runNode } from './helpers';
 
 const capable = holdsCapSysResource();
 const run = (code: string, env: Record<string, string | undefined> = {}) => {
@@ -330,6 +330,31 @@ describe('scoped memory locking: no abort on any Node major', () => {
     expect(out.within).toEqual({ code: 0, buffers: 3 * MIB, other: 0, total: 3 * MIB });
     expect(out.over).toBe('ENOMEM');
     expect(out.after).toEqual(out.within);
+  });
+});
+
+describe('without CAP_IPC_LOCK and with the usual small RLIMIT_MEMLOCK', () => {
+  const SETPRIV = ['/usr/bin/setpriv', '--inh-caps', '-ipc_lock', '--bounding-set', '-ipc_lock'];
+
+  it('prepareDaemon() fails its (default, required) lockMemory step with the limit hint, locks nothing, and still runs the other steps', () => {
+    const r = spawnJson(process.execPath, ['-e', `
+      const io = require('./dist/index.js');
+      io.setMemlockLimit(8 << 20, 8 << 20);
+      try { io.prepareDaemon({ oomScoreAdj: 300, ioFlusher: false }); process.stdout.write('null'); }
+      catch (e) { process.stdout.write(JSON.stringify({ code: e.code, message: e.message, steps: e.report.steps, vmlck: io.lockedBytes(), oom: io.getOomScoreAdj() })); }`], { prefix: SETPRIV });
+    expect(r.status, r.detail).toBe(0);
+    expect(r.out).toMatchObject({ code: 'ERR_IO_FLUSHER_PREPARE', vmlck: 0, oom: 300 });
+    expect(r.out.message).toMatch(/lockMemory \(ENOMEM\)/);
+    expect(r.out.steps[0]).toMatchObject({ step: 'lockMemory', done: false, required: true, code: 'ENOMEM', reason: 'limit-exceeded' });
+    expect(r.out.steps[0].hint).toMatch(/LimitMEMLOCK=/);
+    expect(r.out.steps[1]).toMatchObject({ step: 'oomScoreAdj', done: true });
+  });
+
+  it('exec --mlock: the preload cannot lock, so the Node COMMAND exits 125 naming the limit and does not run', () => {
+    const r = spawnSync(SETPRIV[0]!, [...SETPRIV.slice(1), process.execPath, CLI, 'exec', '--clear', '--memlock-limit', '8M', '--mlock', '--', process.execPath, '-e', 'console.log("ran")'], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
+    expect(r.status, r.stderr).toBe(125);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/--mlock: ENOMEM: .*RLIMIT_MEMLOCK 8388608 bytes; nothing was locked/);
   });
 });
 
