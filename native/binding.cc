@@ -147,6 +147,11 @@ Napi::Value MapAnonymousBuffer(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !IsLength(info[0]) || info[0].As<Napi::Number>().Int64Value() == 0) {
     return ThrowType(info, "mapAnonymousBuffer(length: positive integer)");
   }
+  // 2^31 - 1: a Buffer length every supported Node major accepts (Node 20 refuses more than 2^32).
+  if (info[0].As<Napi::Number>().Int64Value() > 2147483647) {
+    Napi::RangeError::New(info.Env(), "mapAnonymousBuffer: length must be at most 2147483647").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
   size_t length = static_cast<size_t>(info[0].As<Napi::Number>().Int64Value());
   size_t* mapped = new size_t(PageRound(length));
   void* address = nullptr;
@@ -155,13 +160,17 @@ Napi::Value MapAnonymousBuffer(const Napi::CallbackInfo& info) {
     delete mapped;
     return Num(info, rc);
   }
-  return Napi::Buffer<uint8_t>::New(
+  Napi::Buffer<uint8_t> buffer = Napi::Buffer<uint8_t>::New(
       info.Env(), static_cast<uint8_t*>(address), length,
       [](Napi::Env, uint8_t* data, size_t* size) {
         iof_munmap(data, *size);  // unlocks too; nothing to report to from a finalizer
         delete size;
       },
       mapped);
+  // If Node refused the Buffer, whether it already ran the finalizer differs between versions (Node 20 does): leave
+  // the mapping rather than risk unmapping it twice. The length cap above makes this unreachable in practice.
+  if (info.Env().IsExceptionPending()) return info.Env().Undefined();
+  return buffer;
 }
 
 // The page-aligned start and page-rounded length of a Buffer's memory, or false (TypeError pending / not aligned).
