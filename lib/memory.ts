@@ -14,13 +14,14 @@ import {
   EINVAL,
   ENOMEM,
   EPERM,
+  MLOCK_ONFAULT,
   OOM_SCORE_ADJ_MAX,
   OOM_SCORE_ADJ_MIN,
   RLIMIT_MEMLOCK,
 } from './kernel-constants';
 import { NativeBinding, requireNativeBinding } from './native-binding';
 import { capabilitiesFromStatus, inUserNamespace, readStatus } from './procfs';
-import { assertObject } from './validate';
+import { assertObject, assertOneOf } from './validate';
 
 const RLIM_INFINITY = 2n ** 64n - 1n;
 
@@ -50,9 +51,6 @@ export function lockedBytes(): number {
   const value = readStatus('self').get('VmLck') ?? '0 kB';
   return Number.parseInt(value, 10) * 1024;
 }
-
-/** mlock2(2) flag (asm-generic/mman-common.h): lock pages as they are faulted in. Linux 4.4. */
-const MLOCK_ONFAULT = 1;
 
 /**
  * How the code scope is locked: 'mapped' locks (and reads in) every page of every code mapping now, so that no code
@@ -241,11 +239,7 @@ export function lockMemoryMode(options: unknown, name = 'options'): CodeLockMode
     throw Object.assign(new TypeError(`lockMemory() has no option "${unknown[0]}"; it takes { code: 'mapped' | 'touched' | false }`), { code: 'ERR_INVALID_ARG_VALUE' });
   }
   const mode = options.code ?? 'mapped';
-  if (mode !== 'mapped' && mode !== 'touched' && mode !== false) {
-    throw Object.assign(new TypeError(`The "${name}.code" property must be one of 'mapped', 'touched', false. Received ${util.inspect(mode)}`), {
-      code: 'ERR_INVALID_ARG_VALUE',
-    });
-  }
+  if (mode !== false) assertOneOf(mode, `${name}.code`, ['mapped', 'touched'] as const);
   return mode;
 }
 
