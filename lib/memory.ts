@@ -88,7 +88,7 @@ export interface LockedMemory {
 }
 
 export interface MemoryLockReport {
-  /** The code scope just locked (or unlocked: mappings 0), or undefined when it was not asked for. */
+  /** The code scope after the call; undefined when lockMemory() was not asked to lock it, and from unlockMemory(). */
   code: CodeScopeReport | undefined;
   /** Locked bytes per scope after the call. */
   locked: LockedMemory;
@@ -198,6 +198,8 @@ function lockCode(mode: CodeLockMode): CodeScopeReport {
   const done: Mapping[] = [];
   for (const m of code) {
     const rc = native.mlock2(m.start, m.size, mode === 'touched' ? MLOCK_ONFAULT : 0);
+    // ENOMEM also means "not mapped": a Worker exiting meanwhile unmaps its copy of V8's builtins (a code mapping).
+    if (rc === -ENOMEM && !isMapped(m.start, m.end)) continue;
     if (rc < 0) {
       // Nothing half-locked: undo the locks this call added before reporting.
       for (const d of done) if (!d.locked) native.munlock(d.start, d.size);
@@ -205,19 +207,34 @@ function lockCode(mode: CodeLockMode): CodeScopeReport {
     }
     done.push(m);
   }
-  // Read back: every code mapping must now carry VM_LOCKED.
+  // Read back: every mapping locked here must carry VM_LOCKED (code mapped since, e.g. by a Worker starting, is not
+  // this call's: see lockMemory).
+  const starts = new Set(done.map((m) => m.start));
   const after = readMappings().filter(isCode);
-  const missed = after.filter((m) => !m.locked);
+  const missed = after.filter((m) => starts.has(m.start) && !m.locked);
   if (missed.length) {
     throw new IoFlusherError({
       code: 'ERR_IO_FLUSHER_VERIFY',
       syscall,
       reason: 'verification-failed',
       message: `ERR_IO_FLUSHER_VERIFY: ${missed.length} code mapping(s) are not locked after ${syscall}, e.g. ${missed[0]!.path}`,
-      hint: 'a library was loaded while locking; call lockMemory() again',
+      hint: 'something unlocked them concurrently; call lockMemory() again',
     });
   }
-  return { mode, mappings: after.length, bytes: after.reduce((sum, m) => sum + m.size, 0), residentBytes: after.reduce((sum, m) => sum + m.rss, 0) };
+  const locked = after.filter((m) => m.locked);
+  return { mode, mappings: locked.length, bytes: locked.reduce((sum, m) => sum + m.size, 0), residentBytes: locked.reduce((sum, m) => sum + m.rss, 0) };
+}
+
+/** Whether [start, end) is wholly mapped now (/proc/self/maps). */
+function isMapped(start: bigint, end: bigint): boolean {
+  let covered = start;
+  const ranges = fs
+    .readFileSync('/proc/self/maps', 'latin1')
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => line.slice(0, line.indexOf(' ')).split('-').map((hex) => BigInt(`0x${hex}`)) as [bigint, bigint]);
+  for (const [s, e] of ranges) if (s <= covered && e > covered) covered = e;
+  return covered >= end;
 }
 
 /** Checks lockMemory()'s options (also before prepareDaemon() changes anything); returns the code mode. */

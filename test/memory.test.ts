@@ -196,6 +196,26 @@ describe('scoped memory locking: no abort on any Node major', () => {
     expect(out.inWorker.code).toBeGreaterThan(out.mapped.bytes);
   });
 
+  it('lockMemory() while Workers exit concurrently: their vanishing builtins mappings are skipped, not reported as the memlock limit', async () => {
+    const out = run(`
+      const { Worker } = require('worker_threads');
+      const failures = []; let calls = 0;
+      (async () => {
+        for (let round = 0; round < 10; round++) {
+          const workers = [];
+          for (let i = 0; i < 6; i++) workers.push(new Worker('setInterval(() => {}, 1000)', { eval: true }));
+          await Promise.all(workers.map((w) => new Promise((resolve) => w.once('online', resolve))));
+          const gone = workers.map((w) => w.terminate());
+          for (let i = 0; i < 10; i++) { calls++; try { io.lockMemory({ code: 'touched' }); } catch (e) { failures.push(e.message); } }
+          await Promise.all(gone);
+        }
+        out({ calls, failures, locked: io.lockedMemory() });
+      })();`);
+    expect(out.failures).toEqual([]);
+    expect(out.calls).toBe(100);
+    expect(out.locked.code).toBe(out.locked.total);
+  });
+
   it('what lockMemory() locks: every file-backed non-writable mapping, and nothing anonymous or writable (no V8 heap)', () => {
     const out = run(`${LOCKED_MAPPINGS_JS}
       const before = lockedMappings().length;
