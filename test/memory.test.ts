@@ -185,7 +185,7 @@ describe('scoped memory locking: no abort on any Node major', () => {
       io.unlockMemory();
       const w = new Worker("const io = require('./dist/index.js'); const b = io.allocLockedBuffer(1 << 20); require('worker_threads').parentPort.postMessage(io.lockMemory().locked)", { eval: true });
       // The Worker's mappings go while its thread tears down, which may end a little after terminate() resolves.
-      const settled = async (expected) => { for (let i = 0; i < 40 && io.lockedMemory().total !== expected; i++) await new Promise((r) => setTimeout(r, 50)); return io.lockedMemory(); };
+      const settled = async (expected) => { for (let i = 0; i < 200 && io.lockedMemory().total !== expected; i++) await new Promise((r) => setTimeout(r, 50)); return io.lockedMemory(); };
       w.once('message', (inWorker) => w.terminate().then(() => settled(mapped.code.bytes)).then((after) => out({ touched: touched.code, mapped: mapped.code, again: again.code, inWorker, after })));`);
     expect(out.mapped.residentBytes).toBe(out.mapped.bytes);
     expect(out.touched.residentBytes).toBeLessThan(out.touched.bytes); // a fresh Node has not run all its code
