@@ -313,6 +313,7 @@ interface LockedBufferState {
 const lockedBuffers = new WeakMap<Buffer, LockedBufferState>();
 /** For lockedMemory(): the Buffers locked and not yet collected. */
 const liveLockedBuffers = new Set<WeakRef<Buffer>>();
+let pruneAt = 64;
 let pageSizeCache = 0;
 const NODE_MAJOR = Number(process.versions.node.split('.')[0]);
 
@@ -333,7 +334,7 @@ function assertSize(value: unknown, name: string): asserts value is number {
 function mapLocked(size: number): Buffer {
   const native = binding();
   const mapped = native.mapAnonymousBuffer(size);
-  if (typeof mapped === 'number') throw systemError('mmap', mapped, `${size} bytes`, 'unexpected-errno', 'mmap of an anonymous mapping failed: the machine or the address space is out of memory');
+  if (typeof mapped === 'number') throw systemError('mmap', mapped, `${size} bytes`, 'unexpected-errno', 'mmap of an anonymous mapping failed: out of memory, or of mappings (each locked Buffer is one; sysctl vm.max_map_count)');
   const rc = native.mlockBuffer(mapped, 0);
   // On failure the mapping is left to the garbage collector (its finalizer unmaps it): it is not locked.
   if (rc < 0) throw lockError('mlock', rc, `a ${size}-byte Buffer`);
@@ -343,6 +344,11 @@ function mapLocked(size: number): Buffer {
   // instead. Not on 22+: there the mark makes Node abort when it detaches the Buffer at the Worker's exit.
   if (NODE_MAJOR < 22) markAsUntransferable(mapped.buffer);
   lockedBuffers.set(mapped, { bytes: pageRound(size), locked: true });
+  // Dropped references are pruned when counted; count now and then so a daemon that never asks does not pile them up.
+  if (liveLockedBuffers.size >= pruneAt) {
+    lockedBufferBytes();
+    pruneAt = Math.max(64, liveLockedBuffers.size * 2);
+  }
   liveLockedBuffers.add(new WeakRef(mapped));
   return mapped;
 }
