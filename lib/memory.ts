@@ -94,7 +94,7 @@ export interface MemoryLockReport {
   locked: LockedMemory;
 }
 
-interface Mapping {
+export interface Mapping {
   start: bigint;
   end: bigint;
   size: number;
@@ -106,11 +106,11 @@ interface Mapping {
   rss: number;
 }
 
-/** /proc/self/smaps: every mapping with its lock state. */
-function readMappings(): Mapping[] {
+/** Parses /proc/PID/smaps text: every mapping with its lock state. */
+export function parseSmaps(text: string): Mapping[] {
   const mappings: Mapping[] = [];
   let current: Mapping | undefined;
-  for (const line of fs.readFileSync('/proc/self/smaps', 'latin1').split('\n')) {
+  for (const line of text.split('\n')) {
     const head = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ (\d+)\s*(.*)$/.exec(line);
     if (head) {
       const start = BigInt(`0x${head[1]}`);
@@ -128,12 +128,20 @@ function readMappings(): Mapping[] {
 }
 
 /**
- * The code scope: file-backed mappings that are not writable and not PROT_NONE. V8 never frees or discards these
- * (it madvise()s only memory it mapped itself, anonymous), so locking them cannot make it abort. Device mappings
- * are left out: the kernel does not lock those anyway.
+ * The code scope among `mappings`: the mappings of loaded executables and shared objects (files with an executable
+ * mapping: node, libc, addons) that are not writable and not PROT_NONE, i.e. their text and read-only data. V8
+ * never frees or discards these (it madvise()s only memory it mapped itself), so locking them cannot make it abort.
+ * Data files an addon maps read-only (an LMDB database, say) have no executable mapping and are left out: they can
+ * be far larger than memory.
  */
-function isCode(m: Mapping): boolean {
-  return m.path.startsWith('/') && !m.path.startsWith('/dev/') && m.perms[1] !== 'w' && m.perms.slice(0, 3) !== '---';
+export function codeScope(mappings: Mapping[]): Mapping[] {
+  const objects = new Set(mappings.filter((m) => m.path.startsWith('/') && m.perms[2] === 'x').map((m) => m.path));
+  return mappings.filter((m) => objects.has(m.path) && m.perms[1] !== 'w' && m.perms.slice(0, 3) !== '---');
+}
+
+/** The code scope of this process now. */
+function readCode(): Mapping[] {
+  return codeScope(parseSmaps(fs.readFileSync('/proc/self/smaps', 'latin1')));
 }
 
 function holdsCapIpcLock(): boolean {
@@ -185,7 +193,7 @@ function lockError(syscall: string, rc: number, what: string): IoFlusherError {
 
 function lockCode(mode: CodeLockMode): CodeScopeReport {
   const native = binding();
-  const code = readMappings().filter(isCode);
+  const code = readCode();
   const syscall = mode === 'touched' ? 'mlock2' : 'mlock';
   // Only mappings not locked yet count against the limit (mm/mlock.c subtracts what is locked already).
   const newlyLocked = code.filter((m) => !m.locked);
@@ -210,7 +218,7 @@ function lockCode(mode: CodeLockMode): CodeScopeReport {
   // Read back: every mapping locked here must carry VM_LOCKED (code mapped since, e.g. by a Worker starting, is not
   // this call's: see lockMemory).
   const starts = new Set(done.map((m) => m.start));
-  const after = readMappings().filter(isCode);
+  const after = readCode();
   const missed = after.filter((m) => starts.has(m.start) && !m.locked);
   if (missed.length) {
     throw new IoFlusherError({
@@ -261,8 +269,8 @@ export function lockMemoryMode(options: unknown, name = 'options'): CodeLockMode
 }
 
 /**
- * Locks the code scope of this process: every file-backed mapping that is not writable, i.e. the text and read-only
- * data of node, of the shared libraries and of native addons loaded so far. A daemon serving a block device that
+ * Locks the code scope of this process (see codeScope): the text and read-only data of node, of the shared libraries
+ * and of native addons loaded so far. A daemon serving a block device that
  * its own root or swap lives on must never wait for a page-in of its own code; these pages are what it would page
  * in. Safe on every Node major: V8 never frees or discards them (see the README, "Locking memory").
  *
@@ -283,12 +291,12 @@ export function lockMemory(options: LockMemoryOptions = {}): MemoryLockReport {
 /** Unlocks the code scope (locked Buffers stay locked: see unlockBuffer, LockedBufferPool.close). */
 export function unlockMemory(): MemoryLockReport {
   const native = binding();
-  for (const m of readMappings().filter((m) => isCode(m) && m.locked)) {
+  for (const m of readCode().filter((m) => m.locked)) {
     const rc = native.munlock(m.start, m.size);
     // A mapping gone since the read is not an error: it is not locked either.
     if (rc < 0 && rc !== -ENOMEM) throw lockError('munlock', rc, `${m.path} at 0x${m.start.toString(16)}`);
   }
-  const still = readMappings().filter((m) => isCode(m) && m.locked);
+  const still = readCode().filter((m) => m.locked);
   if (still.length) {
     throw new IoFlusherError({
       code: 'ERR_IO_FLUSHER_VERIFY',
@@ -485,8 +493,8 @@ export class LockedBufferPool {
 /** Locked bytes per scope: code mappings, locked Buffers, everything else, and VmLck. */
 export function lockedMemory(): LockedMemory {
   const total = lockedBytes();
-  const code = readMappings()
-    .filter((m) => isCode(m) && m.locked)
+  const code = readCode()
+    .filter((m) => m.locked)
     .reduce((sum, m) => sum + m.size, 0);
   const buffers = lockedBufferBytes();
   return { code, buffers, other: Math.max(0, total - code - buffers), total };

@@ -218,6 +218,36 @@ describe('scoped memory locking: no abort on any Node major', () => {
     expect(out.locked.code).toBe(out.locked.total);
   });
 
+  it('the code scope is the text and read-only data of loaded objects: not their writable data, not guard pages, not anonymous code, not data files mapped read-only', () => {
+    const { codeScope, parseSmaps } = require(path.join(DIST, 'memory.js'));
+    const head = (range: string, perms: string, inode: string, file: string, lo = false) =>
+      `${range} ${perms} 00000000 fe:00 ${inode}    ${file}\nRss:                 8 kB\nVmFlags: rd mr mw me${lo ? ' lo' : ''}\n`;
+    const smaps = [
+      head('400000-500000', 'r--p', '11', '/usr/bin/node'),
+      head('500000-900000', 'r-xp', '11', '/usr/bin/node', true),
+      head('900000-a00000', 'r--p', '11', '/usr/bin/node'),
+      head('a00000-a10000', 'rw-p', '11', '/usr/bin/node'),
+      head('1000000-2000000', 'rw-p', '0', '[heap]'),
+      head('7f0000000000-7f0100000000', 'r--s', '42', '/var/lib/db/data.mdb'),
+      head('7f2000000000-7f2000100000', 'r-xp', '0', ''),
+      head('7f3000000000-7f3000010000', 'r--p', '12', '/usr/lib/x86_64-linux-gnu/libc.so.6'),
+      head('7f3000010000-7f3000100000', 'r-xp', '12', '/usr/lib/x86_64-linux-gnu/libc.so.6'),
+      head('7f3000100000-7f3000110000', '---p', '12', '/usr/lib/x86_64-linux-gnu/libc.so.6'),
+      head('7f3000110000-7f3000114000', 'r--p', '12', '/usr/lib/x86_64-linux-gnu/libc.so.6'),
+      head('7f3000114000-7f3000116000', 'rw-p', '12', '/usr/lib/x86_64-linux-gnu/libc.so.6'),
+      head('7ffd00000000-7ffd00001000', 'r-xp', '0', '[vdso]'),
+    ].join('');
+    const scope = codeScope(parseSmaps(smaps)).map((m: { start: bigint; perms: string; path: string; locked: boolean; size: number }) => [m.start.toString(16), m.perms, m.path, m.locked, m.size]);
+    expect(scope).toEqual([
+      ['400000', 'r--p', '/usr/bin/node', false, 0x100000],
+      ['500000', 'r-xp', '/usr/bin/node', true, 0x400000],
+      ['900000', 'r--p', '/usr/bin/node', false, 0x100000],
+      ['7f3000000000', 'r--p', '/usr/lib/x86_64-linux-gnu/libc.so.6', false, 0x10000],
+      ['7f3000010000', 'r-xp', '/usr/lib/x86_64-linux-gnu/libc.so.6', false, 0xf0000],
+      ['7f3000110000', 'r--p', '/usr/lib/x86_64-linux-gnu/libc.so.6', false, 0x4000],
+    ]);
+  });
+
   it('what lockMemory() locks: every file-backed non-writable mapping, and nothing anonymous or writable (no V8 heap)', () => {
     const out = run(`${LOCKED_MAPPINGS_JS}
       const before = lockedMappings().length;
