@@ -270,9 +270,8 @@ export function lockMemoryMode(options: unknown, name = 'options'): CodeLockMode
 
 /**
  * Locks the code scope of this process (see codeScope): the text and read-only data of node, of the shared libraries
- * and of native addons loaded so far. A daemon serving a block device that
- * its own root or swap lives on must never wait for a page-in of its own code; these pages are what it would page
- * in. Safe on every Node major: V8 never frees or discards them (see the README, "Locking memory").
+ * and of native addons loaded so far. A daemon serving a block device that its own root or swap lives on must never
+ * wait for a page-in of its own code; these pages are what it would page in. Safe on every Node major: V8 never frees or discards them (see the README, "Locking memory").
  *
  * Not locked: the V8 heap and everything else anonymous. Whole-process mlockall() is not offered: with the V8 heap
  * locked, Node 24 and 26 abort (`Check failed: 0 == ret`, SIGTRAP) at a later garbage collection, and every major
