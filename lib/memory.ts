@@ -271,11 +271,12 @@ export function lockMemoryMode(options: unknown, name = 'options'): CodeLockMode
 /**
  * Locks the code scope of this process (see codeScope): the text and read-only data of node, of the shared libraries
  * and of native addons loaded so far. A daemon serving a block device that its own root or swap lives on must never
- * wait for a page-in of its own code; these pages are what it would page in. Safe on every Node major: V8 never frees or discards them (see the README, "Locking memory").
+ * wait for a page-in of its own code; these pages are what it would page in. Safe on every Node major: V8 never
+ * frees or discards them (README, "Memory and the OOM killer").
  *
  * Not locked: the V8 heap and everything else anonymous. Whole-process mlockall() is not offered: with the V8 heap
- * locked, Node 24 and 26 abort (`Check failed: 0 == ret`, SIGTRAP) at a later garbage collection, and every major
- * aborts when a locked Worker exits or at process exit. For the I/O path's data, use allocLockedBuffer() or a
+ * locked, Node 24 and 26 abort (`Check failed: 0 == ret`, SIGTRAP) at a later garbage collection, and Node 20 to 26
+ * all abort at process exit unless unlocked first. For the I/O path's data, use allocLockedBuffer() or a
  * LockedBufferPool. Code loaded later (another addon) is not locked: call lockMemory() again after loading it.
  *
  * Fails with reason 'limit-exceeded' naming RLIMIT_MEMLOCK, before locking anything, when the limit is too small
