@@ -6,10 +6,13 @@ import { defineConfig } from 'vitest/config';
 // host suite stays on the host: under software emulation every Node start costs seconds.
 const mode = process.env.IO_FLUSHER_KERNEL_MODE ?? 'unset';
 const hostSuite = mode === 'oldkernel' ? [] : ['test/native-api.test.ts'];
+// Memory locking needs CAP_IPC_LOCK only: mode full runs it (memory-scopes: no abort on each Node major;
+// memory-residency: locked code stays resident under a memory hog).
+const memorySuite = mode === 'full' ? ['test/kernel/memory-*.test.ts'] : [];
 
 export default defineConfig({
   test: {
-    include: ['test/kernel/conformance.test.ts', `test/kernel/${mode}.test.ts`, 'test/node-runtime.test.ts', ...hostSuite],
+    include: ['test/kernel/conformance.test.ts', `test/kernel/${mode}.test.ts`, 'test/node-runtime.test.ts', ...hostSuite, ...memorySuite],
     globalSetup: ['test/global-setup.ts'],
     testTimeout: 300_000,
     hookTimeout: 300_000,

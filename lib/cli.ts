@@ -45,11 +45,12 @@ const USAGE = `Usage:
       process is not permitted (CAP_SYS_RESOURCE missing, or a filter); 4 kernel lacks it (Linux < 5.6, not Linux,
       or a filter answering EINVAL); 5 native addon not loadable; 2 usage error; 1 other failure.
   io-flusher exec [--clear] [--allow-unprotected] [--keep-fds N,...] [--backend B]
-                  [--mlock[=current,future,onfault]] [--oom-score-adj N] [--memlock-limit BYTES|unlimited] -- COMMAND [ARGS...]
+                  [--mlock[=mapped|touched]] [--oom-score-adj N] [--memlock-limit BYTES|unlimited] -- COMMAND [ARGS...]
       Put this thread in IO_FLUSHER state (--clear: out of it), then execve COMMAND (no shell), so every thread of
       COMMAND has the state from birth. COMMAND inherits stdio, systemd's LISTEN_FDS and the --keep-fds descriptors.
-      --oom-score-adj and --memlock-limit are set before exec (both survive it). --mlock (default current,onfault)
-      only for a Node COMMAND: memory locks end at execve, so it is loaded with a preload that locks at start.
+      --oom-score-adj and --memlock-limit are set before exec (both survive it). --mlock locks the code scope (mapped,
+      the default, or touched pages; see lockMemory) of a Node COMMAND only: memory locks end at execve, so a
+      preload locks at its start.
       Exit status: COMMAND's own once it runs; 125 a requested setting could not be made (with --allow-unprotected:
       a warning, and COMMAND runs anyway); 126 COMMAND could not be executed; 127 COMMAND not found; 2 usage error.
   io-flusher status [PID...] [--json] [--check]
@@ -203,7 +204,7 @@ function warn(message: string): void {
 
 function exec(argv: string[]): number {
   const dash = argv.indexOf('--');
-  const own = (dash < 0 ? argv.filter((a) => a.startsWith('--')) : argv.slice(0, dash)).map((a) => (a === '--mlock' ? '--mlock=current,onfault' : a));
+  const own = (dash < 0 ? argv.filter((a) => a.startsWith('--')) : argv.slice(0, dash)).map((a) => (a === '--mlock' ? '--mlock=mapped' : a));
   const command = dash < 0 ? argv.filter((a) => !a.startsWith('--')) : argv.slice(dash + 1);
   const args = parseArgs(own, ['backend', 'keep-fds', 'mlock', 'oom-score-adj', 'memlock-limit'], ['clear', 'allow-unprotected']);
   // --mlock alone means the lockMemory() default; parseArgs wants a value, so accept the bare flag here.
@@ -279,11 +280,11 @@ function exec(argv: string[]): number {
 
 function parseMlock(value: string | true | undefined): string | undefined {
   if (value === undefined) return undefined;
-  const parts = String(value).split(',');
-  if (parts.some((p) => !['current', 'future', 'onfault'].includes(p)) || !(parts.includes('current') || parts.includes('future'))) {
-    throw new UsageError(`--mlock takes a list of current, future, onfault (with current or future); got ${String(value)}`);
+  if (value === 'mapped' || value === 'touched') return value;
+  if (String(value).split(',').some((p) => ['current', 'future', 'onfault'].includes(p))) {
+    throw new UsageError(`--mlock no longer takes mlockall flags (${String(value)}): with the V8 heap locked Node 24 and 26 abort; it locks the code scope, --mlock=mapped (default) or --mlock=touched`);
   }
-  return parts.join(',');
+  throw new UsageError(`--mlock takes mapped or touched (which pages of the code scope to lock); got ${String(value)}`);
 }
 
 function parseOomScoreAdj(value: string | true | undefined): number | undefined {

@@ -13,7 +13,7 @@ import { EINVAL, EPERM, IO_FLUSHER_MIN_KERNEL, PRCTL_OPTION_NAMES } from './kern
  * - `verification-failed`: the call succeeded but reading the state back disagrees.
  * - `no-such-thread`: a /proc lookup named a thread or process that does not exist.
  * - `native-unavailable`: the native addon could not be loaded and the native backend was required.
- * - `limit-exceeded`: mlockall refused: RLIMIT_MEMLOCK too small and no CAP_IPC_LOCK.
+ * - `limit-exceeded`: a memory lock would exceed RLIMIT_MEMLOCK (the process lacks CAP_IPC_LOCK).
  * - `prepare-failed`: prepareDaemon(): one or more required steps failed (see `report`).
  * - `signal-in-use`: the process-wide set was asked to use a signal that already has a handler, or none was free.
  * - `unexpected-errno`: any other errno.

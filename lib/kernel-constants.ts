@@ -62,6 +62,8 @@ export const EINVAL = 22;
 export const MCL_CURRENT = 1;
 export const MCL_FUTURE = 2;
 export const MCL_ONFAULT = 4;
+/** mlock2(2) flag (asm-generic/mman-common.h): lock pages once they are faulted in. Linux 4.4. */
+export const MLOCK_ONFAULT = 1;
 
 /** getrlimit(2) resource (asm-generic/resource.h). */
 export const RLIMIT_MEMLOCK = 8;

@@ -42,7 +42,7 @@ export interface NativeBinding {
   setFdCloexec(fd: number, cloexec: number): number;
 
   // Memory (native/memory_lock.h).
-  /** mlockall(flags): 0 or -errno. */
+  /** mlockall(flags): 0 or -errno. Not used by lib/: V8 aborts with its heap locked (see lib/memory.ts). */
   mlockall(flags: number): number;
   /** munlockall(): 0 or -errno. */
   munlockall(): number;
@@ -50,6 +50,20 @@ export interface NativeBinding {
   getrlimit(resource: number, out: BigUint64Array): number;
   /** setrlimit(resource, soft, hard); 2^64-1 for RLIM_INFINITY. 0 or -errno. */
   setrlimit(resource: number, soft: bigint, hard: bigint): number;
+
+  // Scoped memory locking (native/memory_lock.h). These throw a TypeError on a wrong argument type.
+  /** mlock(address, length) when flags is 0, else mlock2(address, length, flags): 0 or -errno. */
+  mlock2(address: bigint, length: number, flags: number): number;
+  /** munlock(address, length): 0 or -errno. */
+  munlock(address: bigint, length: number): number;
+  /** A Buffer over an anonymous mapping of its own (munmapped when collected), or -errno from mmap. */
+  mapAnonymousBuffer(length: number): Buffer | number;
+  /** mlock2 over the page-rounded memory of a page-aligned Buffer: 0 or -errno (-EINVAL if not page-aligned). */
+  mlockBuffer(buffer: Buffer, flags: number): number;
+  /** munlock over the page-rounded memory of a page-aligned Buffer: 0 or -errno (-EINVAL if not page-aligned). */
+  munlockBuffer(buffer: Buffer): number;
+  /** sysconf(_SC_PAGESIZE). */
+  pageSize(): number;
 }
 
 export type NativeLoadResult =

@@ -1,10 +1,10 @@
 /**
- * Loaded with `node --require` by `io-flusher exec --mlock` into Node programs: mlockall's locks do not survive
- * execve (man 2 mlockall), so the program must lock its own memory. Runs before the program's code (and so before
- * it starts any Worker, see lockMemory). On failure it exits with 125, as the launcher would.
+ * Loaded with `node --require` by `io-flusher exec --mlock` into Node programs: memory locks do not survive execve
+ * (man 2 mlock), so the program must lock its own memory. Locks the code scope (see lockMemory: never the V8 heap)
+ * before the program's code runs. On failure it exits with 125, as the launcher would.
  */
 import { preloadOption, PRELOAD_MLOCK_ENV } from './exec';
-import { lockMemory, LockMemoryOptions } from './memory';
+import { CodeLockMode, lockMemory } from './memory';
 
 const wanted = process.env[PRELOAD_MLOCK_ENV];
 if (wanted !== undefined) {
@@ -13,10 +13,9 @@ if (wanted !== undefined) {
   const options = process.env.NODE_OPTIONS?.replace(preloadOption(), '').trim();
   if (options) process.env.NODE_OPTIONS = options;
   else delete process.env.NODE_OPTIONS;
-  const parts = new Set(wanted.split(','));
-  const lock: LockMemoryOptions = { current: parts.has('current'), future: parts.has('future'), onFault: parts.has('onfault') };
   try {
-    lockMemory(lock);
+    // The launcher checked the value; anything else here is a hand-set variable, which lockMemory() rejects.
+    lockMemory({ code: wanted as CodeLockMode });
   } catch (err) {
     require('node:fs').writeSync(2, `io-flusher: --mlock: ${(err as Error).message}\n`);
     process.exit(125);

@@ -7,6 +7,7 @@ import { IoFlusherError } from './errors';
 import { IoFlusher } from './io-flusher';
 import {
   lockMemory,
+  lockMemoryMode,
   LockMemoryOptions,
   MemlockLimit,
   setMemlockLimit,
@@ -20,8 +21,8 @@ export type PrepareStepName = 'memlockLimit' | 'lockMemory' | 'oomScoreAdj' | 'i
 export interface PrepareDaemonOptions {
   /** 'process' (every thread, default), 'thread' (the calling thread only) or false (skip). */
   ioFlusher?: 'process' | 'thread' | false;
-  /** false (default: see lockMemory for why locking a Node process is hazardous), true (lockMemory's defaults), or
-   * lockMemory options. */
+  /** true (default: lockMemory()'s default, the code scope with every page mapped), lockMemory options (e.g.
+   * `{ code: 'touched' }`), or false. The V8 heap is never locked (see lockMemory). */
   lockMemory?: boolean | LockMemoryOptions;
   /** A value for /proc/self/oom_score_adj (default -1000: never OOM-killed), or false. */
   oomScoreAdj?: number | false;
@@ -59,10 +60,11 @@ export function prepareDaemonWith(ioFlusher: IoFlusher, options: PrepareDaemonOp
   assertObject(options, 'options');
   const wanted: Record<PrepareStepName, unknown> = {
     memlockLimit: options.memlockLimit ?? false,
-    lockMemory: options.lockMemory ?? false,
+    lockMemory: options.lockMemory ?? true,
     oomScoreAdj: options.oomScoreAdj ?? -1000,
     ioFlusher: options.ioFlusher ?? 'process',
   };
+  if (typeof wanted.lockMemory !== 'boolean') lockMemoryMode(wanted.lockMemory, 'options.lockMemory');
   if (!['process', 'thread', false].includes(wanted.ioFlusher as string)) {
     throw Object.assign(new TypeError(`The "options.ioFlusher" property must be one of 'process', 'thread', false. Received ${String(wanted.ioFlusher)}`), {
       code: 'ERR_INVALID_ARG_VALUE',

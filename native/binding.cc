@@ -3,6 +3,8 @@
 // conversions here are plain. No messages, defaults or policy.
 #include <napi.h>
 
+#include <errno.h>
+
 #include <string>
 #include <vector>
 
@@ -98,6 +100,115 @@ Napi::Value Setrlimit(const Napi::CallbackInfo& info) {
   return Num(info, iof_setrlimit(IntArg(info, 0), soft, hard));
 }
 
+// ---- Scoped memory locking (lib/memory.ts). Unlike the glue above, these check their argument types and throw a
+// TypeError on a wrong one: an address or a Buffer taken on trust could lock or unmap memory the caller does not own.
+Napi::Value ThrowType(const Napi::CallbackInfo& info, const char* message) {
+  Napi::TypeError::New(info.Env(), message).ThrowAsJavaScriptException();
+  return info.Env().Undefined();
+}
+
+bool IsLength(const Napi::Value& value) {
+  if (!value.IsNumber()) return false;
+  double d = value.As<Napi::Number>().DoubleValue();
+  return d >= 0 && d <= 9007199254740991.0 && d == static_cast<double>(static_cast<uint64_t>(d));
+}
+
+// mlock2(address: bigint, length: number, flags: number): 0 or -errno.
+Napi::Value Mlock2(const Napi::CallbackInfo& info) {
+  if (info.Length() < 3 || !info[0].IsBigInt() || !IsLength(info[1]) || !info[2].IsNumber()) {
+    return ThrowType(info, "mlock2(address: bigint, length: non-negative integer, flags: number)");
+  }
+  bool lossless = false;
+  uint64_t address = info[0].As<Napi::BigInt>().Uint64Value(&lossless);
+  if (!lossless) return ThrowType(info, "mlock2: address must fit in 64 bits");
+  return Num(info, iof_mlock2(static_cast<uintptr_t>(address), static_cast<size_t>(info[1].As<Napi::Number>().Int64Value()),
+                              info[2].As<Napi::Number>().Uint32Value()));
+}
+
+// munlock(address: bigint, length: number): 0 or -errno.
+Napi::Value Munlock(const Napi::CallbackInfo& info) {
+  if (info.Length() < 2 || !info[0].IsBigInt() || !IsLength(info[1])) {
+    return ThrowType(info, "munlock(address: bigint, length: non-negative integer)");
+  }
+  bool lossless = false;
+  uint64_t address = info[0].As<Napi::BigInt>().Uint64Value(&lossless);
+  if (!lossless) return ThrowType(info, "munlock: address must fit in 64 bits");
+  return Num(info, iof_munlock(static_cast<uintptr_t>(address), static_cast<size_t>(info[1].As<Napi::Number>().Int64Value())));
+}
+
+size_t PageRound(size_t length) {
+  size_t page = static_cast<size_t>(iof_page_size());
+  return (length + page - 1) / page * page;
+}
+
+// mapAnonymousBuffer(length: number): a Buffer over its own anonymous mapping (munmapped when the Buffer is
+// collected, or when its Node environment, e.g. a Worker, is torn down), or -errno from mmap.
+Napi::Value MapAnonymousBuffer(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !IsLength(info[0]) || info[0].As<Napi::Number>().Int64Value() == 0) {
+    return ThrowType(info, "mapAnonymousBuffer(length: positive integer)");
+  }
+  // 2^31 - 1: a Buffer length every supported Node major accepts (Node 20 refuses more than 2^32).
+  if (info[0].As<Napi::Number>().Int64Value() > 2147483647) {
+    Napi::RangeError::New(info.Env(), "mapAnonymousBuffer: length must be at most 2147483647").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  size_t length = static_cast<size_t>(info[0].As<Napi::Number>().Int64Value());
+  size_t* mapped = new size_t(PageRound(length));
+  void* address = nullptr;
+  long rc = iof_map_anonymous(*mapped, &address);
+  if (rc < 0) {
+    delete mapped;
+    return Num(info, rc);
+  }
+  Napi::Buffer<uint8_t> buffer = Napi::Buffer<uint8_t>::New(
+      info.Env(), static_cast<uint8_t*>(address), length,
+      [](Napi::Env, uint8_t* data, size_t* size) {
+        iof_munmap(data, *size);  // unlocks too; nothing to report to from a finalizer
+        delete size;
+      },
+      mapped);
+  // If Node refused the Buffer, whether it already ran the finalizer differs between versions (Node 20 does): leave
+  // the mapping rather than risk unmapping it twice. The length cap above makes this unreachable in practice.
+  if (info.Env().IsExceptionPending()) return info.Env().Undefined();
+  return buffer;
+}
+
+// The page-aligned start and page-rounded length of a Buffer's memory, or false (TypeError pending / not aligned).
+bool BufferPages(const Napi::CallbackInfo& info, uintptr_t* start, size_t* length) {
+  if (info.Length() < 1 || !info[0].IsBuffer()) {
+    ThrowType(info, "the first argument must be a Buffer from mapAnonymousBuffer()");
+    return false;
+  }
+  Napi::Buffer<uint8_t> buffer = info[0].As<Napi::Buffer<uint8_t>>();
+  *start = reinterpret_cast<uintptr_t>(buffer.Data());
+  *length = PageRound(buffer.Length());
+  return *start % static_cast<uintptr_t>(iof_page_size()) == 0;
+}
+
+// mlockBuffer(buffer, flags): mlock2 over the pages of a page-aligned Buffer: 0 or -errno (-EINVAL if not aligned).
+Napi::Value MlockBuffer(const Napi::CallbackInfo& info) {
+  uintptr_t start = 0;
+  size_t length = 0;
+  bool aligned = BufferPages(info, &start, &length);
+  if (info.Env().IsExceptionPending()) return info.Env().Undefined();
+  if (info.Length() < 2 || !info[1].IsNumber()) return ThrowType(info, "mlockBuffer(buffer, flags: number)");
+  if (!aligned) return Num(info, -EINVAL);
+  return Num(info, iof_mlock2(start, length, info[1].As<Napi::Number>().Uint32Value()));
+}
+
+// munlockBuffer(buffer): munlock over the pages of a page-aligned Buffer: 0 or -errno (-EINVAL if not aligned).
+Napi::Value MunlockBuffer(const Napi::CallbackInfo& info) {
+  uintptr_t start = 0;
+  size_t length = 0;
+  bool aligned = BufferPages(info, &start, &length);
+  if (info.Env().IsExceptionPending()) return info.Env().Undefined();
+  if (!aligned) return Num(info, -EINVAL);
+  return Num(info, iof_munlock(start, length));
+}
+
+Napi::Value PageSize(const Napi::CallbackInfo& info) { return Num(info, iof_page_size()); }
+// ---- end of scoped memory locking
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("prctlRaw", Napi::Function::New(env, PrctlRaw, "prctlRaw"));
   exports.Set("setIoFlusher", Napi::Function::New(env, SetIoFlusher, "setIoFlusher"));
@@ -119,6 +230,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setrlimit", Napi::Function::New(env, Setrlimit, "setrlimit"));
   exports.Set("getFdCloexec", Napi::Function::New(env, GetFdCloexec, "getFdCloexec"));
   exports.Set("setFdCloexec", Napi::Function::New(env, SetFdCloexec, "setFdCloexec"));
+  // Scoped memory locking.
+  exports.Set("mlock2", Napi::Function::New(env, Mlock2, "mlock2"));
+  exports.Set("munlock", Napi::Function::New(env, Munlock, "munlock"));
+  exports.Set("mapAnonymousBuffer", Napi::Function::New(env, MapAnonymousBuffer, "mapAnonymousBuffer"));
+  exports.Set("mlockBuffer", Napi::Function::New(env, MlockBuffer, "mlockBuffer"));
+  exports.Set("munlockBuffer", Napi::Function::New(env, MunlockBuffer, "munlockBuffer"));
+  exports.Set("pageSize", Napi::Function::New(env, PageSize, "pageSize"));
   return exports;
 }
 

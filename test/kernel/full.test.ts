@@ -197,20 +197,25 @@ describe(`every thread of a Node process, real kernel ${KERNEL_NAME}`, () => {
 });
 
 describe(`forward-progress kit, real kernel ${KERNEL_NAME}`, () => {
-  it('lockMemory raises VmLck above zero; after unlocking, the process grows by 64 MiB; oom_score_adj -1000 reads back', () => {
-    // Growing the V8 heap while it is locked can abort Node (see lockMemory in lib/memory.ts: seen on this kernel).
+  it('lockMemory locks the code scope (VmLck = its bytes, all resident); the process then grows by 64 MiB and collects it; unlockMemory ends it; oom_score_adj -1000 reads back', () => {
     const r = runJson([
+      '--expose-gc',
       '-e',
       `const io = require(${JSON.stringify(path.resolve(__dirname, '../../dist/index.js'))});
        const locked = io.lockMemory();
+       let chunks = []; for (let i = 0; i < 64; i++) chunks.push(Buffer.alloc(1 << 20, i));
+       let objects = []; for (let i = 0; i < 100000; i++) objects.push({ i });
+       const sum = chunks.length; chunks = null; objects = null; global.gc();
+       const during = io.lockedMemory();
        const unlocked = io.unlockMemory();
-       const chunks = []; for (let i = 0; i < 64; i++) chunks.push(Buffer.alloc(1 << 20, i));
-       const objects = []; for (let i = 0; i < 100000; i++) objects.push({ i });
-       process.stdout.write(JSON.stringify({ locked, unlocked, oom: io.setOomScoreAdj(-1000), read: io.getOomScoreAdj(), sum: chunks.length }));`,
+       process.stdout.write(JSON.stringify({ locked, during, unlocked, oom: io.setOomScoreAdj(-1000), read: io.getOomScoreAdj(), sum }));`,
     ]);
     expect(r.status, r.stderr).toBe(0);
-    expect(r.out.locked.lockedBytes).toBeGreaterThan(0);
-    expect(r.out.unlocked.lockedBytes).toBe(0);
+    expect(r.out.locked.code.bytes).toBeGreaterThan(32 * 1024 * 1024);
+    expect(r.out.locked.code.residentBytes).toBe(r.out.locked.code.bytes);
+    expect(r.out.locked.locked).toEqual({ code: r.out.locked.code.bytes, buffers: 0, other: 0, total: r.out.locked.code.bytes });
+    expect(r.out.during).toEqual(r.out.locked.locked);
+    expect(r.out.unlocked.locked.total).toBe(0);
     expect(r.out).toMatchObject({ oom: -1000, read: -1000, sum: 64 });
   });
 
