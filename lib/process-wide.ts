@@ -18,6 +18,7 @@ import { FailureContext, IoFlusherError, prctlFailure } from './errors';
 import { IO_FLUSHER_FLAGS, PR_SET_IO_FLUSHER } from './kernel-constants';
 import { NativeBinding } from './native-binding';
 import { readProcFile, readTaskIds, readThreadStat } from './procfs';
+import { assertBoolean, assertObject } from './validate';
 
 /** Why a thread is not in the requested state. */
 export type UncoveredReason = 'blocks-signal' | 'exited' | 'refused' | 'timed-out' | 'not-verified';
@@ -93,6 +94,27 @@ function errnoName(negErrno: number): string {
   return util.getSystemErrorName(negErrno);
 }
 
+/** The `signal` option's type, checked before anything else is done; its range needs the binding (chooseSignal). */
+function readSignalOption(value: unknown): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number') {
+    throw Object.assign(new TypeError(`The "options.signal" property must be of type number. Received type ${typeof value}`), { code: 'ERR_INVALID_ARG_TYPE' });
+  }
+  return value;
+}
+
+function assertSignalInRange(binding: NativeBinding, requested: number | undefined): void {
+  if (requested === undefined) return;
+  const min = binding.sigrtmin();
+  const max = binding.sigrtmax();
+  if (!Number.isInteger(requested) || requested < min || requested > max) {
+    throw Object.assign(
+      new RangeError(`The value of "options.signal" is out of range. It must be an integer from ${min} to ${max}. Received ${requested}`),
+      { code: 'ERR_OUT_OF_RANGE' },
+    );
+  }
+}
+
 function chooseSignal(binding: NativeBinding, requested: number | undefined, context: FailureContext): number {
   const min = binding.sigrtmin();
   const max = binding.sigrtmax();
@@ -106,12 +128,6 @@ function chooseSignal(binding: NativeBinding, requested: number | undefined, con
       hint: `choose a real-time signal (${min}..${max}) that nothing else in the process uses, with the \`signal\` option`,
     });
   if (requested !== undefined) {
-    if (!Number.isInteger(requested) || requested < min || requested > max) {
-      throw Object.assign(
-        new RangeError(`The value of "options.signal" is out of range. It must be an integer from ${min} to ${max}. Received ${requested}`),
-        { code: 'ERR_OUT_OF_RANGE' },
-      );
-    }
     if (binding.signalDisposition(requested) !== 0) throw inUse(requested);
     return requested;
   }
@@ -121,12 +137,61 @@ function chooseSignal(binding: NativeBinding, requested: number | undefined, con
 
 function readNumberOption(value: unknown, name: string, fallback: number, max: number): number {
   if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max) {
+  if (typeof value !== 'number') {
+    throw Object.assign(new TypeError(`The "options.${name}" property must be of type number. Received type ${typeof value}`), { code: 'ERR_INVALID_ARG_TYPE' });
+  }
+  if (!Number.isInteger(value) || value < 1 || value > max) {
     throw Object.assign(new RangeError(`The value of "options.${name}" is out of range. It must be an integer from 1 to ${max}. Received ${String(value)}`), {
       code: 'ERR_OUT_OF_RANGE',
     });
   }
   return value;
+}
+
+function broadcastBusy(detail: string): IoFlusherError {
+  return new IoFlusherError({
+    code: 'EBUSY',
+    errno: -EBUSY,
+    syscall: 'sigaction',
+    reason: 'signal-in-use',
+    message: `EBUSY: resource busy or locked, sigaction: ${detail}`,
+    hint: 'nothing was changed; call again later (an earlier call\'s handler is restored as soon as no thread has its signal pending)',
+  });
+}
+
+/** Threads of this process (and the process itself, ShdPnd) that have `signo` pending. */
+function threadsWithSignalPending(signo: number): number[] {
+  const pending = readTaskIds(process.pid).filter((tid) => signalMaskHas(tid, 'SigPnd', signo) === true);
+  let shared = false;
+  try {
+    const hex = /^ShdPnd:\s*([0-9a-f]+)$/m.exec(readProcFile('/proc/self/status'))?.[1];
+    shared = hex !== undefined && ((BigInt(`0x${hex}`) >> BigInt(signo - 1)) & 1n) === 1n;
+  } catch {
+    // no /proc/self/status: the per-thread answers stand
+  }
+  return shared ? [process.pid, ...pending] : pending;
+}
+
+/**
+ * A handler an earlier call left installed (a signalled thread had not taken the signal by its end: a thread inside
+ * vfork() or in uninterruptible sleep, or a Worker terminated inside the call, whose `finally` never ran) is restored
+ * here once no thread has the signal pending, so one late thread costs at most that one call. Restoring while it is
+ * still pending would let SIG_DFL terminate the process when it arrives, so then this answers EBUSY instead.
+ * A call in progress on another live thread is never disturbed.
+ */
+function restoreAbandonedBroadcast(binding: NativeBinding, self: number): void {
+  const signo = binding.broadcastSignal();
+  if (signo === 0) return;
+  const owner = binding.broadcastOwner();
+  if (owner !== 0 && owner !== self && signalMaskHas(owner, 'SigBlk', signo) !== undefined) {
+    throw broadcastBusy(`another setProcessIoFlusher() is running in this process, on thread ${owner}`);
+  }
+  const pending = threadsWithSignalPending(signo);
+  if (pending.length) {
+    throw broadcastBusy(`signal ${signo} sent by an earlier call is still pending on thread(s) ${pending.join(', ')}, so its handler must stay installed`);
+  }
+  // -EINVAL / -EBUSY: another thread restored it meanwhile (and maybe installed its own); the install below decides.
+  binding.broadcastRestore(signo, owner);
 }
 
 /** Verifies every thread from /proc and builds the report. */
@@ -173,27 +238,46 @@ function finish(
 }
 
 /**
+ * glibc's pthread_create blocks every signal in the new thread until start_thread() runs it, so a thread listed in
+ * that window looks exactly like one that blocks the signal for good. Such a thread is checked again for up to this
+ * long within the call (bounded by timeoutMs) and signalled once it unblocks; only one still blocking then is
+ * reported `blocks-signal`.
+ */
+const NEWBORN_RETRY_MS = 50;
+/** Threads found blocking for good in an earlier call (Node's signal watchdog): reported at once, not retried. */
+const blockedForGood = new Set<number>();
+
+type Outcome = Omit<ThreadCoverage, 'name' | 'flags' | 'covered'>;
+
+/**
  * Puts every thread of this process in the requested state. Throws IoFlusherError when the calling thread itself
  * is refused (EPERM, EINVAL), with `err.report` giving every thread's own answer. Otherwise returns the report;
  * when some live thread is left uncovered, also emits a process warning (code IO_FLUSHER_PARTIAL).
+ * Every argument is checked, and the broadcast handler installed (or EBUSY answered), before the calling thread's
+ * state is touched.
  */
 export function setProcessIoFlusherWith(
   backend: KernelBackend,
   enabled: boolean,
   options: ProcessIoFlusherOptions = {},
 ): ProcessIoFlusherReport {
+  assertBoolean(enabled, 'enabled');
+  assertObject(options, 'options');
   const timeoutMs = readNumberOption(options.timeoutMs, 'timeoutMs', 1000, 600_000);
   const maxPasses = readNumberOption(options.maxPasses, 'maxPasses', 16, 1000);
+  const requestedSignal = readSignalOption(options.signal);
   const started = performance.now();
   const value = enabled ? 1 : 0;
   const self = backend.threadId();
-  const outcomes = new Map<number, Omit<ThreadCoverage, 'name' | 'flags' | 'covered'>>();
-
-  // The calling thread first, directly. If it is refused the others will be too, but they are still asked, so the
-  // report shows each thread's own answer and the mechanism runs (and is tested) even where prctl is refused.
-  const selfResult = backend.set(value);
-  outcomes.set(self, selfResult === 0 ? { tid: self, via: 'direct' } : { tid: self, via: 'direct', reason: 'refused', code: errnoName(selfResult) });
-  const done = (report: ProcessIoFlusherReport): ProcessIoFlusherReport => {
+  const outcomes = new Map<number, Outcome>();
+  const setSelf = (): number => {
+    // The calling thread first, directly. If it is refused the others will be too, but they are still asked, so the
+    // report shows each thread's own answer and the mechanism runs (and is tested) even where prctl is refused.
+    const result = backend.set(value);
+    outcomes.set(self, result === 0 ? { tid: self, via: 'direct' } : { tid: self, via: 'direct', reason: 'refused', code: errnoName(result) });
+    return result;
+  };
+  const done = (selfResult: number, report: ProcessIoFlusherReport): ProcessIoFlusherReport => {
     if (selfResult < 0) {
       const error = prctlFailure(PR_SET_IO_FLUSHER, selfResult, backend.failureContext());
       Object.defineProperty(error, 'report', { value: report, enumerable: true });
@@ -203,8 +287,12 @@ export function setProcessIoFlusherWith(
   };
 
   if (backend.emulator) {
+    if (requestedSignal !== undefined && (!Number.isInteger(requestedSignal) || requestedSignal < 1 || requestedSignal > 64)) {
+      throw Object.assign(new RangeError(`The value of "options.signal" is out of range. It must be a real-time signal number. Received ${requestedSignal}`), { code: 'ERR_OUT_OF_RANGE' });
+    }
     // The model: every thread listed now is reached, as a broadcast with every thread answering would.
     const emulator = backend.emulator;
+    const selfResult = setSelf();
     for (const tid of readTaskIds(process.pid)) {
       if (tid === self) continue;
       if (selfResult < 0) {
@@ -215,29 +303,31 @@ export function setProcessIoFlusherWith(
       emulator.setFlagsOf(tid, enabled ? flags | IO_FLUSHER_FLAGS : flags & ~IO_FLUSHER_FLAGS);
       outcomes.set(tid, { tid, via: 'emulated' });
     }
-    return done(finish(enabled, backend, outcomes, { signal: null, passes: 1, started, handlerRestored: true }, (tid) => emulator.flagsOf(tid)));
+    return done(selfResult, finish(enabled, backend, outcomes, { signal: null, passes: 1, started, handlerRestored: true }, (tid) => emulator.flagsOf(tid)));
   }
 
   const binding = backend.binding!;
-  const signo = chooseSignal(binding, options.signal, backend.failureContext());
+  assertSignalInRange(binding, requestedSignal);
+  restoreAbandonedBroadcast(binding, self);
+  const signo = chooseSignal(binding, requestedSignal, backend.failureContext());
   const installed = binding.broadcastInstall(signo, value);
+  if (installed === -EBUSY) throw broadcastBusy('another setProcessIoFlusher() in this process (another Worker) has just installed its handler');
   if (installed < 0) {
     throw new IoFlusherError({
       code: errnoName(installed),
       errno: installed,
       syscall: 'sigaction',
-      reason: installed === -EBUSY ? 'signal-in-use' : 'unexpected-errno',
+      reason: 'unexpected-errno',
       message: `${errnoName(installed)}: could not install the broadcast handler for signal ${signo}`,
-      hint:
-        installed === -EBUSY
-          ? 'another setProcessIoFlusher() is running in this process (from another Worker), or an earlier one left its handler installed because a thread never took the signal'
-          : 'sigaction failed',
+      hint: 'sigaction failed; nothing was changed',
     });
   }
   let passes = 0;
   const stillPending: number[] = [];
   let handlerRestored = false;
+  let selfResult: number;
   try {
+    selfResult = setSelf();
     for (;;) {
       const fresh = readTaskIds(process.pid).filter((tid) => !outcomes.has(tid));
       if (fresh.length === 0) break;
@@ -248,21 +338,24 @@ export function setProcessIoFlusherWith(
       }
       passes++;
       const waiting: number[] = [];
+      let blocking: number[] = [];
+      const signal = (tid: number): void => {
+        const sent = binding.tgkill(tid, signo);
+        if (sent === 0) waiting.push(tid);
+        else outcomes.set(tid, { tid, via: 'none', reason: sent === -ESRCH ? 'exited' : 'refused', code: errnoName(sent) });
+      };
       for (const tid of fresh) {
         const blocked = signalMaskHas(tid, 'SigBlk', signo);
-        if (blocked === undefined) {
-          outcomes.set(tid, { tid, via: 'none', reason: 'exited' });
-        } else if (blocked) {
-          outcomes.set(tid, { tid, via: 'none', reason: 'blocks-signal' });
-        } else {
-          const sent = binding.tgkill(tid, signo);
-          if (sent === 0) waiting.push(tid);
-          else outcomes.set(tid, { tid, via: 'none', reason: sent === -ESRCH ? 'exited' : 'refused', code: errnoName(sent) });
-        }
+        if (blocked === undefined) outcomes.set(tid, { tid, via: 'none', reason: 'exited' });
+        else if (!blocked) signal(tid);
+        else if (blockedForGood.has(tid)) outcomes.set(tid, { tid, via: 'none', reason: 'blocks-signal' });
+        else blocking.push(tid);
       }
-      const deadline = performance.now() + timeoutMs;
+      const passStart = performance.now();
+      const deadline = passStart + timeoutMs;
+      const retryUntil = passStart + Math.min(timeoutMs, NEWBORN_RETRY_MS);
       let pollMs = 0.05;
-      while (waiting.length) {
+      while (waiting.length || blocking.length) {
         for (let i = waiting.length - 1; i >= 0; i--) {
           const tid = waiting[i]!;
           const result = binding.broadcastResult(tid);
@@ -270,8 +363,24 @@ export function setProcessIoFlusherWith(
           outcomes.set(tid, result === 0 ? { tid, via: 'signal' } : { tid, via: 'signal', reason: 'refused', code: errnoName(result) });
           waiting.splice(i, 1);
         }
-        if (!waiting.length) break;
-        if (performance.now() > deadline) {
+        const stillBlocking: number[] = [];
+        for (const tid of blocking) {
+          const blocked = signalMaskHas(tid, 'SigBlk', signo);
+          if (blocked === undefined) outcomes.set(tid, { tid, via: 'none', reason: 'exited' });
+          else if (blocked) stillBlocking.push(tid);
+          else signal(tid); // a newborn thread that has started running
+        }
+        blocking = stillBlocking;
+        const now = performance.now();
+        if (blocking.length && now > retryUntil) {
+          for (const tid of blocking) {
+            outcomes.set(tid, { tid, via: 'none', reason: 'blocks-signal' });
+            blockedForGood.add(tid);
+          }
+          blocking = [];
+        }
+        if (!waiting.length && !blocking.length) break;
+        if (now > deadline) {
           for (const tid of waiting) {
             outcomes.set(tid, { tid, via: 'none', reason: 'timed-out' });
             stillPending.push(tid);
@@ -283,11 +392,13 @@ export function setProcessIoFlusherWith(
       }
     }
   } finally {
-    // Restoring SIG_DFL while a thread still has the signal pending would kill the process when it arrives.
+    // Restoring SIG_DFL while a thread still has the signal pending would kill the process when it arrives: then the
+    // handler stays, and the next call restores it once nothing is pending (restoreAbandonedBroadcast).
     const pendingNow = stillPending.filter((tid) => signalMaskHas(tid, 'SigPnd', signo) === true);
-    if (pendingNow.length === 0) handlerRestored = binding.broadcastRestore(signo) === 0;
+    if (pendingNow.length === 0) handlerRestored = binding.broadcastRestore(signo, self) === 0;
+    else binding.broadcastLeave();
   }
-  return done(finish(enabled, backend, outcomes, { signal: signo, passes, started, handlerRestored }));
+  return done(selfResult, finish(enabled, backend, outcomes, { signal: signo, passes, started, handlerRestored }));
 }
 
 let warnedUnreachable = false;
