@@ -13,7 +13,7 @@ import {
   setOomScoreAdj,
 } from './memory';
 import { ProcessIoFlusherReport } from './process-wide';
-import { assertObject } from './validate';
+import { assertInteger, assertLimit, assertObject, assertOneOf, assertOptionalBoolean } from './validate';
 
 export type PrepareStepName = 'memlockLimit' | 'lockMemory' | 'oomScoreAdj' | 'ioFlusher';
 
@@ -55,24 +55,46 @@ export interface PrepareDaemonReport {
 
 const ORDER: PrepareStepName[] = ['memlockLimit', 'lockMemory', 'oomScoreAdj', 'ioFlusher'];
 
-export function prepareDaemonWith(ioFlusher: IoFlusher, options: PrepareDaemonOptions = {}): PrepareDaemonReport {
+/**
+ * Checks the whole options object before any step runs: a bad `oomScoreAdj` must not be found only after the hard
+ * memlock limit was lowered (irreversible without CAP_SYS_RESOURCE) and memory locked.
+ */
+function validateOptions(options: PrepareDaemonOptions): void {
   assertObject(options, 'options');
+  const { memlockLimit, lockMemory: lock, oomScoreAdj, ioFlusher, required } = options;
+  if (memlockLimit !== undefined && memlockLimit !== false) {
+    if (typeof memlockLimit === 'object' && memlockLimit !== null) {
+      const { soft, hard } = memlockLimit as Partial<MemlockLimit>;
+      assertLimit(soft, 'options.memlockLimit.soft');
+      assertLimit(hard, 'options.memlockLimit.hard');
+      if (soft > hard) {
+        throw Object.assign(new RangeError(`The soft limit (${soft}) must not exceed the hard limit (${hard})`), { code: 'ERR_OUT_OF_RANGE' });
+      }
+    } else {
+      assertLimit(memlockLimit, 'options.memlockLimit');
+    }
+  }
+  if (lock !== undefined && typeof lock !== 'boolean') {
+    assertObject(lock, 'options.lockMemory');
+    for (const key of ['current', 'future', 'onFault'] as const) assertOptionalBoolean(lock[key], `options.lockMemory.${key}`);
+  }
+  if (oomScoreAdj !== undefined && oomScoreAdj !== false) assertInteger(oomScoreAdj, 'options.oomScoreAdj', -1000, 1000);
+  if (ioFlusher !== undefined && ioFlusher !== false) assertOneOf(ioFlusher, 'options.ioFlusher', ['process', 'thread'] as const);
+  if (required !== undefined && (!Array.isArray(required) || required.some((r) => !ORDER.includes(r)))) {
+    throw Object.assign(new TypeError(`The "options.required" property must be an array of ${ORDER.map((s) => `'${s}'`).join(', ')}`), { code: 'ERR_INVALID_ARG_VALUE' });
+  }
+}
+
+export function prepareDaemonWith(ioFlusher: IoFlusher, options: PrepareDaemonOptions = {}): PrepareDaemonReport {
+  validateOptions(options);
   const wanted: Record<PrepareStepName, unknown> = {
     memlockLimit: options.memlockLimit ?? false,
     lockMemory: options.lockMemory ?? false,
     oomScoreAdj: options.oomScoreAdj ?? -1000,
     ioFlusher: options.ioFlusher ?? 'process',
   };
-  if (!['process', 'thread', false].includes(wanted.ioFlusher as string)) {
-    throw Object.assign(new TypeError(`The "options.ioFlusher" property must be one of 'process', 'thread', false. Received ${String(wanted.ioFlusher)}`), {
-      code: 'ERR_INVALID_ARG_VALUE',
-    });
-  }
   const asked = ORDER.filter((step) => wanted[step] !== false);
   const required = options.required ?? asked;
-  if (!Array.isArray(required) || required.some((r) => !ORDER.includes(r))) {
-    throw Object.assign(new TypeError(`The "options.required" property must be an array of ${ORDER.map((s) => `'${s}'`).join(', ')}`), { code: 'ERR_INVALID_ARG_VALUE' });
-  }
 
   const run: Record<PrepareStepName, (value: never) => unknown> = {
     memlockLimit: (value: number | MemlockLimit) =>

@@ -16,7 +16,7 @@ import { BackendName, KernelBackend } from './backend';
 import { withModelledIoFlusher } from './emulator';
 import { FailureContext, IoFlusherError, prctlFailure } from './errors';
 import { IO_FLUSHER_FLAGS, PR_SET_IO_FLUSHER } from './kernel-constants';
-import { NativeBinding } from './native-binding';
+import { loadNativeBinding, NativeBinding } from './native-binding';
 import { readProcFile, readTaskIds, readThreadStat } from './procfs';
 import { assertBoolean, assertObject } from './validate';
 
@@ -103,10 +103,14 @@ function readSignalOption(value: unknown): number | undefined {
   return value;
 }
 
-function assertSignalInRange(binding: NativeBinding, requested: number | undefined): void {
+/** SIGRTMIN..SIGRTMAX as the C library defines them; glibc's values (34..64) where the addon is not loaded. */
+function realtimeSignals(binding: NativeBinding | undefined): [number, number] {
+  return binding ? [binding.sigrtmin(), binding.sigrtmax()] : [34, 64];
+}
+
+function assertSignalInRange(binding: NativeBinding | undefined, requested: number | undefined): void {
   if (requested === undefined) return;
-  const min = binding.sigrtmin();
-  const max = binding.sigrtmax();
+  const [min, max] = realtimeSignals(binding);
   if (!Number.isInteger(requested) || requested < min || requested > max) {
     throw Object.assign(
       new RangeError(`The value of "options.signal" is out of range. It must be an integer from ${min} to ${max}. Received ${requested}`),
@@ -287,9 +291,9 @@ export function setProcessIoFlusherWith(
   };
 
   if (backend.emulator) {
-    if (requestedSignal !== undefined && (!Number.isInteger(requestedSignal) || requestedSignal < 1 || requestedSignal > 64)) {
-      throw Object.assign(new RangeError(`The value of "options.signal" is out of range. It must be a real-time signal number. Received ${requestedSignal}`), { code: 'ERR_OUT_OF_RANGE' });
-    }
+    // The signal is not used by the model, but a call that the kernel backend would refuse is refused here too.
+    const loaded = loadNativeBinding();
+    assertSignalInRange(loaded.loaded ? loaded.binding : undefined, requestedSignal);
     // The model: every thread listed now is reached, as a broadcast with every thread answering would.
     const emulator = backend.emulator;
     const selfResult = setSelf();
