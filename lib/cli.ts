@@ -44,9 +44,10 @@ const USAGE = `Usage:
       process is not permitted (CAP_SYS_RESOURCE missing, or a filter); 4 kernel lacks it (Linux < 5.6, not Linux,
       or a filter answering EINVAL); 5 native addon not loadable; 2 usage error; 1 other failure.
   io-flusher exec [--clear] [--allow-unprotected] [--keep-fds N,...] [--backend B]
-                  [--mlock[=current,future,onfault]] [--oom-score-adj N] [--memlock-limit BYTES|unlimited] -- COMMAND [ARGS...]
+                  [--mlock[=current,future,onfault]] [--oom-score-adj N] [--memlock-limit BYTES|unlimited] [--] COMMAND [ARGS...]
       Put this thread in IO_FLUSHER state (--clear: out of it), then execve COMMAND (no shell), so every thread of
-      COMMAND has the state from birth. COMMAND inherits stdio, systemd's LISTEN_FDS and the --keep-fds descriptors.
+      COMMAND has the state from birth. Options end at COMMAND (or --): everything after it is COMMAND's.
+      COMMAND inherits stdio, systemd's LISTEN_FDS and the --keep-fds descriptors (which must be open), nothing else.
       --oom-score-adj and --memlock-limit are set before exec (both survive it). --mlock (default current,onfault)
       only for a Node COMMAND: memory locks end at execve, so it is loaded with a preload that locks at start.
       Exit status: COMMAND's own once it runs; 125 a requested setting could not be made (with --allow-unprotected:
@@ -195,18 +196,37 @@ function warn(message: string): void {
   require('node:fs').writeSync(2, `io-flusher: ${message}\n`);
 }
 
+const EXEC_VALUE_OPTIONS = ['backend', 'keep-fds', 'mlock', 'oom-score-adj', 'memlock-limit'] as const;
+
+/**
+ * exec's own options end at `--` or at the first argument that is not an option, as in env(1), setpriv(1) and
+ * chrt(1): everything from COMMAND on is COMMAND's, so `exec node -e x --allow-unprotected` never reads
+ * `--allow-unprotected` as its own.
+ */
+export function splitExecArgs(argv: string[]): { own: string[]; command: string[] } {
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') return { own: argv.slice(0, i), command: argv.slice(i + 1) };
+    if (!arg.startsWith('-') || arg === '-') return { own: argv.slice(0, i), command: argv.slice(i) };
+    // `--name value`: the value goes with its option (bare --mlock takes none: it means the default flags).
+    const name = arg.slice(2);
+    if (arg.startsWith('--') && name !== 'mlock' && (EXEC_VALUE_OPTIONS as readonly string[]).includes(name)) i++;
+  }
+  return { own: argv, command: [] };
+}
+
 function exec(argv: string[]): number {
-  const dash = argv.indexOf('--');
-  const own = (dash < 0 ? argv.filter((a) => a.startsWith('--')) : argv.slice(0, dash)).map((a) => (a === '--mlock' ? '--mlock=current,onfault' : a));
-  const command = dash < 0 ? argv.filter((a) => !a.startsWith('--')) : argv.slice(dash + 1);
-  const args = parseArgs(own, ['backend', 'keep-fds', 'mlock', 'oom-score-adj', 'memlock-limit'], ['clear', 'allow-unprotected']);
+  const split = splitExecArgs(argv);
   // --mlock alone means the lockMemory() default; parseArgs wants a value, so accept the bare flag here.
+  const own = split.own.map((a) => (a === '--mlock' ? '--mlock=current,onfault' : a));
+  const command = split.command;
+  const args = parseArgs(own, EXEC_VALUE_OPTIONS, ['clear', 'allow-unprotected']);
+  if (args.positional.length) throw new UsageError(`unknown option ${args.positional[0]}`);
   const keepFdsArg = args.flags.get('keep-fds');
   const keepFds = typeof keepFdsArg === 'string' ? keepFdsArg.split(',').map((fd) => {
     if (!/^\d{1,7}$/.test(fd)) throw new UsageError(`--keep-fds wants descriptor numbers like 3,4; got ${keepFdsArg}`);
     return Number(fd);
   }) : [];
-  if (args.positional.length && dash >= 0) throw new UsageError(`unexpected ${args.positional.join(' ')} before --`);
   if (command.length === 0) throw new UsageError('exec needs a COMMAND');
   const mlock = parseMlock(args.flags.get('mlock'));
   const oomScoreAdj = parseOomScoreAdj(args.flags.get('oom-score-adj'));
@@ -215,6 +235,9 @@ function exec(argv: string[]): number {
   if (!native.loaded) {
     warn(`cannot exec: ${native.error}`);
     return EXIT.EXEC_FAILED;
+  }
+  for (const fd of keepFds) {
+    if (native.binding.getFdCloexec(fd) < 0) throw new UsageError(`--keep-fds ${fd}: not an open descriptor of this process`);
   }
   if (mlock) {
     // mlockall's locks end at execve (man 2 mlockall): only a Node program can be made to lock itself, by preload.
@@ -242,7 +265,7 @@ function exec(argv: string[]): number {
   }
   // These survive execve (proc(5) oom_score_adj, setrlimit(2)): set them here for COMMAND.
   const steps: Array<[string, () => unknown]> = [];
-  if (memlockLimit) steps.push(['--memlock-limit', () => setMemlockLimit(memlockLimit, memlockLimit)]);
+  if (memlockLimit !== undefined) steps.push(['--memlock-limit', () => setMemlockLimit(memlockLimit, memlockLimit)]);
   if (oomScoreAdj !== undefined) steps.push(['--oom-score-adj', () => setOomScoreAdj(oomScoreAdj)]);
   for (const [flag, step] of steps) {
     try {
@@ -292,7 +315,9 @@ function parseMemlockLimit(value: string | true | undefined): number | undefined
   if (value === 'unlimited' || value === 'infinity') return Infinity;
   const m = typeof value === 'string' ? /^(\d+)([KMG]?)$/i.exec(value) : null;
   if (!m) throw new UsageError(`--memlock-limit takes bytes (with K, M or G) or unlimited; got ${String(value)}`);
-  return Number(m[1]) * 1024 ** ' KMG'.indexOf((m[2] || ' ').toUpperCase());
+  const bytes = Number(m[1]) * 1024 ** ' KMG'.indexOf((m[2] || ' ').toUpperCase());
+  if (!Number.isSafeInteger(bytes)) throw new UsageError(`--memlock-limit ${value} is out of range (at most ${Number.MAX_SAFE_INTEGER} bytes, or unlimited)`);
+  return bytes;
 }
 
 /** Whether a command file is a Node executable (for --mlock's preload). */

@@ -25,19 +25,26 @@ export function preloadOption(): string {
   return `--require=${JSON.stringify(path.join(__dirname, 'preload.js'))}`;
 }
 
-/** Finds a command like execvp(3): names with a '/' as given, others through PATH. */
+/**
+ * Finds a command like execvp(3): names with a '/' as given, others through PATH, skipping matches that are not
+ * executable regular files. When only non-executable matches exist, the first is returned, so execve answers EACCES
+ * (exit 126) as execvp would.
+ */
 export function resolveCommand(command: string, envPath = process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin'): string | undefined {
   if (command.includes('/')) return fs.existsSync(command) ? command : undefined;
+  if (command === '') return undefined;
+  let denied: string | undefined;
   for (const dir of envPath.split(':')) {
     const candidate = path.join(dir || '.', command);
     try {
-      const st = fs.statSync(candidate);
-      if (st.isFile()) return candidate;
-    } catch {
-      // next
+      if (!fs.statSync(candidate).isFile()) continue;
+      fs.accessSync(candidate, fs.constants.X_OK);
+      return candidate;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EACCES') denied ??= candidate;
     }
   }
-  return undefined;
+  return denied;
 }
 
 const requireBinding = (): NativeBinding => requireNativeBinding('execve');
@@ -47,15 +54,32 @@ export function saveStdioFlags(binding: NativeBinding = requireBinding()): numbe
   return [0, 1, 2].map((fd) => binding.getFdFlags(fd));
 }
 
+/** Where /proc/self/fd/FD points ('anon_inode:[eventpoll]', 'socket:[123]', ...), or undefined when fd is not open. */
+function descriptorTarget(fd: number): string | undefined {
+  try {
+    return fs.readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * The descriptors the new program must inherit: stdio, systemd's socket-activation descriptors (LISTEN_FDS, from
  * fd 3, when LISTEN_PID is this process: execve keeps the pid), and any the caller names.
+ * LISTEN_FDS is bounded by what this process really inherited: the first descriptor Node opens itself is an epoll
+ * instance (Node 20 to 26 all start that way), taking the lowest free number, so every inherited descriptor lies
+ * below the first `anon_inode:[eventpoll]`. A LISTEN_FDS larger than what was passed (stale, or copied from another
+ * process) would otherwise hand Node's own epoll, eventfd and pipe descriptors to COMMAND.
  */
 export function inheritedDescriptors(extra: number[] = []): number[] {
   const fds = new Set([0, 1, 2, ...extra]);
-  const count = Number(process.env.LISTEN_FDS);
-  if (process.env.LISTEN_PID === String(process.pid) && Number.isInteger(count) && count > 0) {
-    for (let fd = 3; fd < 3 + count; fd++) fds.add(fd);
+  const listenFds = process.env.LISTEN_FDS ?? '';
+  if (process.env.LISTEN_PID === String(process.pid) && /^[1-9][0-9]{0,6}$/.test(listenFds)) {
+    for (let fd = 3; fd < 3 + Number(listenFds); fd++) {
+      const target = descriptorTarget(fd);
+      if (target === undefined || target === 'anon_inode:[eventpoll]') break;
+      fds.add(fd);
+    }
   }
   return [...fds].sort((a, b) => a - b);
 }
@@ -67,6 +91,16 @@ export function inheritedDescriptors(extra: number[] = []): number[] {
  * With `saved` flags, stdio gets its saved file status flags back; otherwise O_NONBLOCK is cleared.
  */
 export function restoreStdio(binding: NativeBinding, saved?: number[], keep: number[] = inheritedDescriptors()): void {
+  // libuv marks inherited descriptors close-on-exec only up to the first gap above fd 15, so one inherited at a high
+  // number (a shell's fd 255, a leaked socket) would reach COMMAND: every descriptor not named is closed at exec.
+  const named = new Set(keep);
+  let open: string[] = [];
+  try {
+    open = fs.readdirSync('/proc/self/fd');
+  } catch {
+    // no /proc: only the named descriptors are touched
+  }
+  for (const fd of open.map(Number)) if (!named.has(fd)) binding.setFdCloexec(fd, 1); // -EBADF: the directory's own
   for (const fd of keep) binding.setFdCloexec(fd, 0); // -EBADF for a descriptor that is not open: nothing to keep
   // A terminal left in raw mode by this program would stay raw for the next one. Node restores it only at exit.
   if (tty.isatty(0) && process.stdin.isRaw) process.stdin.setRawMode(false);

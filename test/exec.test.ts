@@ -107,3 +107,85 @@ describe('reexecWithIoFlusher()', () => {
     expect(strict.stderr).toMatch(/IoFlusherError: EPERM/);
   });
 });
+
+describe('io-flusher exec: options end at COMMAND', () => {
+  it.runIf(!capable)("[without CAP_SYS_RESOURCE] COMMAND's own --allow-unprotected is not exec's: 125, COMMAND not run", () => {
+    const r = runCli(['exec', 'sh', '-c', 'echo ran', '--allow-unprotected']);
+    expect(r.status).toBe(125);
+    expect(r.stdout).toBe('');
+    const node = runCli(['exec', process.execPath, '-e', 'console.log("ran")', '--allow-unprotected']);
+    expect(node.status).toBe(125);
+    expect(node.stdout).toBe('');
+  });
+
+  it.runIf(!capable)("[without CAP_SYS_RESOURCE] COMMAND's own --clear is not exec's: exec still sets (and is refused)", () => {
+    const r = runCli(['exec', 'sh', '-c', 'echo ran', 'x', '--clear']);
+    expect(r.status).toBe(125);
+    expect(r.stdout).toBe('');
+  });
+
+  it('everything from COMMAND on reaches COMMAND unchanged, options with separate values before it included', () => {
+    const r = runCli(['exec', '--clear', '--backend', 'native', 'sh', '-c', 'printf "%s|" "$@"', 'sh', '--clear', '--allow-unprotected', '--', '-x', '--keep-fds', '3']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toBe('--clear|--allow-unprotected|--|-x|--keep-fds|3|');
+    const dashed = runCli(['exec', '--clear', '--', 'sh', '-c', 'printf "%s|" "$@"', 'sh', '--', '--clear']);
+    expect(dashed.stdout).toBe('--|--clear|');
+  });
+
+  it('an unknown option before COMMAND is a usage error (2), not a command', () => {
+    expect(runCli(['exec', '--clear', '-x', 'sh', '-c', 'true']).status).toBe(2);
+    expect(runCli(['exec', '--nonsense', 'sh']).status).toBe(2);
+  });
+});
+
+describe('io-flusher exec: what COMMAND inherits and how settings are checked', () => {
+  it('a closed descriptor in --keep-fds is a usage error (2), and nothing runs', () => {
+    const r = runCli(['exec', '--clear', '--keep-fds', '77', '--', 'sh', '-c', 'echo ran']);
+    expect(r.status).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/--keep-fds 77: not an open descriptor/);
+  });
+
+  it('--memlock-limit 0 is applied (0 is a real limit); an out-of-range value is a usage error', () => {
+    const r = runCli(['exec', '--clear', '--memlock-limit', '0', '--', 'sh', '-c', 'ulimit -l']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toBe('0');
+    expect(runCli(['exec', '--clear', '--memlock-limit', '99999999999999999G', '--', 'true']).status).toBe(2);
+  });
+
+  it("a LISTEN_FDS larger than what was passed never hands Node's own epoll, eventfd or pipe descriptors to COMMAND", () => {
+    // sh's $$ is the pid node gets after `exec`, so LISTEN_PID names the io-flusher process, as systemd would.
+    const r = spawnSync('sh', ['-c', `exec 3</dev/null; LISTEN_PID=$$ LISTEN_FDS=40 exec "${process.execPath}" "${CLI}" exec --clear -- sh -c 'ls -l /proc/self/fd'`], {
+      encoding: 'utf8',
+    });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).not.toMatch(/anon_inode|pipe:/);
+    expect(r.stdout).toMatch(/ 3 -> \/dev\/null/); // the one really passed is kept
+  });
+
+  it('an inherited descriptor that is not named (here fd 200, above the range libuv closes) does not reach COMMAND', () => {
+    const r = spawnSync('bash', ['-c', `exec 200</dev/null; exec "${process.execPath}" "${CLI}" exec --clear -- sh -c 'ls /proc/self/fd'`], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const fds = r.stdout.split('\n').filter(Boolean).map(Number);
+    expect(fds).not.toContain(200);
+    const kept = spawnSync('bash', ['-c', `exec 200</dev/null; exec "${process.execPath}" "${CLI}" exec --clear --keep-fds 200 -- sh -c 'ls /proc/self/fd'`], { encoding: 'utf8' });
+    expect(kept.stdout.split('\n').filter(Boolean).map(Number)).toContain(200);
+  });
+
+  it('PATH search skips a match that is not executable, as execvp does', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iof-path-'));
+    fs.mkdirSync(path.join(dir, 'a'));
+    fs.mkdirSync(path.join(dir, 'b'));
+    fs.writeFileSync(path.join(dir, 'a', 'iof-tool'), '#!/bin/sh\necho a\n', { mode: 0o644 });
+    fs.writeFileSync(path.join(dir, 'b', 'iof-tool'), '#!/bin/sh\necho b\n', { mode: 0o755 });
+    try {
+      const r = runCli(['exec', '--clear', '--', 'iof-tool'], { PATH: `${dir}/a:${dir}/b:${process.env.PATH}` });
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toBe('b\n');
+      // Only a non-executable match: execve's EACCES, exit 126.
+      expect(runCli(['exec', '--clear', '--', 'iof-tool'], { PATH: `${dir}/a` }).status).toBe(126);
+    } finally {
+      fs.rmSync(dir, { recursive: true });
+    }
+  });
+});
