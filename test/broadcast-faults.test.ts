@@ -46,31 +46,26 @@ async function idleWorker(): Promise<{ worker: Worker; tid: number }> {
   return { worker, tid };
 }
 
-// A thread stopped by a tracer takes no signal until it is let go: the same as a thread inside vfork() or in
-// uninterruptible sleep, reproducible on demand. python3's ctypes makes the ptrace calls (we are root here).
-const TRACER = `
-import ctypes, os, sys, time
-libc = ctypes.CDLL(None, use_errno=True)
-libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
-tid, hold = int(sys.argv[1]), float(sys.argv[2])
-if libc.ptrace(0x4206, tid, None, None) != 0: sys.exit('PTRACE_SEIZE: errno %d' % ctypes.get_errno())
-libc.ptrace(0x4207, tid, None, None)
-os.waitpid(tid, 0x40000000)
-print('stopped', flush=True)
-time.sleep(hold)
-libc.ptrace(17, tid, None, None)
-`;
-const canTrace = spawnSync('python3', ['-c', 'import ctypes'], { stdio: 'ignore' }).status === 0 && process.getuid?.() === 0;
+// test/fixtures/ptrace-thread.py holds a thread on demand: stopped (it takes no signal, as inside vfork() or in state
+// D), or with every signal blocked (as glibc leaves a newborn thread until it starts running).
+const TRACER = path.join(__dirname, 'fixtures/ptrace-thread.py');
+const canTrace = process.getuid?.() === 0 && spawnSync('python3', ['-c', 'import ctypes'], { stdio: 'ignore' }).status === 0;
+
+async function holdThread(mode: 'stop' | 'mask', tid: number, seconds: number): Promise<{ done: Promise<number | null>; kill(): void }> {
+  const tracer = spawn('python3', [TRACER, mode, String(tid), String(seconds)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const done = new Promise<number | null>((resolve) => tracer.once('exit', resolve));
+  await new Promise<void>((resolve, reject) => {
+    tracer.stdout.once('data', () => resolve());
+    void done.then((code) => reject(new Error(`tracer exited ${code} before the thread was held`)));
+  });
+  return { done, kill: () => tracer.kill() };
+}
 
 describe('setProcessIoFlusher: the broadcast never wedges', () => {
   it.runIf(canTrace)('a thread that takes the signal late costs only that call: once it has, the next call restores the handler and works', async () => {
     const { worker, tid } = await idleWorker();
-    const tracer = spawn('python3', ['-c', TRACER, String(tid), '1.5'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const tracer = await holdThread('stop', tid, 1.5);
     try {
-      await new Promise<void>((resolve, reject) => {
-        tracer.stdout.once('data', () => resolve());
-        tracer.once('exit', (code) => reject(new Error(`tracer exited ${code}`)));
-      });
       const late = reportOf(() => native.setProcessIoFlusher(true, { timeoutMs: 100 }));
       expect(late.threads.find((t) => t.tid === tid)).toMatchObject({ covered: false, reason: 'timed-out' });
       expect(late.handlerRestored).toBe(false); // the signal is still pending there: SIG_DFL would kill the process
@@ -78,7 +73,7 @@ describe('setProcessIoFlusher: the broadcast never wedges', () => {
       expect(pendingBit(tid, signo)).toBe(true);
       // While it is pending, a call answers EBUSY before touching anything.
       expect(() => native.setProcessIoFlusher(true)).toThrow(expect.objectContaining({ code: 'EBUSY', errno: -16, syscall: 'sigaction' }));
-      await new Promise((resolve) => tracer.once('exit', resolve));
+      await tracer.done;
       for (let i = 0; i < 500 && pendingBit(tid, signo); i++) await new Promise((r) => setTimeout(r, 10));
       expect(pendingBit(tid, signo)).toBe(false);
       const after = reportOf(() => native.setProcessIoFlusher(true));
@@ -116,5 +111,34 @@ describe('setProcessIoFlusher: the broadcast never wedges', () => {
     expect(reportOf(() => native.setProcessIoFlusher(true)).handlerRestored).toBe(true);
     expect(binding.signalDisposition(signo)).toBe(0);
     expect(binding.broadcastSignal()).toBe(0);
+  });
+});
+
+describe('setProcessIoFlusher: newborn threads are not written off', () => {
+  it.runIf(canTrace)('a thread that blocks every signal only for a moment (as a newborn one does) is retried and reached', async () => {
+    const { worker, tid } = await idleWorker();
+    try {
+      const tracer = await holdThread('mask', tid, 0.005);
+      const report = reportOf(() => native.setProcessIoFlusher(true));
+      expect(await tracer.done).toBe(0);
+      // Reached through the signal: here its own prctl answered EPERM (no capability); with it, it is covered.
+      expect(report.threads.find((t) => t.tid === tid)).toMatchObject({ via: 'signal', ...(capable ? { covered: true } : { code: 'EPERM' }) });
+    } finally {
+      await worker.terminate();
+    }
+  });
+
+  it.runIf(canTrace)('a thread that still blocks every signal after the retry is reported blocks-signal, and never sent it', async () => {
+    const { worker, tid } = await idleWorker();
+    try {
+      const tracer = await holdThread('mask', tid, -1);
+      expect(await tracer.done).toBe(0);
+      const report = reportOf(() => native.setProcessIoFlusher(true));
+      expect(report.threads.find((t) => t.tid === tid)).toMatchObject({ via: 'none', reason: 'blocks-signal', covered: false });
+      expect(pendingBit(tid, report.signal!)).toBe(false);
+      expect(report.handlerRestored).toBe(true);
+    } finally {
+      await worker.terminate();
+    }
   });
 });
