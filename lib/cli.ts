@@ -6,7 +6,7 @@
 import { BACKEND_CHOICES, BackendChoice } from './backend';
 import { IoFlusherError } from './errors';
 import { IoFlusher, ProbeResult } from './io-flusher';
-import { describeFlags, readProcessThreads, ThreadFlags } from './procfs';
+import { describeFlags, escapeName, readProcessThreads, ThreadFlags } from './procfs';
 import { ExecError, execve, preloadOption, PRELOAD_MLOCK_ENV, resolveCommand, saveStdioFlags } from './exec';
 import { memoryState, setMemlockLimit, setOomScoreAdj } from './memory';
 import { loadNativeBinding } from './native-binding';
@@ -119,7 +119,7 @@ export function formatThreadTable(threads: ThreadFlags[]): string {
   for (const t of threads) {
     rows.push([
       String(t.tid),
-      t.name,
+      escapeName(t.name),
       hex(t.flags),
       t.ioFlusher ? (t.emulated ? 'yes (emulated)' : 'yes') : 'no',
       yes(t.memallocNoio),
@@ -351,7 +351,7 @@ function status(argv: string[], out: (s: string) => void): number {
     );
   }
   if (args.flags.has('check') && lacking.length) {
-    warn(`${lacking.length} thread(s) lack IO_FLUSHER: ${lacking.map((t) => `${t.pid}/${t.tid} (${t.name})`).join(', ')}`);
+    warn(`${lacking.length} thread(s) lack IO_FLUSHER: ${lacking.map((t) => `${t.pid}/${t.tid} (${escapeName(t.name)})`).join(', ')}`);
     return EXIT.UNPROTECTED;
   }
   return EXIT.OK;

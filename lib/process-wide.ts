@@ -17,7 +17,7 @@ import { withModelledIoFlusher } from './emulator';
 import { FailureContext, IoFlusherError, prctlFailure } from './errors';
 import { IO_FLUSHER_FLAGS, PR_SET_IO_FLUSHER } from './kernel-constants';
 import { loadNativeBinding, NativeBinding } from './native-binding';
-import { readProcFile, readTaskIds, readThreadStat } from './procfs';
+import { escapeName, readProcFile, readTaskIds, readThreadStat } from './procfs';
 import { assertBoolean, assertObject } from './validate';
 
 /** Why a thread is not in the requested state. */
@@ -418,7 +418,7 @@ function warnIfPartial(report: ProcessIoFlusherReport): ProcessIoFlusherReport {
     warnedUnreachable = true;
     process.emitWarning(
       `io-flusher: IO_FLUSHER ${report.enabled ? 'set' : 'cleared'} on ${report.covered} of ${report.threads.length} threads; not on ` +
-        missing.map((t) => `${t.tid} (${t.name}): ${t.reason}${t.code ? ` ${t.code}` : ''}`).join(', ') +
+        missing.map((t) => `${t.tid} (${escapeName(t.name)}): ${t.reason}${t.code ? ` ${t.code}` : ''}`).join(', ') +
         (reachableGap ? '' : ' (no signal reaches such a thread; `io-flusher exec` covers every thread from birth)'),
       { type: 'IoFlusherWarning', code: 'IO_FLUSHER_PARTIAL' },
     );

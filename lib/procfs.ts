@@ -34,6 +34,8 @@ export interface StatFields {
   name: string;
   state: string;
   flags: number;
+  /** Field 22: when the thread started, in clock ticks after boot. With the tid, it names one thread for good (tids are reused). */
+  startTime: number;
 }
 
 /**
@@ -51,7 +53,20 @@ export function parseStatLine(line: string): StatFields {
   if (!Number.isSafeInteger(tid) || !Number.isSafeInteger(flags) || flags < 0 || rest[0] === undefined) {
     throw new SyntaxError(`not a /proc stat line: ${JSON.stringify(line.slice(0, 80))}`);
   }
-  return { tid, name: line.slice(open + 1, close), state: rest[0], flags: flags >>> 0 };
+  // The comm is bytes (the files are read as latin1, one char per byte); names are set as UTF-8 (pthread_setname_np,
+  // prctl PR_SET_NAME), so decode it as such. Truncation to 15 bytes may cut a character: that one shows as U+FFFD.
+  const name = Buffer.from(line.slice(open + 1, close), 'latin1').toString('utf8');
+  return { tid, name, state: rest[0], flags: flags >>> 0, startTime: Number(rest[19] ?? 0) };
+}
+
+/**
+ * A thread name made safe for a terminal and for a table: control characters (C0, DEL, C1, and the line and
+ * paragraph separators) and backslashes are escaped, so a name can neither forge a row nor send escape sequences.
+ */
+export function escapeName(name: string): string {
+  return name.replace(/[\\\x00-\x1f\x7f-\x9f\u2028\u2029]/g, (c) =>
+    c === '\\' ? '\\\\' : c.charCodeAt(0) <= 0xff ? `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}` : `\\u${c.charCodeAt(0).toString(16)}`,
+  );
 }
 
 /** Names the memalloc bits of a flags word. `emulated` says the IO_FLUSHER bits are the emulator's. */
