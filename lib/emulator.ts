@@ -21,6 +21,7 @@
 import * as fs from 'node:fs';
 import * as wt from 'node:worker_threads';
 import { readProcFile, sysResourceInStatusText, threadSelfId } from './procfs';
+import { assertOptionalBoolean, invalidEnvironment } from './validate';
 import {
   EINVAL,
   EPERM,
@@ -54,7 +55,7 @@ function envBoolean(name: string): boolean | undefined {
   if (value === undefined || value === '') return undefined;
   if (value === '1' || value === 'true') return true;
   if (value === '0' || value === 'false') return false;
-  throw new RangeError(`${name} must be '1' or '0', got ${JSON.stringify(value)}`);
+  throw invalidEnvironment(name, value, "'1' or '0' (or 'true' / 'false')");
 }
 
 /** Whether this process really holds CAP_SYS_RESOURCE in its effective set. */
@@ -147,6 +148,7 @@ function inheritedFlags(): number {
   const fromParent = process.env[EMULATED_FLAGS_ENV];
   if (typeof fromCreator === 'number') flags = fromCreator;
   else if (fromParent && /^[0-9a-f]{1,8}$/i.test(fromParent)) flags = Number.parseInt(fromParent, 16);
+  else if (fromParent) throw invalidEnvironment(EMULATED_FLAGS_ENV, fromParent, 'a task flags word in hex, as io-flusher sets it');
   // copy_process() clears PF_SUPERPRIV in the new task (kernel/fork.c); the IO_FLUSHER bits are copied.
   return (flags & ~PF_SUPERPRIV) >>> 0;
 }
@@ -159,6 +161,8 @@ export class EmulatedKernel {
   private readonly tid = currentThreadId();
 
   constructor(options: EmulatorOptions = {}) {
+    assertOptionalBoolean(options.capSysResource, 'options.emulator.capSysResource');
+    assertOptionalBoolean(options.kernelSupport, 'options.emulator.kernelSupport');
     this.capSysResource = options.capSysResource ?? envBoolean(EMULATED_CAPABILITY_ENV) ?? realCapSysResource();
     this.kernelSupport = options.kernelSupport ?? envBoolean(EMULATED_SUPPORT_ENV) ?? true;
     if (this.registry.get(this.tid) === undefined) {

@@ -11,8 +11,10 @@ import { IoFlusherError } from './errors';
 import { IoFlusher } from './io-flusher';
 import { NativeBinding, requireNativeBinding } from './native-binding';
 import * as tty from 'node:tty';
+import { readThreadStat } from './procfs';
+import { assertObject, assertOptionalBoolean } from './validate';
 
-/** Set on the re-executed process (value: its pid, which execve keeps) so reexecWithIoFlusher() runs only once. */
+/** Set on the re-executed process (value: its pid and start time, which execve keeps) so reexecWithIoFlusher() runs only once. */
 export const REEXEC_ENV = 'IO_FLUSHER_REEXEC';
 
 const ENOENT = 2;
@@ -136,7 +138,7 @@ export function execve(
   saved?: number[],
   keepFds?: number[],
 ): never {
-  if (!isMainThread) throw new Error('execve must be called from the main thread');
+  if (!isMainThread) throw mainThreadOnly('execve');
   const file = resolveCommand(command, env.PATH);
   if (!file) {
     throw new ExecError(`ENOENT: no such file or directory, execve '${command}' (not found in PATH)`, 'ENOENT', -ENOENT, 'not-found', command);
@@ -166,17 +168,67 @@ export interface ReexecResult {
   error?: IoFlusherError;
 }
 
+/** The error Node gives for an operation Workers cannot make (process.chdir() in a Worker). */
+export function mainThreadOnly(what: string): TypeError & { code: string } {
+  return Object.assign(new TypeError(`${what} is not supported in workers: call it from the main thread`), { code: 'ERR_WORKER_UNSUPPORTED_OPERATION' });
+}
+
+/**
+ * What IO_FLUSHER_REEXEC holds: this process's pid and start time. execve keeps both, so the re-executed process
+ * recognises itself; a marker inherited from elsewhere (a stale environment, a reused pid) does not match.
+ */
+function reexecMarker(): string {
+  let startTime = 0;
+  try {
+    startTime = readThreadStat(process.pid, process.pid).startTime;
+  } catch {
+    // no /proc: the pid alone
+  }
+  return `${process.pid}:${startTime}`;
+}
+
+/** Set in the re-executed process once its marker has been read (and removed from the environment). */
+let reexecutedHere = false;
+
 /**
  * For a Node daemon started without `io-flusher exec`: sets IO_FLUSHER on the main thread and re-executes this
  * process (same executable, execArgv, argv, environment and stdio), so every thread of the new process has it from
- * birth. In the re-executed process it returns at once and reports any thread lacking the state. Call it first
- * thing: output still buffered in process.stdout/stderr when it execs is lost.
+ * birth. In the re-executed process it returns at once and reports any thread lacking the state; the marker is then
+ * removed from the environment, so the daemon's own children do not inherit it. Call it first thing: output still
+ * buffered in process.stdout/stderr when it execs is lost.
  */
 export function reexecWithIoFlusher(ioFlusher: IoFlusher, options: ReexecOptions = {}): ReexecResult {
-  if (!isMainThread) throw new Error('reexecWithIoFlusher() must be called from the main thread');
+  assertObject(options, 'options');
+  assertOptionalBoolean(options.allowUnprotected, 'options.allowUnprotected');
+  if (!isMainThread) throw mainThreadOnly('reexecWithIoFlusher()');
   const unprotected = () => ioFlusher.listThreads().filter((t) => !t.ioFlusher).map(({ tid, name }) => ({ tid, name }));
-  if (process.env[REEXEC_ENV] === String(process.pid)) {
+  const marker = process.env[REEXEC_ENV];
+  if (marker !== undefined) {
+    delete process.env[REEXEC_ENV];
+    if (marker === reexecMarker()) reexecutedHere = true;
+    // Anything else is stale (inherited from a process that re-executed itself, or from a reused pid): ignored.
+  }
+  if (reexecutedHere) {
+    // execve keeps the state, so it is there unless something cleared it since: never report success without it.
+    if (!ioFlusher.threadFlags(process.pid, process.pid).ioFlusher) {
+      throw new IoFlusherError({
+        code: 'ERR_IO_FLUSHER_VERIFY',
+        reason: 'verification-failed',
+        emulated: ioFlusher.emulated,
+        message: 'ERR_IO_FLUSHER_VERIFY: this process was re-executed with IO_FLUSHER set, but its main thread is not in IO_FLUSHER state',
+        hint: 'something cleared the state after the re-exec; call reexecWithIoFlusher() first thing, before other code',
+      });
+    }
     return { reexecuted: true, unprotectedThreads: unprotected() };
+  }
+  // The same program must run again: one read from stdin (node < file, node -) is gone once read.
+  const script = process.argv[1];
+  const evaluated = process.execArgv.some((a) => /^(-e|-p|--eval|--print)(=|$)/.test(a) || /^-[a-z]*[ep]$/.test(a));
+  if (!evaluated && (script === undefined || script === '-')) {
+    throw Object.assign(
+      new Error('reexecWithIoFlusher() cannot re-execute a program read from stdin: it would not be there to read again. Run it from a file, or start it through `io-flusher exec -- node FILE`'),
+      { code: 'ERR_IO_FLUSHER_REEXEC_STDIN' },
+    );
   }
   const binding = requireBinding();
   try {
@@ -185,6 +237,6 @@ export function reexecWithIoFlusher(ioFlusher: IoFlusher, options: ReexecOptions
     if (options.allowUnprotected && err instanceof IoFlusherError) return { reexecuted: false, unprotectedThreads: unprotected(), error: err };
     throw err;
   }
-  const env = { ...process.env, [REEXEC_ENV]: String(process.pid) };
+  const env = { ...process.env, [REEXEC_ENV]: reexecMarker() };
   return execve(process.execPath, [...process.execArgv, ...process.argv.slice(1)], env, binding);
 }

@@ -170,52 +170,65 @@ export class IoFlusher {
 
   /** What the kernel offers this process and what this instance uses. Never throws. */
   probe(): ProbeResult {
-    const result: ProbeResult = {
-      platform: process.platform,
-      kernelRelease: os.release(),
-      feature: 'unknown',
-      featureDetail: '',
-      capSysResource: null,
-      canSet: false,
-      inUserNamespace: inUserNamespace() ?? null,
-      seccompMode: null,
-      native: { loaded: false, path: null, error: null },
-      backend: this.backend,
-      backendReason: this.backendReason,
-      ioFlusher: null,
-      protectionInEffect: false,
-    };
-    try {
-      const status = readStatus('self');
-      result.capSysResource = capabilitiesFromStatus(status).sysResource;
-      result.seccompMode = seccompModeFromStatus(status) ?? null;
-    } catch {
-      // No /proc (not Linux): leave null.
-    }
-    const native = loadNativeBinding();
-    if (native.loaded) {
-      result.native = { loaded: true, path: native.path, error: null };
-      const rc = native.binding.getIoFlusher();
-      if (rc >= 0) {
-        result.feature = 'present';
-        result.canSet = true;
-        result.featureDetail = `PR_GET_IO_FLUSHER answered ${rc}`;
-      } else if (rc === -EPERM) {
-        result.feature = 'present';
-        result.featureDetail = 'PR_GET_IO_FLUSHER answered EPERM: the kernel has it, the capability check failed';
-      } else if (rc === -EINVAL) {
-        result.feature = 'absent';
-        result.featureDetail = 'PR_GET_IO_FLUSHER answered EINVAL: the kernel lacks it (Linux < 5.6) or a filter hides it';
-      } else {
-        result.featureDetail = `PR_GET_IO_FLUSHER answered errno ${-rc}`;
-      }
-    } else {
-      result.native.error = native.error;
-      result.featureDetail = 'native addon not loaded, so the kernel was not asked';
-    }
-    const got = this.kernel.get();
-    result.ioFlusher = got === 1 ? true : got === 0 ? false : null;
-    result.protectionInEffect = this.backend === 'native' && result.ioFlusher === true;
-    return result;
+    return probeWith(this.kernel, this.backendReason);
   }
+}
+
+/**
+ * probe() for a backend, or for none (no backend could be made: an invalid IO_FLUSHER_* variable, a native backend
+ * required without the addon); then `backend` is null and `backendReason` says why. Never throws.
+ */
+export function probeWith(kernel: KernelBackend | undefined, backendReason: string): ProbeResult {
+  const result: ProbeResult = {
+    platform: process.platform,
+    kernelRelease: os.release(),
+    feature: 'unknown',
+    featureDetail: '',
+    capSysResource: null,
+    canSet: false,
+    inUserNamespace: null,
+    seccompMode: null,
+    native: { loaded: false, path: null, error: null },
+    backend: kernel?.name ?? null,
+    backendReason,
+    ioFlusher: null,
+    protectionInEffect: false,
+  };
+  try {
+    result.inUserNamespace = inUserNamespace() ?? null;
+  } catch {
+    // unknown
+  }
+  try {
+    const status = readStatus('self');
+    result.capSysResource = capabilitiesFromStatus(status).sysResource;
+    result.seccompMode = seccompModeFromStatus(status) ?? null;
+  } catch {
+    // No /proc (not Linux): leave null.
+  }
+  const native = loadNativeBinding();
+  if (native.loaded) {
+    result.native = { loaded: true, path: native.path, error: null };
+    const rc = native.binding.getIoFlusher();
+    if (rc >= 0) {
+      result.feature = 'present';
+      result.canSet = true;
+      result.featureDetail = `PR_GET_IO_FLUSHER answered ${rc}`;
+    } else if (rc === -EPERM) {
+      result.feature = 'present';
+      result.featureDetail = 'PR_GET_IO_FLUSHER answered EPERM: the kernel has it, the capability check failed';
+    } else if (rc === -EINVAL) {
+      result.feature = 'absent';
+      result.featureDetail = 'PR_GET_IO_FLUSHER answered EINVAL: the kernel lacks it (Linux < 5.6) or a filter hides it';
+    } else {
+      result.featureDetail = `PR_GET_IO_FLUSHER answered errno ${-rc}`;
+    }
+  } else {
+    result.native.error = native.error;
+    result.featureDetail = 'native addon not loaded, so the kernel was not asked';
+  }
+  const got = kernel ? kernel.get() : -1;
+  result.ioFlusher = got === 1 ? true : got === 0 ? false : null;
+  result.protectionInEffect = kernel?.name === 'native' && result.ioFlusher === true;
+  return result;
 }

@@ -89,3 +89,11 @@ export function assertOptionalBoolean(value: unknown, name: string): asserts val
     throw withCode(new TypeError(`The "${name}" ${kind(name)} must be of type boolean. ${received(value)}`), 'ERR_INVALID_ARG_TYPE');
   }
 }
+
+/**
+ * An IO_FLUSHER_* environment variable with a value it cannot have. The code names the variable
+ * (ERR_INVALID_IO_FLUSHER_BACKEND, ...), so a caller (and probe()) can tell which one to fix.
+ */
+export function invalidEnvironment(name: string, value: string, expected: string): RangeError & { code: string; variable: string } {
+  return Object.assign(new RangeError(`${name} must be ${expected}; got ${JSON.stringify(value)}`), { code: `ERR_INVALID_${name}`, variable: name });
+}

@@ -4,6 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
+import * as io from '../dist/index.js';
 import { CLI, holdsCapSysResource, ROOT, runCli, runNode } from './helpers';
 
 const capable = holdsCapSysResource();
@@ -187,5 +188,80 @@ describe('io-flusher exec: what COMMAND inherits and how settings are checked', 
     } finally {
       fs.rmSync(dir, { recursive: true });
     }
+  });
+});
+
+describe('reexecWithIoFlusher(): options, marker and refusals', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iof-reexec2-'));
+  const script = path.join(dir, 'daemon.js');
+  fs.writeFileSync(
+    script,
+    `const io = require(${JSON.stringify(ROOT + '/dist/index.js')});
+     let r; try { r = io.reexecWithIoFlusher({ allowUnprotected: process.env.ALLOW === '1' }); } catch (e) { process.stdout.write(JSON.stringify({ thrown: e.code })); process.exit(0); }
+     const child = require('child_process').execFileSync(process.execPath, ['-p', 'process.env.IO_FLUSHER_REEXEC || "unset"'], { encoding: 'utf8' }).trim();
+     process.stdout.write(JSON.stringify({ reexecuted: r.reexecuted, error: r.error && r.error.code, child }));`,
+  );
+
+  it('validates its options with Node codes; refused outside the main thread with a code', () => {
+    const r = runNode(
+      `const io = require('./dist/index.js'); const codes = [];
+       for (const o of [null, 'x', { allowUnprotected: 'yes' }]) { try { io.reexecWithIoFlusher(o); } catch (e) { codes.push(e.code); } }
+       const { Worker } = require('node:worker_threads');
+       const w = new Worker("try { require(" + JSON.stringify(process.cwd() + '/dist/index.js') + ").reexecWithIoFlusher(); } catch (e) { require('node:worker_threads').parentPort.postMessage(e.code); }", { eval: true });
+       w.once('message', (code) => { codes.push(code); process.stdout.write(JSON.stringify(codes)); w.terminate(); });`,
+      { IO_FLUSHER_BACKEND: 'emulated', NODE_NO_WARNINGS: '1' },
+    );
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual(['ERR_INVALID_ARG_TYPE', 'ERR_INVALID_ARG_TYPE', 'ERR_INVALID_ARG_TYPE', 'ERR_WORKER_UNSUPPORTED_OPERATION']);
+  });
+
+  it("the marker does not leak to the re-executed program's children", () => {
+    const r = spawnSync(process.execPath, [script], { encoding: 'utf8', env: { ...process.env, ...EMULATED_CAPABLE, IO_FLUSHER_BACKEND: 'emulated', NODE_NO_WARNINGS: '1' } });
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ reexecuted: true, child: 'unset' });
+  });
+
+  it.runIf(!capable)('[without CAP_SYS_RESOURCE] a stale marker naming this pid never reports success with nothing set', () => {
+    // sh's $$ is the pid node runs as after `exec`: the marker names it, as an inherited stale one could.
+    const r = spawnSync('sh', ['-c', `IO_FLUSHER_REEXEC=$$ ALLOW=1 exec "${process.execPath}" "${script}"`], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ reexecuted: false, error: 'EPERM' });
+  });
+
+  it('a program read from stdin is refused with a clear error instead of re-executing into an empty stdin', () => {
+    const r = spawnSync(process.execPath, [], {
+      input: `const io = require(${JSON.stringify(ROOT + '/dist/index.js')}); try { io.reexecWithIoFlusher(); } catch (e) { process.stdout.write(e.code + ': ' + e.message); }`,
+      encoding: 'utf8',
+      env: { ...process.env, ...EMULATED_CAPABLE, IO_FLUSHER_BACKEND: 'emulated', NODE_NO_WARNINGS: '1' },
+    });
+    expect(r.stdout).toMatch(/^ERR_IO_FLUSHER_REEXEC_STDIN: .*stdin/);
+  });
+});
+
+describe('probe() never throws; a bad IO_FLUSHER_* value names the variable', () => {
+  const cases: Array<[Record<string, string>, string]> = [
+    [{ IO_FLUSHER_BACKEND: 'x' }, 'ERR_INVALID_IO_FLUSHER_BACKEND'],
+    [{ IO_FLUSHER_BACKEND: 'emulated', IO_FLUSHER_EMULATED_CAP_SYS_RESOURCE: 'x' }, 'ERR_INVALID_IO_FLUSHER_EMULATED_CAP_SYS_RESOURCE'],
+    [{ IO_FLUSHER_BACKEND: 'emulated', IO_FLUSHER_EMULATED_KERNEL_SUPPORT: 'maybe' }, 'ERR_INVALID_IO_FLUSHER_EMULATED_KERNEL_SUPPORT'],
+    [{ IO_FLUSHER_BACKEND: 'emulated', IO_FLUSHER_EMULATED_FLAGS: 'zz' }, 'ERR_INVALID_IO_FLUSHER_EMULATED_FLAGS'],
+  ];
+  for (const [env, code] of cases) {
+    it(`${Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ')}: probe() answers, other calls throw ${code}`, () => {
+      const r = runNode(
+        `const io = require('./dist/index.js'); const p = io.probe(); let code; try { io.getIoFlusher(); } catch (e) { code = e.code; }
+         process.stdout.write(JSON.stringify({ backend: p.backend, reason: p.backendReason, code }));`,
+        { ...env, NODE_NO_WARNINGS: '1' },
+      );
+      expect(r.status, r.stderr).toBe(0);
+      const out = JSON.parse(r.stdout);
+      expect(out).toMatchObject({ backend: null, code });
+      expect(out.reason).toContain(Object.keys(env).at(-1)!);
+    });
+  }
+
+  it('a non-boolean emulator capSysResource is a TypeError, not a capability held', () => {
+    expect(() => io.createIoFlusher({ backend: 'emulated', emulator: { capSysResource: 'no' as unknown as boolean } })).toThrow(
+      expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }),
+    );
   });
 });
