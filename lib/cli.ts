@@ -166,7 +166,14 @@ function check(argv: string[], out: (s: string) => void): number {
   const instance = new IoFlusher({ backend: backend ?? 'auto' }, backend ? '--backend' : 'default (auto)');
   const probe = instance.probe();
   const code = checkExitCode(probe);
-  const threads = instance.listThreads(pid);
+  let threads: ThreadFlags[];
+  try {
+    threads = instance.listThreads(pid);
+  } catch (err) {
+    if ((err as IoFlusherError).code !== 'ESRCH') throw err;
+    warn(`no process ${pid}: ${(err as IoFlusherError).message}`);
+    return EXIT.NO_PROCESS;
+  }
   const memory = memoryState(pid ?? 'self');
   if (args.flags.has('json')) {
     out(JSON.stringify({ ...probe, exitCode: code, verdict: verdict(probe, code), pid: pid ?? process.pid, memory, threads }, null, 2));
@@ -331,18 +338,20 @@ function status(argv: string[], out: (s: string) => void): number {
   const args = parseArgs(argv, [], ['json', 'check']);
   const pids = args.positional.length ? args.positional.map((p) => parsePid(p)!) : [process.pid];
   const processes: Array<{ pid: number; threads: ThreadFlags[] }> = [];
+  const missing: number[] = [];
   for (const pid of pids) {
     try {
       processes.push({ pid, threads: readProcessThreads(pid).map((t) => describeFlags(pid, t.tid, t.name, t.flags, false)) });
     } catch (err) {
       if ((err as IoFlusherError).code !== 'ESRCH') throw err;
-      warn(`no process ${pid}`);
-      return EXIT.NO_PROCESS;
+      // Reported, and the processes that do exist are still shown.
+      warn(`no process ${pid}: ${(err as IoFlusherError).message}`);
+      missing.push(pid);
     }
   }
   const lacking = processes.flatMap((p) => p.threads.filter((t) => !t.ioFlusher));
   if (args.flags.has('json')) {
-    out(JSON.stringify({ processes, lacking: lacking.map(({ pid, tid, name }) => ({ pid, tid, name })) }, null, 2));
+    out(JSON.stringify({ processes, missing, lacking: lacking.map(({ pid, tid, name }) => ({ pid, tid, name })) }, null, 2));
   } else {
     out(
       processes
@@ -350,6 +359,7 @@ function status(argv: string[], out: (s: string) => void): number {
         .join('\n\n'),
     );
   }
+  if (missing.length) return EXIT.NO_PROCESS;
   if (args.flags.has('check') && lacking.length) {
     warn(`${lacking.length} thread(s) lack IO_FLUSHER: ${lacking.map((t) => `${t.pid}/${t.tid} (${escapeName(t.name)})`).join(', ')}`);
     return EXIT.UNPROTECTED;

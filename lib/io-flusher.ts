@@ -12,6 +12,7 @@ import {
   capabilitiesFromStatus,
   describeFlags,
   inUserNamespace,
+  assertProcessId,
   readProcessThreads,
   readStatus,
   readThreadStat,
@@ -140,11 +141,12 @@ export class IoFlusher {
    * @throws IoFlusherError ESRCH (no-such-thread) when the thread or process does not exist.
    */
   threadFlags(pid?: number, tid?: number): ThreadFlags {
-    const ownProcess = pid === undefined || pid === process.pid;
     if (pid !== undefined) assertId(pid, 'pid');
     if (tid !== undefined) assertId(tid, 'tid');
     const thePid = pid ?? process.pid;
-    const theTid = tid ?? (ownProcess ? this.kernel.threadId() : thePid);
+    if (pid !== undefined) assertProcessId(pid);
+    // No pid: the calling thread. A pid alone (this process's too, even from a Worker): that process's main thread.
+    const theTid = tid ?? (pid === undefined ? this.kernel.threadId() : thePid);
     const stat = readThreadStat(thePid, theTid);
     return this.describe(thePid, stat.tid, stat.name, stat.flags);
   }

@@ -125,6 +125,26 @@ export function threadSelfId(): number {
   return Number(link.slice(link.lastIndexOf('/') + 1));
 }
 
+/**
+ * Throws IoFlusherError ESRCH when `pid` is not a process: it does not exist, or it is the id of a thread of another
+ * process (Linux answers /proc/TID too, though it does not list it), which would otherwise be shown as a process.
+ */
+export function assertProcessId(pid: number): void {
+  if (pid === process.pid) return;
+  const tgid = Number(readStatus(pid).get('Tgid'));
+  if (Number.isInteger(tgid) && tgid !== pid) {
+    throw new IoFlusherError({
+      code: 'ESRCH',
+      errno: -3,
+      syscall: 'open',
+      path: `/proc/${pid}`,
+      reason: 'no-such-thread',
+      message: `ESRCH: no such process: ${pid} is a thread of process ${tgid}, not a process`,
+      hint: `pass the process id ${tgid} (and ${pid} as the thread id where one is wanted)`,
+    });
+  }
+}
+
 /** Reads one thread's stat line; throws IoFlusherError 'ESRCH' when it does not exist. */
 export function readThreadStat(pid: number, tid: number): StatFields {
   const path = `/proc/${pid}/task/${tid}/stat`;
@@ -155,6 +175,7 @@ export function readTaskIds(pid: number): number[] {
 /** The stat fields of every thread of a process, in tid order; threads that exit while it is read are left out.
  * Throws IoFlusherError 'ESRCH' when the process does not exist. */
 export function readProcessThreads(pid: number): StatFields[] {
+  assertProcessId(pid);
   const threads: StatFields[] = [];
   let lastError: unknown;
   for (const tid of readTaskIds(pid)) {
