@@ -33,7 +33,7 @@ export interface NativeBinding {
   broadcastOwner(): number;
   /** tgkill(getpid(), tid, signo): 0 or -errno. */
   tgkill(tid: number, signo: number): number;
-  /** The handler's prctl result on `tid` (0 or -errno), or 1 while it has not run there. */
+  /** The handler's prctl result on `tid` (0 or -errno), 1 while it has not run there, -ENOSPC when the table is full. */
   broadcastResult(tid: number): number;
   sigrtmin(): number;
   sigrtmax(): number;

@@ -70,6 +70,7 @@ export interface ProcessIoFlusherOptions {
 }
 
 const ESRCH = 3;
+const ENOSPC = 28;
 const EBUSY = 16;
 const PENDING = 1; // IOF_BROADCAST_PENDING in native/thread_broadcast.h
 
@@ -364,7 +365,14 @@ export function setProcessIoFlusherWith(
           const tid = waiting[i]!;
           const result = binding.broadcastResult(tid);
           if (result === PENDING) continue;
-          outcomes.set(tid, result === 0 ? { tid, via: 'signal' } : { tid, via: 'signal', reason: 'refused', code: errnoName(result) });
+          if (result === -ENOSPC) {
+            // More threads answered than the native table holds: this answer was not recorded. Once the signal has
+            // been taken the handler has made the prctl, and the /proc read-back decides coverage (never `timed-out`).
+            if (signalMaskHas(tid, 'SigPnd', signo) === true) continue;
+            outcomes.set(tid, { tid, via: 'signal' });
+          } else {
+            outcomes.set(tid, result === 0 ? { tid, via: 'signal' } : { tid, via: 'signal', reason: 'refused', code: errnoName(result) });
+          }
           waiting.splice(i, 1);
         }
         const stillBlocking: number[] = [];

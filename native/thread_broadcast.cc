@@ -129,13 +129,15 @@ long iof_broadcast_result(int tid) {
   for (int i = 0; i < kSlots; i++) {
     Slot& slot = g_slots[(static_cast<unsigned>(tid) + i) % kSlots];
     int owner = slot.tid.load(std::memory_order_acquire);
-    if (owner == 0) break;  // the probe sequence ends at the first free slot: not recorded (yet)
+    if (owner == 0) return IOF_BROADCAST_PENDING;  // the probe sequence ends at the first free slot: not recorded (yet)
     if (owner == tid) {
       long result = slot.result.load(std::memory_order_acquire);
       return result == kUnanswered ? IOF_BROADCAST_PENDING : result;
     }
   }
-  return IOF_BROADCAST_PENDING;
+  // Every slot is taken by other threads: this thread's answer cannot be recorded (it is still made). Say so rather
+  // than look pending forever.
+  return -ENOSPC;
 }
 
 long iof_sigrtmin(void) { return SIGRTMIN; }

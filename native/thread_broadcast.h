@@ -38,7 +38,8 @@ long iof_broadcast_owner(void);
 // tgkill(getpid(), tid, signo). Returns 0 or -errno (-ESRCH: the thread is gone).
 long iof_tgkill(int tid, int signo);
 
-// The handler's prctl result for tid (0 or -errno), or IOF_BROADCAST_PENDING if it has not run there yet.
+// The handler's prctl result for tid (0 or -errno), or IOF_BROADCAST_PENDING if it has not run there yet, or
+// -ENOSPC when the result table is full (more threads answered than it holds): the answer was not recorded.
 long iof_broadcast_result(int tid);
 
 // SIGRTMIN and SIGRTMAX as the C library defines them (glibc reserves the first few real-time signals).

@@ -142,3 +142,24 @@ describe('setProcessIoFlusher: newborn threads are not written off', () => {
     }
   });
 });
+
+describe('setProcessIoFlusher: the native result table has no silent limit', () => {
+  it('answers the table could not record (it is full: -ENOSPC) are neither timed-out nor refused; /proc decides', async () => {
+    const { nativeBackend } = await import('../dist/backend.js');
+    const { setProcessIoFlusherWith } = await import('../dist/process-wide.js');
+    // The real binding, except that every signalled thread's answer finds the table full, as with more threads than
+    // its slots (8192): each thread still takes the signal and makes its prctl.
+    const full: NativeBinding = { ...binding, broadcastResult: () => -28 };
+    const backend = nativeBackend(full, 'test');
+    const report = reportOf(() => setProcessIoFlusherWith(backend, true, { timeoutMs: 30_000 }));
+    const signalled = report.threads.filter((t) => t.via === 'signal');
+    expect(signalled.length).toBeGreaterThan(0);
+    for (const t of report.threads) {
+      expect(t.reason).not.toBe('timed-out');
+      expect(t.code).not.toBe('ENOSPC');
+    }
+    expect(report.handlerRestored).toBe(true);
+    // Coverage comes from /proc: here (EPERM) nobody is covered; with the capability every signalled thread is.
+    for (const t of signalled) expect(t.covered).toBe(capable);
+  });
+});
