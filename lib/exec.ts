@@ -225,10 +225,13 @@ export function reexecWithIoFlusher(ioFlusher: IoFlusher, options: ReexecOptions
   const script = process.argv[1];
   const evaluated = process.execArgv.some((a) => /^(-e|-p|--eval|--print)(=|$)/.test(a) || /^-[a-z]*[ep]$/.test(a));
   if (!evaluated && (script === undefined || script === '-')) {
-    throw Object.assign(
-      new Error('reexecWithIoFlusher() cannot re-execute a program read from stdin: it would not be there to read again. Run it from a file, or start it through `io-flusher exec -- node FILE`'),
-      { code: 'ERR_IO_FLUSHER_REEXEC_STDIN' },
-    );
+    throw new IoFlusherError({
+      code: 'ERR_IO_FLUSHER_REEXEC_STDIN',
+      reason: 'reexec-impossible',
+      emulated: ioFlusher.emulated,
+      message: 'ERR_IO_FLUSHER_REEXEC_STDIN: reexecWithIoFlusher() cannot re-execute a program read from stdin, which would not be there to read again',
+      hint: 'run the program from a file, or start it through `io-flusher exec -- node FILE`',
+    });
   }
   const binding = requireBinding();
   try {
