@@ -42,7 +42,7 @@ const USAGE = `Usage:
       Report kernel support, CAP_SYS_RESOURCE, the backend in use, and the memalloc flags of every thread of a
       process (default: io-flusher itself). Exit status: 0 protection can be had here; 3 kernel has it but this
       process is not permitted (CAP_SYS_RESOURCE missing, or a filter); 4 kernel lacks it (Linux < 5.6, not Linux,
-      or a filter answering EINVAL); 5 native addon not loadable; 2 usage error; 1 other failure.
+      or a filter answering EINVAL); 5 native addon not loadable; 6 no such process (--pid); 2 usage error; 1 other failure.
   io-flusher exec [--clear] [--allow-unprotected] [--keep-fds N,...] [--backend B]
                   [--mlock[=current,future,onfault]] [--oom-score-adj N] [--memlock-limit BYTES|unlimited] [--] COMMAND [ARGS...]
       Put this thread in IO_FLUSHER state (--clear: out of it), then execve COMMAND (no shell), so every thread of
