@@ -83,6 +83,11 @@ function validateOptions(options: PrepareDaemonOptions): void {
   if (required !== undefined && (!Array.isArray(required) || required.some((r) => !ORDER.includes(r)))) {
     throw Object.assign(new TypeError(`The "options.required" property must be an array of ${ORDER.map((s) => `'${s}'`).join(', ')}`), { code: 'ERR_INVALID_ARG_VALUE' });
   }
+  // A required step that is not asked for would never run, and never fail: say so instead.
+  const notAsked = (required ?? []).filter((step) => (step === 'lockMemory' ? !lock : step === 'memlockLimit' ? memlockLimit === undefined || memlockLimit === false : options[step] === false));
+  if (notAsked.length) {
+    throw Object.assign(new TypeError(`The "options.required" property names ${notAsked.map((s) => `'${s}'`).join(', ')}, which this call does not ask for (set options.${notAsked[0]})`), { code: 'ERR_INVALID_ARG_VALUE' });
+  }
 }
 
 export function prepareDaemonWith(ioFlusher: IoFlusher, options: PrepareDaemonOptions = {}): PrepareDaemonReport {

@@ -87,6 +87,41 @@ describe('setProcessIoFlusher: the broadcast never wedges', () => {
     }
   });
 
+  it.runIf(canTrace)('a Worker terminated inside the call (its `finally` never runs) costs only that call', async () => {
+    const { worker: idle, tid } = await idleWorker();
+    const tracer = await holdThread('stop', tid, 2);
+    const caller = new Worker(
+      `const { parentPort } = require('node:worker_threads');
+       const n = require(${JSON.stringify(path.join(DIST, 'index.js'))}).createIoFlusher({ backend: 'native' });
+       parentPort.postMessage('calling');
+       try { n.setProcessIoFlusher(true, { timeoutMs: 60000 }); } catch {}
+       parentPort.postMessage('returned');`,
+      { eval: true },
+    );
+    let returned = false;
+    caller.on('message', (m) => (returned ||= m === 'returned'));
+    try {
+      await new Promise((resolve) => caller.once('message', resolve));
+      await new Promise((r) => setTimeout(r, 500)); // inside the call, waiting for the stopped thread
+      const signo = binding.broadcastSignal();
+      expect(signo).toBeGreaterThan(0);
+      await caller.terminate();
+      expect(returned).toBe(false);
+      // The stopped thread still has the signal pending: answered EBUSY, nothing touched.
+      expect(() => native.setProcessIoFlusher(true)).toThrow(expect.objectContaining({ code: 'EBUSY' }));
+      expect(await tracer.done).toBe(0);
+      for (let i = 0; i < 500 && pendingBit(tid, signo); i++) await new Promise((r) => setTimeout(r, 10));
+      const after = reportOf(() => native.setProcessIoFlusher(true));
+      expect(after.handlerRestored).toBe(true);
+      expect(binding.broadcastSignal()).toBe(0);
+      expect(binding.signalDisposition(signo)).toBe(0);
+    } finally {
+      tracer.kill();
+      await caller.terminate();
+      await idle.terminate();
+    }
+  });
+
   it('a handler left installed by a Worker that died inside the call is restored by the next call', async () => {
     const signo = binding.sigrtmax();
     // What a Worker terminated inside setProcessIoFlusher() leaves behind: the handler installed, its `finally` never run.

@@ -58,3 +58,15 @@ describe('setProcessIoFlusher() checks its options before the calling thread is 
     expect(() => native.setProcessIoFlusher(false, { signal: 5 })).toThrow(expect.objectContaining({ name: 'RangeError', code: 'ERR_OUT_OF_RANGE' }));
   });
 });
+
+describe('prepareDaemon() never silently skips a required step', () => {
+  it('a required step that the call does not ask for is ERR_INVALID_ARG_VALUE, before any step runs', () => {
+    const emu = { IO_FLUSHER_BACKEND: 'emulated', IO_FLUSHER_EMULATED_CAP_SYS_RESOURCE: '1', NODE_NO_WARNINGS: '1' };
+    const out = run(`${STATE} const before = state(); const codes = [];
+      for (const o of [{ required: ['lockMemory'] }, { required: ['memlockLimit'], oomScoreAdj: 100 }, { required: ['ioFlusher'], ioFlusher: false, oomScoreAdj: 100 }, { required: ['oomScoreAdj'], oomScoreAdj: false }]) {
+        try { io.prepareDaemon(o); codes.push('ok'); } catch (e) { codes.push(e.code); }
+      }
+      out({ codes, unchanged: JSON.stringify(state()) === JSON.stringify(before) });`, emu);
+    expect(out).toEqual({ codes: ['ERR_INVALID_ARG_VALUE', 'ERR_INVALID_ARG_VALUE', 'ERR_INVALID_ARG_VALUE', 'ERR_INVALID_ARG_VALUE'], unchanged: true });
+  });
+});
