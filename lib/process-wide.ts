@@ -79,8 +79,8 @@ function sleepMs(ms: number): void {
   Atomics.wait(sleeper, 0, 0, ms);
 }
 
-/** Whether a thread blocks or has pending a signal, from SigBlk / SigPnd in /proc/self/task/TID/status. */
-function signalMaskHas(tid: number, field: 'SigBlk' | 'SigPnd', signo: number): boolean | undefined {
+/** A thread's SigBlk or SigPnd mask from /proc/self/task/TID/status (bit n-1 is signal n); undefined when gone. */
+function signalMask(tid: number, field: 'SigBlk' | 'SigPnd'): bigint | undefined {
   let text: string;
   try {
     text = readProcFile(`/proc/self/task/${tid}/status`);
@@ -88,7 +88,26 @@ function signalMaskHas(tid: number, field: 'SigBlk' | 'SigPnd', signo: number): 
     return undefined; // gone
   }
   const hex = new RegExp(`^${field}:\\s*([0-9a-f]+)$`, 'm').exec(text)?.[1];
-  return hex === undefined ? undefined : ((BigInt(`0x${hex}`) >> BigInt(signo - 1)) & 1n) === 1n;
+  return hex === undefined ? undefined : BigInt(`0x${hex}`);
+}
+
+const has = (mask: bigint, signo: number): boolean => ((mask >> BigInt(signo - 1)) & 1n) === 1n;
+
+/** Whether a thread blocks or has pending a signal; undefined when it is gone. */
+function signalMaskHas(tid: number, field: 'SigBlk' | 'SigPnd', signo: number): boolean | undefined {
+  const mask = signalMask(tid, field);
+  return mask === undefined ? undefined : has(mask, signo);
+}
+
+/**
+ * The C library's own signals, 32 and 33 (glibc: SIGCANCEL, SIGSETXID; musl uses 32-34). sigfillset() leaves them
+ * out, so a program that blocks every signal itself (Node's signal watchdog thread: SigBlk fffffffe7ffbfeff) never
+ * blocks these. Only the C library does, around a thread's start and end: pthread_create() blocks every signal in the
+ * new thread until start_thread() has set it up, and a thread blocks them all again on its way out. A thread that
+ * blocks them is in that window: it will take signals (or be gone) in a moment.
+ */
+function inLibcWindow(blocked: bigint): boolean {
+  return has(blocked, 32) || has(blocked, 33);
 }
 
 function errnoName(negErrno: number): string {
@@ -243,14 +262,10 @@ function finish(
 }
 
 /**
- * glibc's pthread_create blocks every signal in the new thread until start_thread() runs it, so a thread listed in
- * that window looks exactly like one that blocks the signal for good. Such a thread is checked again for up to this
- * long within the call (bounded by timeoutMs) and signalled once it unblocks; only one still blocking then is
- * reported `blocks-signal`.
+ * A thread found in the C library's window (inLibcWindow) more than a whole pass long: reported `blocks-signal` at
+ * once in later calls instead of costing each of them a pass.
  */
-const NEWBORN_RETRY_MS = 50;
-/** Threads found blocking for good in an earlier call (Node's signal watchdog): reported at once, not retried. */
-const blockedForGood = new Set<number>();
+const stuckInLibcWindow = new Set<number>();
 
 type Outcome = Omit<ThreadCoverage, 'name' | 'flags' | 'covered'>;
 
@@ -350,15 +365,14 @@ export function setProcessIoFlusherWith(
         else outcomes.set(tid, { tid, via: 'none', reason: sent === -ESRCH ? 'exited' : 'refused', code: errnoName(sent) });
       };
       for (const tid of fresh) {
-        const blocked = signalMaskHas(tid, 'SigBlk', signo);
+        const blocked = signalMask(tid, 'SigBlk');
         if (blocked === undefined) outcomes.set(tid, { tid, via: 'none', reason: 'exited' });
-        else if (!blocked) signal(tid);
-        else if (blockedForGood.has(tid)) outcomes.set(tid, { tid, via: 'none', reason: 'blocks-signal' });
-        else blocking.push(tid);
+        else if (!has(blocked, signo)) signal(tid);
+        // Newborn (or ending): checked again below until it takes signals, exits, or the pass times out.
+        else if (inLibcWindow(blocked) && !stuckInLibcWindow.has(tid)) blocking.push(tid);
+        else outcomes.set(tid, { tid, via: 'none', reason: 'blocks-signal' }); // its own choice: no signal reaches it
       }
-      const passStart = performance.now();
-      const deadline = passStart + timeoutMs;
-      const retryUntil = passStart + Math.min(timeoutMs, NEWBORN_RETRY_MS);
+      const deadline = performance.now() + timeoutMs;
       let pollMs = 0.05;
       while (waiting.length || blocking.length) {
         for (let i = waiting.length - 1; i >= 0; i--) {
@@ -383,16 +397,12 @@ export function setProcessIoFlusherWith(
           else signal(tid); // a newborn thread that has started running
         }
         blocking = stillBlocking;
-        const now = performance.now();
-        if (blocking.length && now > retryUntil) {
+        if (!waiting.length && !blocking.length) break;
+        if (performance.now() > deadline) {
           for (const tid of blocking) {
             outcomes.set(tid, { tid, via: 'none', reason: 'blocks-signal' });
-            blockedForGood.add(tid);
+            stuckInLibcWindow.add(tid);
           }
-          blocking = [];
-        }
-        if (!waiting.length && !blocking.length) break;
-        if (now > deadline) {
           for (const tid of waiting) {
             outcomes.set(tid, { tid, via: 'none', reason: 'timed-out' });
             stillPending.push(tid);
