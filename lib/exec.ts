@@ -199,7 +199,8 @@ let reexecutedHere = false;
  */
 export function reexecWithIoFlusher(ioFlusher: IoFlusher, options: ReexecOptions = {}): ReexecResult {
   assertObject(options, 'options');
-  assertOptionalBoolean(options.allowUnprotected, 'options.allowUnprotected');
+  const allowUnprotected = options.allowUnprotected; // read once
+  assertOptionalBoolean(allowUnprotected, 'options.allowUnprotected');
   if (!isMainThread) throw mainThreadOnly('reexecWithIoFlusher()');
   const unprotected = () => ioFlusher.listThreads().filter((t) => !t.ioFlusher).map(({ tid, name }) => ({ tid, name }));
   const marker = process.env[REEXEC_ENV];
@@ -237,7 +238,7 @@ export function reexecWithIoFlusher(ioFlusher: IoFlusher, options: ReexecOptions
   try {
     ioFlusher.setIoFlusher(true);
   } catch (err) {
-    if (options.allowUnprotected && err instanceof IoFlusherError) return { reexecuted: false, unprotectedThreads: unprotected(), error: err };
+    if (allowUnprotected && err instanceof IoFlusherError) return { reexecuted: false, unprotectedThreads: unprotected(), error: err };
     throw err;
   }
   const env = { ...process.env, [REEXEC_ENV]: reexecMarker() };

@@ -90,7 +90,13 @@ function validateOptions(options: PrepareDaemonOptions): void {
   }
 }
 
-export function prepareDaemonWith(ioFlusher: IoFlusher, options: PrepareDaemonOptions = {}): PrepareDaemonReport {
+export function prepareDaemonWith(ioFlusher: IoFlusher, given: PrepareDaemonOptions = {}): PrepareDaemonReport {
+  assertObject(given, 'options');
+  // One read of every option (a getter answering differently the second time must not get past the checks).
+  const options: PrepareDaemonOptions = { ...given };
+  if (typeof options.memlockLimit === 'object' && options.memlockLimit !== null) options.memlockLimit = { ...options.memlockLimit };
+  if (typeof options.lockMemory === 'object' && options.lockMemory !== null) options.lockMemory = { ...options.lockMemory };
+  if (Array.isArray(options.required)) options.required = [...options.required];
   validateOptions(options);
   const wanted: Record<PrepareStepName, unknown> = {
     memlockLimit: options.memlockLimit ?? false,

@@ -70,3 +70,13 @@ describe('prepareDaemon() never silently skips a required step', () => {
     expect(out).toEqual({ codes: ['ERR_INVALID_ARG_VALUE', 'ERR_INVALID_ARG_VALUE', 'ERR_INVALID_ARG_VALUE', 'ERR_INVALID_ARG_VALUE'], unchanged: true });
   });
 });
+
+describe('options are read once', () => {
+  it('a getter that answers a valid value first and a bad one later does not get past prepareDaemon()\'s checks', () => {
+    const out = run(`${STATE} const before = state(); let reads = 0;
+      const options = { lockMemory: false, ioFlusher: false, get oomScoreAdj() { return reads++ === 0 ? 500 : 'x'; } };
+      let result; try { result = io.prepareDaemon(options).steps.map((s) => [s.step, s.done]); } catch (e) { result = e.code; }
+      out({ result, reads, oom: io.getOomScoreAdj() });`, { IO_FLUSHER_BACKEND: 'emulated', NODE_NO_WARNINGS: '1' });
+    expect(out).toEqual({ result: [['oomScoreAdj', true]], reads: 1, oom: 500 });
+  });
+});
