@@ -218,6 +218,24 @@ function restoreAbandonedBroadcast(binding: NativeBinding, self: number): void {
   binding.broadcastRestore(signo, owner);
 }
 
+/**
+ * After a call left its handler installed: checks every 100 ms (for up to a minute, without keeping the event loop
+ * alive) whether the late signal has been taken, and restores the previous action then, so the handler does not
+ * outlive the late thread even if nothing calls again. Restores only while the handler is still the one left behind
+ * (owner 0): a later call that reclaimed it and installed its own is left alone.
+ */
+function restoreOnceTaken(binding: NativeBinding, signo: number): void {
+  let checks = 0;
+  const timer = setInterval(() => {
+    if (binding.broadcastSignal() !== signo || binding.broadcastOwner() !== 0 || ++checks > 600) clearInterval(timer);
+    else if (threadsWithSignalPending(signo).length === 0) {
+      binding.broadcastRestore(signo, 0);
+      clearInterval(timer);
+    }
+  }, 100);
+  timer.unref();
+}
+
 /** Verifies every thread from /proc and builds the report. */
 function finish(
   enabled: boolean,
@@ -418,7 +436,7 @@ export function setProcessIoFlusherWith(
     // handler stays, and the next call restores it once nothing is pending (restoreAbandonedBroadcast).
     const pendingNow = stillPending.filter((tid) => signalMaskHas(tid, 'SigPnd', signo) === true);
     if (pendingNow.length === 0) handlerRestored = binding.broadcastRestore(signo, self) === 0;
-    else binding.broadcastLeave();
+    else if (binding.broadcastLeave() === 0) restoreOnceTaken(binding, signo);
   }
   return done(selfResult, finish(enabled, backend, outcomes, { signal: signo, passes, started, handlerRestored }));
 }

@@ -76,6 +76,10 @@ describe('setProcessIoFlusher: the broadcast never wedges', () => {
       await tracer.done;
       for (let i = 0; i < 500 && pendingBit(tid, signo); i++) await new Promise((r) => setTimeout(r, 10));
       expect(pendingBit(tid, signo)).toBe(false);
+      // Once the signal is taken the library restores the previous action on its own, without another call.
+      for (let i = 0; i < 500 && binding.broadcastSignal() !== 0; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(binding.broadcastSignal()).toBe(0);
+      expect(binding.signalDisposition(signo)).toBe(0);
       const after = reportOf(() => native.setProcessIoFlusher(true));
       expect(after.handlerRestored).toBe(true);
       expect(after.threads.find((t) => t.tid === tid)).toMatchObject({ via: 'signal' });
