@@ -56,7 +56,10 @@ export interface ProcessIoFlusherReport {
   unreachable: number;
   /** Every live thread is covered (threads that exited during the call do not count against it). */
   complete: boolean;
-  /** The previous action of the signal was restored (false only when a signalled thread never took it). */
+  /**
+   * The previous action of the signal was restored by the end of the call: false when a signalled thread had not
+   * taken the signal yet (restoring SIG_DFL then would kill the process when it arrives); it is restored once it has.
+   */
   handlerRestored: boolean;
 }
 
