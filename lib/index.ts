@@ -10,7 +10,7 @@ import { IoFlusher, IoFlusherOptions, probeWith, ProbeResult } from './io-flushe
 import type { ProcessIoFlusherOptions, ProcessIoFlusherReport } from './process-wide';
 import { reexecWithIoFlusher as reexecWith, ReexecResult } from './exec';
 import { PrepareDaemonOptions, PrepareDaemonReport, prepareDaemonWith } from './prepare';
-import { capabilitiesFromStatus, CapabilitySets, readStatus, ThreadFlags } from './procfs';
+import { assertProcessId, capabilitiesFromStatus, CapabilitySets, readStatus, ThreadFlags } from './procfs';
 import { assertId } from './validate';
 
 export { IoFlusher } from './io-flusher';
@@ -128,6 +128,9 @@ export function probe(): ProbeResult {
 
 /** Effective, permitted, inheritable, bounding and ambient capability sets of a process, by name. */
 export function capabilities(pid?: number): CapabilitySets {
-  if (pid !== undefined) assertId(pid, 'pid');
+  if (pid !== undefined) {
+    assertId(pid, 'pid');
+    assertProcessId(pid);
+  }
   return capabilitiesFromStatus(readStatus(pid ?? 'self'));
 }

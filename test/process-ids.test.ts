@@ -29,7 +29,7 @@ describe('process ids and thread ids', () => {
       });
     });
     expect(workerTid).not.toBe(process.pid);
-    for (const call of [() => io.threadFlags(workerTid), () => io.listThreads(workerTid)]) {
+    for (const call of [() => io.threadFlags(workerTid), () => io.listThreads(workerTid), () => io.capabilities(workerTid)]) {
       expect(call).toThrow(expect.objectContaining({ code: 'ESRCH', reason: 'no-such-thread', message: expect.stringContaining(`${workerTid} is a thread of process ${process.pid}`) }));
     }
     // As a thread of its process it is fine.
