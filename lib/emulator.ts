@@ -202,9 +202,10 @@ export class EmulatedKernel {
   }
 
   /** The modelled task flags (only the bits the model owns) of a thread of this process, if it is known. */
-  flagsOf(tid: number): number | undefined {
+  flagsOf(tid: number, startTime: number | undefined = tid === this.tid ? this.startTime : threadStartTime(tid)): number | undefined {
+    // With the thread's start time (stat field 22; read here unless the caller has it), a dead thread's entry whose
+    // tid was reused is not taken for the live thread's.
     if (tid === this.tid) return this.registry.get(tid);
-    const startTime = threadStartTime(tid);
     return startTime === undefined ? undefined : this.registry.get(tid, startTime);
   }
 

@@ -148,7 +148,7 @@ export class IoFlusher {
     // No pid: the calling thread. A pid alone (this process's too, even from a Worker): that process's main thread.
     const theTid = tid ?? (pid === undefined ? this.kernel.threadId() : thePid);
     const stat = readThreadStat(thePid, theTid);
-    return this.describe(thePid, stat.tid, stat.name, stat.flags);
+    return this.describe(thePid, stat.tid, stat.name, stat.flags, stat.startTime);
   }
 
   /**
@@ -159,14 +159,14 @@ export class IoFlusher {
   listThreads(pid?: number): ThreadFlags[] {
     if (pid !== undefined) assertId(pid, 'pid');
     const thePid = pid ?? process.pid;
-    return readProcessThreads(thePid).map((stat) => this.describe(thePid, stat.tid, stat.name, stat.flags));
+    return readProcessThreads(thePid).map((stat) => this.describe(thePid, stat.tid, stat.name, stat.flags, stat.startTime));
   }
 
-  private describe(pid: number, tid: number, name: string, kernelFlags: number): ThreadFlags {
+  private describe(pid: number, tid: number, name: string, kernelFlags: number, startTime: number): ThreadFlags {
     const emulator = this.kernel.emulator;
     if (!emulator || pid !== process.pid) return describeFlags(pid, tid, name, kernelFlags, false);
     // Under the emulator the kernel has not set these bits; show the model's, marked as emulated.
-    const modelled = emulator.flagsOf(tid) ?? 0;
+    const modelled = emulator.flagsOf(tid, startTime) ?? 0;
     return describeFlags(pid, tid, name, withModelledIoFlusher(kernelFlags, modelled), true);
   }
 

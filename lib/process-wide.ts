@@ -245,7 +245,7 @@ function finish(
   backend: KernelBackend,
   outcomes: Map<number, Omit<ThreadCoverage, 'name' | 'flags' | 'covered'>>,
   extra: { signal: number | null; passes: number; started: number; handlerRestored: boolean },
-  modelledFlags?: (tid: number) => number | undefined,
+  modelledFlags?: (tid: number, startTime: number) => number | undefined,
 ): ProcessIoFlusherReport {
   const threads: ThreadCoverage[] = [];
   for (const [tid, outcome] of [...outcomes].sort((a, b) => a[0] - b[0])) {
@@ -254,7 +254,7 @@ function finish(
     try {
       const stat = readThreadStat(process.pid, tid);
       name = stat.name;
-      const modelled = modelledFlags?.(tid);
+      const modelled = modelledFlags?.(tid, stat.startTime);
       flags = modelled === undefined ? stat.flags : withModelledIoFlusher(stat.flags, modelled);
     } catch {
       // Gone since.
@@ -344,7 +344,7 @@ export function setProcessIoFlusherWith(
       emulator.setFlagsOf(tid, enabled ? flags | IO_FLUSHER_FLAGS : flags & ~IO_FLUSHER_FLAGS);
       outcomes.set(tid, { tid, via: 'emulated' });
     }
-    return done(selfResult, finish(enabled, backend, outcomes, { signal: null, passes: 1, started, handlerRestored: true }, (tid) => emulator.flagsOf(tid)));
+    return done(selfResult, finish(enabled, backend, outcomes, { signal: null, passes: 1, started, handlerRestored: true }, (tid, startTime) => emulator.flagsOf(tid, startTime)));
   }
 
   const binding = backend.binding!;
