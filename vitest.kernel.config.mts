@@ -1,18 +1,25 @@
 import { defineConfig } from 'vitest/config';
 
 // The real-kernel suite, run inside a VM by scripts/test-kernel.mjs through scripts/kernel-run, which sets
-// IO_FLUSHER_KERNEL_MODE. Each mode runs the conformance table and its own file. In `full` and `nocap` the host
+// IO_FLUSHER_KERNEL_MODE. Each mode runs the conformance table, the seeded differential test and its own file. In `full` and `nocap` the host
 // suite's native API file runs too, so its capability-dependent cases take the other branch here. The rest of the
 // host suite stays on the host: under software emulation every Node start costs seconds.
 const mode = process.env.IO_FLUSHER_KERNEL_MODE ?? 'unset';
-const hostSuite = mode === 'oldkernel' ? [] : ['test/native-api.test.ts'];
+const hostSuite = mode === 'oldkernel' ? [] : ['test/native-api.test.ts', 'test/broadcast-faults.test.ts'];
 // Memory locking needs CAP_IPC_LOCK only: mode full runs it (memory-scopes: no abort on each Node major;
 // memory-residency: locked code stays resident under a memory hog).
 const memorySuite = mode === 'full' ? ['test/kernel/memory-*.test.ts'] : [];
 
 export default defineConfig({
   test: {
-    include: ['test/kernel/conformance.test.ts', `test/kernel/${mode}.test.ts`, 'test/node-runtime.test.ts', ...hostSuite, ...memorySuite],
+    include: [
+      'test/kernel/conformance.test.ts',
+      'test/kernel/differential.test.ts',
+      `test/kernel/${mode}.test.ts`,
+      'test/node-runtime.test.ts',
+      ...hostSuite,
+      ...memorySuite,
+    ],
     globalSetup: ['test/global-setup.ts'],
     testTimeout: 300_000,
     hookTimeout: 300_000,

@@ -9,6 +9,7 @@ import { FailureContext } from './errors';
 import { EINVAL } from './kernel-constants';
 import { loadNativeBinding, NativeBinding, requireNativeBinding } from './native-binding';
 import { inUserNamespace, readProcFile, sysResourceInStatusText } from './procfs';
+import { invalidEnvironment } from './validate';
 
 export type BackendName = 'native' | 'emulated';
 export type BackendChoice = BackendName | 'auto';
@@ -96,7 +97,7 @@ export function backendFromEnvironment(): BackendChoice | undefined {
   const value = process.env[BACKEND_ENV];
   if (value === undefined || value === '') return undefined;
   if (!(BACKEND_CHOICES as readonly string[]).includes(value)) {
-    throw new RangeError(`${BACKEND_ENV} must be one of ${BACKEND_CHOICES.join(', ')}; got ${JSON.stringify(value)}`);
+    throw invalidEnvironment(BACKEND_ENV, value, `one of ${BACKEND_CHOICES.join(', ')}`);
   }
   return value as BackendChoice;
 }

@@ -6,7 +6,7 @@
 import { BACKEND_CHOICES, BackendChoice } from './backend';
 import { IoFlusherError } from './errors';
 import { IoFlusher, ProbeResult } from './io-flusher';
-import { describeFlags, readProcessThreads, ThreadFlags } from './procfs';
+import { describeFlags, escapeName, readProcessThreads, ThreadFlags } from './procfs';
 import { ExecError, execve, preloadOption, PRELOAD_MLOCK_ENV, resolveCommand, saveStdioFlags } from './exec';
 import { memoryState, setMemlockLimit, setOomScoreAdj } from './memory';
 import { loadNativeBinding } from './native-binding';
@@ -43,11 +43,12 @@ const USAGE = `Usage:
       Report kernel support, CAP_SYS_RESOURCE, the backend in use, and the memalloc flags of every thread of a
       process (default: io-flusher itself). Exit status: 0 protection can be had here; 3 kernel has it but this
       process is not permitted (CAP_SYS_RESOURCE missing, or a filter); 4 kernel lacks it (Linux < 5.6, not Linux,
-      or a filter answering EINVAL); 5 native addon not loadable; 2 usage error; 1 other failure.
+      or a filter answering EINVAL); 5 native addon not loadable; 6 no such process (--pid); 2 usage error; 1 other failure.
   io-flusher exec [--clear] [--allow-unprotected] [--keep-fds N,...] [--backend B]
-                  [--mlock[=mapped|touched]] [--oom-score-adj N] [--memlock-limit BYTES|unlimited] -- COMMAND [ARGS...]
+                  [--mlock[=mapped|touched]] [--oom-score-adj N] [--memlock-limit BYTES|unlimited] [--] COMMAND [ARGS...]
       Put this thread in IO_FLUSHER state (--clear: out of it), then execve COMMAND (no shell), so every thread of
-      COMMAND has the state from birth. COMMAND inherits stdio, systemd's LISTEN_FDS and the --keep-fds descriptors.
+      COMMAND has the state from birth. Options end at COMMAND (or --): everything after it is COMMAND's.
+      COMMAND inherits stdio, systemd's LISTEN_FDS and the --keep-fds descriptors (which must be open), nothing else.
       --oom-score-adj and --memlock-limit are set before exec (both survive it). --mlock locks the code scope (mapped,
       the default, or touched pages; see lockMemory) of a Node COMMAND only: memory locks end at execve, so a
       preload locks at its start.
@@ -125,7 +126,7 @@ export function formatThreadTable(threads: ThreadFlags[]): string {
   for (const t of threads) {
     rows.push([
       String(t.tid),
-      t.name,
+      escapeName(t.name),
       hex(t.flags),
       t.ioFlusher ? (t.emulated ? 'yes (emulated)' : 'yes') : 'no',
       yes(t.memallocNoio),
@@ -172,7 +173,14 @@ function check(argv: string[], out: (s: string) => void): number {
   const instance = new IoFlusher({ backend: backend ?? 'auto' }, backend ? '--backend' : 'default (auto)');
   const probe = instance.probe();
   const code = checkExitCode(probe);
-  const threads = instance.listThreads(pid);
+  let threads: ThreadFlags[];
+  try {
+    threads = instance.listThreads(pid);
+  } catch (err) {
+    if ((err as IoFlusherError).code !== 'ESRCH') throw err;
+    warn(`no process ${pid}: ${(err as IoFlusherError).message}`);
+    return EXIT.NO_PROCESS;
+  }
   const memory = memoryState(pid ?? 'self');
   if (args.flags.has('json')) {
     out(JSON.stringify({ ...probe, exitCode: code, verdict: verdict(probe, code), pid: pid ?? process.pid, memory, threads }, null, 2));
@@ -202,18 +210,37 @@ function warn(message: string): void {
   require('node:fs').writeSync(2, `io-flusher: ${message}\n`);
 }
 
+const EXEC_VALUE_OPTIONS = ['backend', 'keep-fds', 'mlock', 'oom-score-adj', 'memlock-limit'] as const;
+
+/**
+ * exec's own options end at `--` or at the first argument that is not an option, as in env(1), setpriv(1) and
+ * chrt(1): everything from COMMAND on is COMMAND's, so `exec node -e x --allow-unprotected` never reads
+ * `--allow-unprotected` as its own.
+ */
+export function splitExecArgs(argv: string[]): { own: string[]; command: string[] } {
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') return { own: argv.slice(0, i), command: argv.slice(i + 1) };
+    if (!arg.startsWith('-') || arg === '-') return { own: argv.slice(0, i), command: argv.slice(i) };
+    // `--name value`: the value goes with its option (bare --mlock takes none: it means the default flags).
+    const name = arg.slice(2);
+    if (arg.startsWith('--') && name !== 'mlock' && (EXEC_VALUE_OPTIONS as readonly string[]).includes(name)) i++;
+  }
+  return { own: argv, command: [] };
+}
+
 function exec(argv: string[]): number {
-  const dash = argv.indexOf('--');
-  const own = (dash < 0 ? argv.filter((a) => a.startsWith('--')) : argv.slice(0, dash)).map((a) => (a === '--mlock' ? '--mlock=mapped' : a));
-  const command = dash < 0 ? argv.filter((a) => !a.startsWith('--')) : argv.slice(dash + 1);
-  const args = parseArgs(own, ['backend', 'keep-fds', 'mlock', 'oom-score-adj', 'memlock-limit'], ['clear', 'allow-unprotected']);
+  const split = splitExecArgs(argv);
   // --mlock alone means the lockMemory() default; parseArgs wants a value, so accept the bare flag here.
+  const own = split.own.map((a) => (a === '--mlock' ? '--mlock=mapped' : a));
+  const command = split.command;
+  const args = parseArgs(own, EXEC_VALUE_OPTIONS, ['clear', 'allow-unprotected']);
+  if (args.positional.length) throw new UsageError(`unknown option ${args.positional[0]}`);
   const keepFdsArg = args.flags.get('keep-fds');
   const keepFds = typeof keepFdsArg === 'string' ? keepFdsArg.split(',').map((fd) => {
     if (!/^\d{1,7}$/.test(fd)) throw new UsageError(`--keep-fds wants descriptor numbers like 3,4; got ${keepFdsArg}`);
     return Number(fd);
   }) : [];
-  if (args.positional.length && dash >= 0) throw new UsageError(`unexpected ${args.positional.join(' ')} before --`);
   if (command.length === 0) throw new UsageError('exec needs a COMMAND');
   const mlock = parseMlock(args.flags.get('mlock'));
   const oomScoreAdj = parseOomScoreAdj(args.flags.get('oom-score-adj'));
@@ -222,6 +249,9 @@ function exec(argv: string[]): number {
   if (!native.loaded) {
     warn(`cannot exec: ${native.error}`);
     return EXIT.EXEC_FAILED;
+  }
+  for (const fd of keepFds) {
+    if (native.binding.getFdCloexec(fd) < 0) throw new UsageError(`--keep-fds ${fd}: not an open descriptor of this process`);
   }
   if (mlock) {
     // mlockall's locks end at execve (man 2 mlockall): only a Node program can be made to lock itself, by preload.
@@ -249,7 +279,7 @@ function exec(argv: string[]): number {
   }
   // These survive execve (proc(5) oom_score_adj, setrlimit(2)): set them here for COMMAND.
   const steps: Array<[string, () => unknown]> = [];
-  if (memlockLimit) steps.push(['--memlock-limit', () => setMemlockLimit(memlockLimit, memlockLimit)]);
+  if (memlockLimit !== undefined) steps.push(['--memlock-limit', () => setMemlockLimit(memlockLimit, memlockLimit)]);
   if (oomScoreAdj !== undefined) steps.push(['--oom-score-adj', () => setOomScoreAdj(oomScoreAdj)]);
   for (const [flag, step] of steps) {
     try {
@@ -299,7 +329,9 @@ function parseMemlockLimit(value: string | true | undefined): number | undefined
   if (value === 'unlimited' || value === 'infinity') return Infinity;
   const m = typeof value === 'string' ? /^(\d+)([KMG]?)$/i.exec(value) : null;
   if (!m) throw new UsageError(`--memlock-limit takes bytes (with K, M or G) or unlimited; got ${String(value)}`);
-  return Number(m[1]) * 1024 ** ' KMG'.indexOf((m[2] || ' ').toUpperCase());
+  const bytes = Number(m[1]) * 1024 ** ' KMG'.indexOf((m[2] || ' ').toUpperCase());
+  if (!Number.isSafeInteger(bytes)) throw new UsageError(`--memlock-limit ${value} is out of range (at most ${Number.MAX_SAFE_INTEGER} bytes, or unlimited)`);
+  return bytes;
 }
 
 /** Whether a command file is a Node executable (for --mlock's preload). */
@@ -313,18 +345,20 @@ function status(argv: string[], out: (s: string) => void): number {
   const args = parseArgs(argv, [], ['json', 'check']);
   const pids = args.positional.length ? args.positional.map((p) => parsePid(p)!) : [process.pid];
   const processes: Array<{ pid: number; threads: ThreadFlags[] }> = [];
+  const missing: number[] = [];
   for (const pid of pids) {
     try {
       processes.push({ pid, threads: readProcessThreads(pid).map((t) => describeFlags(pid, t.tid, t.name, t.flags, false)) });
     } catch (err) {
       if ((err as IoFlusherError).code !== 'ESRCH') throw err;
-      warn(`no process ${pid}`);
-      return EXIT.NO_PROCESS;
+      // Reported, and the processes that do exist are still shown.
+      warn(`no process ${pid}: ${(err as IoFlusherError).message}`);
+      missing.push(pid);
     }
   }
   const lacking = processes.flatMap((p) => p.threads.filter((t) => !t.ioFlusher));
   if (args.flags.has('json')) {
-    out(JSON.stringify({ processes, lacking: lacking.map(({ pid, tid, name }) => ({ pid, tid, name })) }, null, 2));
+    out(JSON.stringify({ processes, missing, lacking: lacking.map(({ pid, tid, name }) => ({ pid, tid, name })) }, null, 2));
   } else {
     out(
       processes
@@ -332,8 +366,9 @@ function status(argv: string[], out: (s: string) => void): number {
         .join('\n\n'),
     );
   }
+  if (missing.length) return EXIT.NO_PROCESS;
   if (args.flags.has('check') && lacking.length) {
-    warn(`${lacking.length} thread(s) lack IO_FLUSHER: ${lacking.map((t) => `${t.pid}/${t.tid} (${t.name})`).join(', ')}`);
+    warn(`${lacking.length} thread(s) lack IO_FLUSHER: ${lacking.map((t) => `${t.pid}/${t.tid} (${escapeName(t.name)})`).join(', ')}`);
     return EXIT.UNPROTECTED;
   }
   return EXIT.OK;

@@ -20,7 +20,8 @@
  */
 import * as fs from 'node:fs';
 import * as wt from 'node:worker_threads';
-import { readProcFile, sysResourceInStatusText, threadSelfId } from './procfs';
+import { readProcFile, readThreadStat, sysResourceInStatusText, threadSelfId } from './procfs';
+import { assertOptionalBoolean, invalidEnvironment } from './validate';
 import {
   EINVAL,
   EPERM,
@@ -54,7 +55,7 @@ function envBoolean(name: string): boolean | undefined {
   if (value === undefined || value === '') return undefined;
   if (value === '1' || value === 'true') return true;
   if (value === '0' || value === 'false') return false;
-  throw new RangeError(`${name} must be '1' or '0', got ${JSON.stringify(value)}`);
+  throw invalidEnvironment(name, value, "'1' or '0' (or 'true' / 'false')");
 }
 
 /** Whether this process really holds CAP_SYS_RESOURCE in its effective set. */
@@ -90,30 +91,47 @@ export function withModelledIoFlusher(kernelFlags: number, modelled: number): nu
   return ((kernelFlags & ~IO_FLUSHER_FLAGS) | (modelled & IO_FLUSHER_FLAGS)) >>> 0;
 }
 
-/** Shared tid -> flags table. Slot i: [2i] = tid (0 = free), [2i+1] = modelled flags. */
+/** When a thread of this process started (stat field 22), or undefined when it is gone or unknown (no /proc). */
+function threadStartTime(tid: number): number | undefined {
+  try {
+    return readThreadStat(process.pid, tid).startTime;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Shared tid -> flags table. Slot i: [3i] = tid (0 = free), [3i+1] = modelled flags, [3i+2] = the thread's start
+ * time (stat field 22, truncated to 32 bits). Tids are reused once a thread exits: an entry whose start time differs
+ * from the live thread's belongs to a dead thread, and its state must not pass to the new one.
+ */
 class ThreadRegistry {
   constructor(private readonly slots: Int32Array) {}
 
   static forThisThread(): ThreadRegistry {
     let buffer = wt.getEnvironmentData(ENV_DATA_REGISTRY) as SharedArrayBuffer | undefined;
     if (!(buffer instanceof SharedArrayBuffer)) {
-      buffer = new SharedArrayBuffer(REGISTRY_SLOTS * 2 * Int32Array.BYTES_PER_ELEMENT);
+      buffer = new SharedArrayBuffer(REGISTRY_SLOTS * 3 * Int32Array.BYTES_PER_ELEMENT);
       wt.setEnvironmentData(ENV_DATA_REGISTRY, buffer);
     }
     return new ThreadRegistry(new Int32Array(buffer));
   }
 
-  get(tid: number): number | undefined {
-    for (let i = 0; i < this.slots.length; i += 2) {
-      if (Atomics.load(this.slots, i) === tid) return Atomics.load(this.slots, i + 1) >>> 0;
+  /** The flags of `tid`; with `startTime`, only if the entry was made for the thread that started then. */
+  get(tid: number, startTime?: number): number | undefined {
+    for (let i = 0; i < this.slots.length; i += 3) {
+      if (Atomics.load(this.slots, i) !== tid) continue;
+      if (startTime !== undefined && Atomics.load(this.slots, i + 2) !== (startTime | 0)) return undefined;
+      return Atomics.load(this.slots, i + 1) >>> 0;
     }
     return undefined;
   }
 
-  set(tid: number, flags: number): void {
-    for (let i = 0; i < this.slots.length; i += 2) {
+  set(tid: number, flags: number, startTime: number): void {
+    for (let i = 0; i < this.slots.length; i += 3) {
       const owner = Atomics.load(this.slots, i);
       if (owner === tid || (owner === 0 && Atomics.compareExchange(this.slots, i, 0, tid) === 0)) {
+        Atomics.store(this.slots, i + 2, startTime | 0);
         Atomics.store(this.slots, i + 1, flags | 0);
         return;
       }
@@ -121,20 +139,21 @@ class ThreadRegistry {
     // Full: a process with more than REGISTRY_SLOTS emulated threads. The calling thread's own state still works.
   }
 
-  /** Every thread id with a modelled state. */
-  entries(): Array<[number, number]> {
-    const out: Array<[number, number]> = [];
-    for (let i = 0; i < this.slots.length; i += 2) {
+  /** Every thread id with a modelled state: [tid, flags, startTime]. */
+  entries(): Array<[number, number, number]> {
+    const out: Array<[number, number, number]> = [];
+    for (let i = 0; i < this.slots.length; i += 3) {
       const tid = Atomics.load(this.slots, i);
-      if (tid !== 0) out.push([tid, Atomics.load(this.slots, i + 1) >>> 0]);
+      if (tid !== 0) out.push([tid, Atomics.load(this.slots, i + 1) >>> 0, Atomics.load(this.slots, i + 2)]);
     }
     return out;
   }
 
   delete(tid: number): void {
-    for (let i = 0; i < this.slots.length; i += 2) {
+    for (let i = 0; i < this.slots.length; i += 3) {
       if (Atomics.load(this.slots, i) === tid) {
         Atomics.store(this.slots, i + 1, 0);
+        Atomics.store(this.slots, i + 2, 0);
         Atomics.store(this.slots, i, 0);
       }
     }
@@ -147,6 +166,7 @@ function inheritedFlags(): number {
   const fromParent = process.env[EMULATED_FLAGS_ENV];
   if (typeof fromCreator === 'number') flags = fromCreator;
   else if (fromParent && /^[0-9a-f]{1,8}$/i.test(fromParent)) flags = Number.parseInt(fromParent, 16);
+  else if (fromParent) throw invalidEnvironment(EMULATED_FLAGS_ENV, fromParent, 'a task flags word in hex, as io-flusher sets it');
   // copy_process() clears PF_SUPERPRIV in the new task (kernel/fork.c); the IO_FLUSHER bits are copied.
   return (flags & ~PF_SUPERPRIV) >>> 0;
 }
@@ -157,31 +177,41 @@ export class EmulatedKernel {
   readonly kernelSupport: boolean;
   private readonly registry = ThreadRegistry.forThisThread();
   private readonly tid = currentThreadId();
+  /** This thread's start time: fixed for its life, so read once (the model's prctl stays a table lookup). */
+  private readonly startTime = threadStartTime(this.tid) ?? 0;
 
   constructor(options: EmulatorOptions = {}) {
+    assertOptionalBoolean(options.capSysResource, 'options.emulator.capSysResource');
+    assertOptionalBoolean(options.kernelSupport, 'options.emulator.kernelSupport');
     this.capSysResource = options.capSysResource ?? envBoolean(EMULATED_CAPABILITY_ENV) ?? realCapSysResource();
     this.kernelSupport = options.kernelSupport ?? envBoolean(EMULATED_SUPPORT_ENV) ?? true;
-    if (this.registry.get(this.tid) === undefined) {
+    if (this.registry.get(this.tid, this.startTime) === undefined) {
       const inherited = inheritedFlags();
       if (wt.isMainThread && inherited) {
         // This process was started by a thread in emulated IO_FLUSHER state: every thread it has now was created
         // after that by its main thread, so, as with the real kernel, all of them inherited the state.
-        for (const tid of listOwnThreads()) if (this.registry.get(tid) === undefined) this.registry.set(tid, inherited);
+        for (const tid of listOwnThreads()) {
+          const startTime = threadStartTime(tid);
+          if (startTime !== undefined && this.registry.get(tid, startTime) === undefined) this.registry.set(tid, inherited, startTime);
+        }
       }
-      this.registry.set(this.tid, inherited);
+      this.registry.set(this.tid, inherited, this.startTime);
       // A Worker's tid can be reused after it exits; drop its entry then.
       if (!wt.isMainThread) process.once('exit', () => this.registry.delete(this.tid));
     }
   }
 
   /** The modelled task flags (only the bits the model owns) of a thread of this process, if it is known. */
-  flagsOf(tid: number): number | undefined {
-    return this.registry.get(tid);
+  flagsOf(tid: number, startTime: number | undefined = tid === this.tid ? this.startTime : threadStartTime(tid)): number | undefined {
+    // With the thread's start time (stat field 22; read here unless the caller has it), a dead thread's entry whose
+    // tid was reused is not taken for the live thread's.
+    if (tid === this.tid) return this.registry.get(tid);
+    return startTime === undefined ? undefined : this.registry.get(tid, startTime);
   }
 
   /** Every thread of this process with a modelled state: [tid, flags]. */
   knownThreads(): Array<[number, number]> {
-    return this.registry.entries();
+    return this.registry.entries().map(([tid, flags]) => [tid, flags]);
   }
 
   /** The calling thread's id, as the model keys it. */
@@ -196,7 +226,9 @@ export class EmulatedKernel {
 
   /** Sets the modelled flags of a thread of this process, as the process-wide set does for threads it reaches. */
   setFlagsOf(tid: number, flags: number): void {
-    this.registry.set(tid, flags >>> 0);
+    const startTime = tid === this.tid ? this.startTime : threadStartTime(tid);
+    if (startTime === undefined) return; // gone: nothing to model
+    this.registry.set(tid, flags >>> 0, startTime);
     if (tid === this.tid) this.publishForNewThreads(flags >>> 0);
   }
 

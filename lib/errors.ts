@@ -16,6 +16,7 @@ import { EINVAL, EPERM, IO_FLUSHER_MIN_KERNEL, PRCTL_OPTION_NAMES } from './kern
  * - `limit-exceeded`: a memory lock would exceed RLIMIT_MEMLOCK (the process lacks CAP_IPC_LOCK).
  * - `prepare-failed`: prepareDaemon(): one or more required steps failed (see `report`).
  * - `signal-in-use`: the process-wide set was asked to use a signal that already has a handler, or none was free.
+ * - `reexec-impossible`: reexecWithIoFlusher() cannot run the same program again (it was read from stdin).
  * - `unexpected-errno`: any other errno.
  */
 export type IoFlusherErrorReason =
@@ -28,6 +29,7 @@ export type IoFlusherErrorReason =
   | 'signal-in-use'
   | 'limit-exceeded'
   | 'prepare-failed'
+  | 'reexec-impossible'
   | 'unexpected-errno';
 
 export interface IoFlusherErrorFields {

@@ -11,8 +11,10 @@ import { IoFlusherError } from './errors';
 import { IoFlusher } from './io-flusher';
 import { NativeBinding, requireNativeBinding } from './native-binding';
 import * as tty from 'node:tty';
+import { readThreadStat } from './procfs';
+import { assertObject, assertOptionalBoolean } from './validate';
 
-/** Set on the re-executed process (value: its pid, which execve keeps) so reexecWithIoFlusher() runs only once. */
+/** Set on the re-executed process (value: its pid and start time, which execve keeps) so reexecWithIoFlusher() runs only once. */
 export const REEXEC_ENV = 'IO_FLUSHER_REEXEC';
 
 const ENOENT = 2;
@@ -25,19 +27,26 @@ export function preloadOption(): string {
   return `--require=${JSON.stringify(path.join(__dirname, 'preload.js'))}`;
 }
 
-/** Finds a command like execvp(3): names with a '/' as given, others through PATH. */
+/**
+ * Finds a command like execvp(3): names with a '/' as given, others through PATH, skipping matches that are not
+ * executable regular files. When only non-executable matches exist, the first is returned, so execve answers EACCES
+ * (exit 126) as execvp would.
+ */
 export function resolveCommand(command: string, envPath = process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin'): string | undefined {
   if (command.includes('/')) return fs.existsSync(command) ? command : undefined;
+  if (command === '') return undefined;
+  let denied: string | undefined;
   for (const dir of envPath.split(':')) {
     const candidate = path.join(dir || '.', command);
     try {
-      const st = fs.statSync(candidate);
-      if (st.isFile()) return candidate;
-    } catch {
-      // next
+      if (!fs.statSync(candidate).isFile()) continue;
+      fs.accessSync(candidate, fs.constants.X_OK);
+      return candidate;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EACCES') denied ??= candidate;
     }
   }
-  return undefined;
+  return denied;
 }
 
 const requireBinding = (): NativeBinding => requireNativeBinding('execve');
@@ -47,15 +56,32 @@ export function saveStdioFlags(binding: NativeBinding = requireBinding()): numbe
   return [0, 1, 2].map((fd) => binding.getFdFlags(fd));
 }
 
+/** Where /proc/self/fd/FD points ('anon_inode:[eventpoll]', 'socket:[123]', ...), or undefined when fd is not open. */
+function descriptorTarget(fd: number): string | undefined {
+  try {
+    return fs.readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * The descriptors the new program must inherit: stdio, systemd's socket-activation descriptors (LISTEN_FDS, from
  * fd 3, when LISTEN_PID is this process: execve keeps the pid), and any the caller names.
+ * LISTEN_FDS is bounded by what this process really inherited: the first descriptor Node opens itself is an epoll
+ * instance (Node 20 to 26 all start that way), taking the lowest free number, so every inherited descriptor lies
+ * below the first `anon_inode:[eventpoll]`. A LISTEN_FDS larger than what was passed (stale, or copied from another
+ * process) would otherwise hand Node's own epoll, eventfd and pipe descriptors to COMMAND.
  */
 export function inheritedDescriptors(extra: number[] = []): number[] {
   const fds = new Set([0, 1, 2, ...extra]);
-  const count = Number(process.env.LISTEN_FDS);
-  if (process.env.LISTEN_PID === String(process.pid) && Number.isInteger(count) && count > 0) {
-    for (let fd = 3; fd < 3 + count; fd++) fds.add(fd);
+  const listenFds = process.env.LISTEN_FDS ?? '';
+  if (process.env.LISTEN_PID === String(process.pid) && /^[1-9][0-9]{0,6}$/.test(listenFds)) {
+    for (let fd = 3; fd < 3 + Number(listenFds); fd++) {
+      const target = descriptorTarget(fd);
+      if (target === undefined || target === 'anon_inode:[eventpoll]') break;
+      fds.add(fd);
+    }
   }
   return [...fds].sort((a, b) => a - b);
 }
@@ -67,6 +93,16 @@ export function inheritedDescriptors(extra: number[] = []): number[] {
  * With `saved` flags, stdio gets its saved file status flags back; otherwise O_NONBLOCK is cleared.
  */
 export function restoreStdio(binding: NativeBinding, saved?: number[], keep: number[] = inheritedDescriptors()): void {
+  // libuv marks inherited descriptors close-on-exec only up to the first gap above fd 15, so one inherited at a high
+  // number (a shell's fd 255, a leaked socket) would reach COMMAND: every descriptor not named is closed at exec.
+  const named = new Set(keep);
+  let open: string[] = [];
+  try {
+    open = fs.readdirSync('/proc/self/fd');
+  } catch {
+    // no /proc: only the named descriptors are touched
+  }
+  for (const fd of open.map(Number)) if (!named.has(fd)) binding.setFdCloexec(fd, 1); // -EBADF: the directory's own
   for (const fd of keep) binding.setFdCloexec(fd, 0); // -EBADF for a descriptor that is not open: nothing to keep
   // A terminal left in raw mode by this program would stay raw for the next one. Node restores it only at exit.
   if (tty.isatty(0) && process.stdin.isRaw) process.stdin.setRawMode(false);
@@ -102,7 +138,7 @@ export function execve(
   saved?: number[],
   keepFds?: number[],
 ): never {
-  if (!isMainThread) throw new Error('execve must be called from the main thread');
+  if (!isMainThread) throw mainThreadOnly('execve');
   const file = resolveCommand(command, env.PATH);
   if (!file) {
     throw new ExecError(`ENOENT: no such file or directory, execve '${command}' (not found in PATH)`, 'ENOENT', -ENOENT, 'not-found', command);
@@ -132,25 +168,79 @@ export interface ReexecResult {
   error?: IoFlusherError;
 }
 
+/** The error Node gives for an operation Workers cannot make (process.chdir() in a Worker). */
+export function mainThreadOnly(what: string): TypeError & { code: string } {
+  return Object.assign(new TypeError(`${what} is not supported in workers: call it from the main thread`), { code: 'ERR_WORKER_UNSUPPORTED_OPERATION' });
+}
+
+/**
+ * What IO_FLUSHER_REEXEC holds: this process's pid and start time. execve keeps both, so the re-executed process
+ * recognises itself; a marker inherited from elsewhere (a stale environment, a reused pid) does not match.
+ */
+function reexecMarker(): string {
+  let startTime = 0;
+  try {
+    startTime = readThreadStat(process.pid, process.pid).startTime;
+  } catch {
+    // no /proc: the pid alone
+  }
+  return `${process.pid}:${startTime}`;
+}
+
+/** Set in the re-executed process once its marker has been read (and removed from the environment). */
+let reexecutedHere = false;
+
 /**
  * For a Node daemon started without `io-flusher exec`: sets IO_FLUSHER on the main thread and re-executes this
  * process (same executable, execArgv, argv, environment and stdio), so every thread of the new process has it from
- * birth. In the re-executed process it returns at once and reports any thread lacking the state. Call it first
- * thing: output still buffered in process.stdout/stderr when it execs is lost.
+ * birth. In the re-executed process it returns at once and reports any thread lacking the state; the marker is then
+ * removed from the environment, so the daemon's own children do not inherit it. Call it first thing: output still
+ * buffered in process.stdout/stderr when it execs is lost.
  */
 export function reexecWithIoFlusher(ioFlusher: IoFlusher, options: ReexecOptions = {}): ReexecResult {
-  if (!isMainThread) throw new Error('reexecWithIoFlusher() must be called from the main thread');
+  assertObject(options, 'options');
+  const allowUnprotected = options.allowUnprotected; // read once
+  assertOptionalBoolean(allowUnprotected, 'options.allowUnprotected');
+  if (!isMainThread) throw mainThreadOnly('reexecWithIoFlusher()');
   const unprotected = () => ioFlusher.listThreads().filter((t) => !t.ioFlusher).map(({ tid, name }) => ({ tid, name }));
-  if (process.env[REEXEC_ENV] === String(process.pid)) {
+  const marker = process.env[REEXEC_ENV];
+  if (marker !== undefined) {
+    delete process.env[REEXEC_ENV];
+    if (marker === reexecMarker()) reexecutedHere = true;
+    // Anything else is stale (inherited from a process that re-executed itself, or from a reused pid): ignored.
+  }
+  if (reexecutedHere) {
+    // execve keeps the state, so it is there unless something cleared it since: never report success without it.
+    if (!ioFlusher.threadFlags(process.pid, process.pid).ioFlusher) {
+      throw new IoFlusherError({
+        code: 'ERR_IO_FLUSHER_VERIFY',
+        reason: 'verification-failed',
+        emulated: ioFlusher.emulated,
+        message: 'ERR_IO_FLUSHER_VERIFY: this process was re-executed with IO_FLUSHER set, but its main thread is not in IO_FLUSHER state',
+        hint: 'something cleared the state after the re-exec; call reexecWithIoFlusher() first thing, before other code',
+      });
+    }
     return { reexecuted: true, unprotectedThreads: unprotected() };
+  }
+  // The same program must run again: one read from stdin (node < file, node -) is gone once read.
+  const script = process.argv[1];
+  const evaluated = process.execArgv.some((a) => /^(-e|-p|--eval|--print)(=|$)/.test(a) || /^-[a-z]*[ep]$/.test(a));
+  if (!evaluated && (script === undefined || script === '-')) {
+    throw new IoFlusherError({
+      code: 'ERR_IO_FLUSHER_REEXEC_STDIN',
+      reason: 'reexec-impossible',
+      emulated: ioFlusher.emulated,
+      message: 'ERR_IO_FLUSHER_REEXEC_STDIN: reexecWithIoFlusher() cannot re-execute a program read from stdin, which would not be there to read again',
+      hint: 'run the program from a file, or start it through `io-flusher exec -- node FILE`',
+    });
   }
   const binding = requireBinding();
   try {
     ioFlusher.setIoFlusher(true);
   } catch (err) {
-    if (options.allowUnprotected && err instanceof IoFlusherError) return { reexecuted: false, unprotectedThreads: unprotected(), error: err };
+    if (allowUnprotected && err instanceof IoFlusherError) return { reexecuted: false, unprotectedThreads: unprotected(), error: err };
     throw err;
   }
-  const env = { ...process.env, [REEXEC_ENV]: String(process.pid) };
+  const env = { ...process.env, [REEXEC_ENV]: reexecMarker() };
   return execve(process.execPath, [...process.execArgv, ...process.argv.slice(1)], env, binding);
 }

@@ -6,11 +6,11 @@
  * (code IO_FLUSHER_EMULATED): protection is then NOT in effect. See README.md.
  */
 import { backendFromEnvironment, BACKEND_ENV } from './backend';
-import { IoFlusher, IoFlusherOptions, ProbeResult } from './io-flusher';
+import { IoFlusher, IoFlusherOptions, probeWith, ProbeResult } from './io-flusher';
 import type { ProcessIoFlusherOptions, ProcessIoFlusherReport } from './process-wide';
 import { reexecWithIoFlusher as reexecWith, ReexecResult } from './exec';
 import { PrepareDaemonOptions, PrepareDaemonReport, prepareDaemonWith } from './prepare';
-import { capabilitiesFromStatus, CapabilitySets, readStatus, ThreadFlags } from './procfs';
+import { assertProcessId, capabilitiesFromStatus, CapabilitySets, readStatus, ThreadFlags } from './procfs';
 import { assertId } from './validate';
 
 export { IoFlusher } from './io-flusher';
@@ -119,15 +119,19 @@ export function probe(): ProbeResult {
   try {
     instance = defaultIoFlusher();
   } catch (err) {
-    // An invalid IO_FLUSHER_BACKEND, or a required native addon that is missing: report, do not throw.
-    const bare = new IoFlusher({ backend: 'emulated' }, 'probe');
-    return { ...bare.probe(), backend: null, backendReason: (err as Error).message };
+    // An invalid IO_FLUSHER_* variable, or a required native addon that is missing: report, do not throw.
+    const code = (err as { code?: unknown }).code;
+    const message = (err as Error).message;
+    return probeWith(undefined, typeof code === 'string' && !message.startsWith(code) ? `${code}: ${message}` : message);
   }
   return instance.probe();
 }
 
 /** Effective, permitted, inheritable, bounding and ambient capability sets of a process, by name. */
 export function capabilities(pid?: number): CapabilitySets {
-  if (pid !== undefined) assertId(pid, 'pid');
+  if (pid !== undefined) {
+    assertId(pid, 'pid');
+    assertProcessId(pid);
+  }
   return capabilitiesFromStatus(readStatus(pid ?? 'self'));
 }

@@ -12,6 +12,7 @@ import {
   capabilitiesFromStatus,
   describeFlags,
   inUserNamespace,
+  assertProcessId,
   readProcessThreads,
   readStatus,
   readThreadStat,
@@ -140,13 +141,14 @@ export class IoFlusher {
    * @throws IoFlusherError ESRCH (no-such-thread) when the thread or process does not exist.
    */
   threadFlags(pid?: number, tid?: number): ThreadFlags {
-    const ownProcess = pid === undefined || pid === process.pid;
     if (pid !== undefined) assertId(pid, 'pid');
     if (tid !== undefined) assertId(tid, 'tid');
     const thePid = pid ?? process.pid;
-    const theTid = tid ?? (ownProcess ? this.kernel.threadId() : thePid);
+    if (pid !== undefined) assertProcessId(pid);
+    // No pid: the calling thread. A pid alone (this process's too, even from a Worker): that process's main thread.
+    const theTid = tid ?? (pid === undefined ? this.kernel.threadId() : thePid);
     const stat = readThreadStat(thePid, theTid);
-    return this.describe(thePid, stat.tid, stat.name, stat.flags);
+    return this.describe(thePid, stat.tid, stat.name, stat.flags, stat.startTime);
   }
 
   /**
@@ -157,65 +159,78 @@ export class IoFlusher {
   listThreads(pid?: number): ThreadFlags[] {
     if (pid !== undefined) assertId(pid, 'pid');
     const thePid = pid ?? process.pid;
-    return readProcessThreads(thePid).map((stat) => this.describe(thePid, stat.tid, stat.name, stat.flags));
+    return readProcessThreads(thePid).map((stat) => this.describe(thePid, stat.tid, stat.name, stat.flags, stat.startTime));
   }
 
-  private describe(pid: number, tid: number, name: string, kernelFlags: number): ThreadFlags {
+  private describe(pid: number, tid: number, name: string, kernelFlags: number, startTime: number): ThreadFlags {
     const emulator = this.kernel.emulator;
     if (!emulator || pid !== process.pid) return describeFlags(pid, tid, name, kernelFlags, false);
     // Under the emulator the kernel has not set these bits; show the model's, marked as emulated.
-    const modelled = emulator.flagsOf(tid) ?? 0;
+    const modelled = emulator.flagsOf(tid, startTime) ?? 0;
     return describeFlags(pid, tid, name, withModelledIoFlusher(kernelFlags, modelled), true);
   }
 
   /** What the kernel offers this process and what this instance uses. Never throws. */
   probe(): ProbeResult {
-    const result: ProbeResult = {
-      platform: process.platform,
-      kernelRelease: os.release(),
-      feature: 'unknown',
-      featureDetail: '',
-      capSysResource: null,
-      canSet: false,
-      inUserNamespace: inUserNamespace() ?? null,
-      seccompMode: null,
-      native: { loaded: false, path: null, error: null },
-      backend: this.backend,
-      backendReason: this.backendReason,
-      ioFlusher: null,
-      protectionInEffect: false,
-    };
-    try {
-      const status = readStatus('self');
-      result.capSysResource = capabilitiesFromStatus(status).sysResource;
-      result.seccompMode = seccompModeFromStatus(status) ?? null;
-    } catch {
-      // No /proc (not Linux): leave null.
-    }
-    const native = loadNativeBinding();
-    if (native.loaded) {
-      result.native = { loaded: true, path: native.path, error: null };
-      const rc = native.binding.getIoFlusher();
-      if (rc >= 0) {
-        result.feature = 'present';
-        result.canSet = true;
-        result.featureDetail = `PR_GET_IO_FLUSHER answered ${rc}`;
-      } else if (rc === -EPERM) {
-        result.feature = 'present';
-        result.featureDetail = 'PR_GET_IO_FLUSHER answered EPERM: the kernel has it, the capability check failed';
-      } else if (rc === -EINVAL) {
-        result.feature = 'absent';
-        result.featureDetail = 'PR_GET_IO_FLUSHER answered EINVAL: the kernel lacks it (Linux < 5.6) or a filter hides it';
-      } else {
-        result.featureDetail = `PR_GET_IO_FLUSHER answered errno ${-rc}`;
-      }
-    } else {
-      result.native.error = native.error;
-      result.featureDetail = 'native addon not loaded, so the kernel was not asked';
-    }
-    const got = this.kernel.get();
-    result.ioFlusher = got === 1 ? true : got === 0 ? false : null;
-    result.protectionInEffect = this.backend === 'native' && result.ioFlusher === true;
-    return result;
+    return probeWith(this.kernel, this.backendReason);
   }
+}
+
+/**
+ * probe() for a backend, or for none (no backend could be made: an invalid IO_FLUSHER_* variable, a native backend
+ * required without the addon); then `backend` is null and `backendReason` says why. Never throws.
+ */
+export function probeWith(kernel: KernelBackend | undefined, backendReason: string): ProbeResult {
+  const result: ProbeResult = {
+    platform: process.platform,
+    kernelRelease: os.release(),
+    feature: 'unknown',
+    featureDetail: '',
+    capSysResource: null,
+    canSet: false,
+    inUserNamespace: null,
+    seccompMode: null,
+    native: { loaded: false, path: null, error: null },
+    backend: kernel?.name ?? null,
+    backendReason,
+    ioFlusher: null,
+    protectionInEffect: false,
+  };
+  try {
+    result.inUserNamespace = inUserNamespace() ?? null;
+  } catch {
+    // unknown
+  }
+  try {
+    const status = readStatus('self');
+    result.capSysResource = capabilitiesFromStatus(status).sysResource;
+    result.seccompMode = seccompModeFromStatus(status) ?? null;
+  } catch {
+    // No /proc (not Linux): leave null.
+  }
+  const native = loadNativeBinding();
+  if (native.loaded) {
+    result.native = { loaded: true, path: native.path, error: null };
+    const rc = native.binding.getIoFlusher();
+    if (rc >= 0) {
+      result.feature = 'present';
+      result.canSet = true;
+      result.featureDetail = `PR_GET_IO_FLUSHER answered ${rc}`;
+    } else if (rc === -EPERM) {
+      result.feature = 'present';
+      result.featureDetail = 'PR_GET_IO_FLUSHER answered EPERM: the kernel has it, the capability check failed';
+    } else if (rc === -EINVAL) {
+      result.feature = 'absent';
+      result.featureDetail = 'PR_GET_IO_FLUSHER answered EINVAL: the kernel lacks it (Linux < 5.6) or a filter hides it';
+    } else {
+      result.featureDetail = `PR_GET_IO_FLUSHER answered errno ${-rc}`;
+    }
+  } else {
+    result.native.error = native.error;
+    result.featureDetail = 'native addon not loaded, so the kernel was not asked';
+  }
+  const got = kernel ? kernel.get() : -1;
+  result.ioFlusher = got === 1 ? true : got === 0 ? false : null;
+  result.protectionInEffect = kernel?.name === 'native' && result.ioFlusher === true;
+  return result;
 }

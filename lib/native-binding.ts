@@ -18,13 +18,22 @@ export interface NativeBinding {
   // Process-wide broadcast (native/thread_broadcast.h).
   /** sigaction query: 0 SIG_DFL, 1 SIG_IGN, 2 a handler, or -errno. */
   signalDisposition(signo: number): number;
-  /** Installs the prctl-making handler for `signo` (SA_RESTART), clearing recorded results: 0, -EBUSY or -errno. */
+  /**
+   * Installs the prctl-making handler for `signo` (a real-time signal; SA_RESTART), clearing recorded results and
+   * recording the calling thread as owner: 0, -EBUSY (one is installed), -EINVAL (not SIGRTMIN..SIGRTMAX) or -errno.
+   */
   broadcastInstall(signo: number, value: number): number;
-  /** Restores the action saved by broadcastInstall: 0 or -errno. */
-  broadcastRestore(signo: number): number;
+  /** Restores the action saved by broadcastInstall while `owner` (a tid, or 0) is its owner: 0, -EINVAL, -EBUSY or -errno. */
+  broadcastRestore(signo: number, owner: number): number;
+  /** The owning call returns leaving the handler installed: owner becomes 0. 0, or -EINVAL when not the owner. */
+  broadcastLeave(): number;
+  /** The signal whose broadcast handler is installed, or 0. */
+  broadcastSignal(): number;
+  /** The tid of the thread inside the call that installed it; 0 when that call has left it installed (or none is). */
+  broadcastOwner(): number;
   /** tgkill(getpid(), tid, signo): 0 or -errno. */
   tgkill(tid: number, signo: number): number;
-  /** The handler's prctl result on `tid` (0 or -errno), or 1 while it has not run there. */
+  /** The handler's prctl result on `tid` (0 or -errno), 1 while it has not run there, -ENOSPC when the table is full. */
   broadcastResult(tid: number): number;
   sigrtmin(): number;
   sigrtmax(): number;

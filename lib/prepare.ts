@@ -14,7 +14,7 @@ import {
   setOomScoreAdj,
 } from './memory';
 import { ProcessIoFlusherReport } from './process-wide';
-import { assertObject } from './validate';
+import { assertInteger, assertLimit, assertObject, assertOneOf } from './validate';
 
 export type PrepareStepName = 'memlockLimit' | 'lockMemory' | 'oomScoreAdj' | 'ioFlusher';
 
@@ -56,25 +56,54 @@ export interface PrepareDaemonReport {
 
 const ORDER: PrepareStepName[] = ['memlockLimit', 'lockMemory', 'oomScoreAdj', 'ioFlusher'];
 
-export function prepareDaemonWith(ioFlusher: IoFlusher, options: PrepareDaemonOptions = {}): PrepareDaemonReport {
+/**
+ * Checks the whole options object before any step runs: a bad `oomScoreAdj` must not be found only after the hard
+ * memlock limit was lowered (irreversible without CAP_SYS_RESOURCE) and memory locked.
+ */
+function validateOptions(options: PrepareDaemonOptions): void {
   assertObject(options, 'options');
+  const { memlockLimit, lockMemory: lock, oomScoreAdj, ioFlusher, required } = options;
+  if (memlockLimit !== undefined && memlockLimit !== false) {
+    if (typeof memlockLimit === 'object' && memlockLimit !== null) {
+      const { soft, hard } = memlockLimit as Partial<MemlockLimit>;
+      assertLimit(soft, 'options.memlockLimit.soft');
+      assertLimit(hard, 'options.memlockLimit.hard');
+      if (soft > hard) {
+        throw Object.assign(new RangeError(`The soft limit (${soft}) must not exceed the hard limit (${hard})`), { code: 'ERR_OUT_OF_RANGE' });
+      }
+    } else {
+      assertLimit(memlockLimit, 'options.memlockLimit');
+    }
+  }
+  if (lock !== undefined && typeof lock !== 'boolean') lockMemoryMode(lock, 'options.lockMemory');
+  if (oomScoreAdj !== undefined && oomScoreAdj !== false) assertInteger(oomScoreAdj, 'options.oomScoreAdj', -1000, 1000);
+  if (ioFlusher !== undefined && ioFlusher !== false) assertOneOf(ioFlusher, 'options.ioFlusher', ['process', 'thread'] as const);
+  if (required !== undefined && (!Array.isArray(required) || required.some((r) => !ORDER.includes(r)))) {
+    throw Object.assign(new TypeError(`The "options.required" property must be an array of ${ORDER.map((s) => `'${s}'`).join(', ')}`), { code: 'ERR_INVALID_ARG_VALUE' });
+  }
+  // A required step that is not asked for would never run, and never fail: say so instead.
+  const notAsked = (required ?? []).filter((step) => (step === 'lockMemory' ? lock === false : step === 'memlockLimit' ? memlockLimit === undefined || memlockLimit === false : options[step] === false));
+  if (notAsked.length) {
+    throw Object.assign(new TypeError(`The "options.required" property names ${notAsked.map((s) => `'${s}'`).join(', ')}, which this call does not ask for (set options.${notAsked[0]})`), { code: 'ERR_INVALID_ARG_VALUE' });
+  }
+}
+
+export function prepareDaemonWith(ioFlusher: IoFlusher, given: PrepareDaemonOptions = {}): PrepareDaemonReport {
+  assertObject(given, 'options');
+  // One read of every option (a getter answering differently the second time must not get past the checks).
+  const options: PrepareDaemonOptions = { ...given };
+  if (typeof options.memlockLimit === 'object' && options.memlockLimit !== null) options.memlockLimit = { ...options.memlockLimit };
+  if (typeof options.lockMemory === 'object' && options.lockMemory !== null) options.lockMemory = { ...options.lockMemory };
+  if (Array.isArray(options.required)) options.required = [...options.required];
+  validateOptions(options);
   const wanted: Record<PrepareStepName, unknown> = {
     memlockLimit: options.memlockLimit ?? false,
     lockMemory: options.lockMemory ?? true,
     oomScoreAdj: options.oomScoreAdj ?? -1000,
     ioFlusher: options.ioFlusher ?? 'process',
   };
-  if (typeof wanted.lockMemory !== 'boolean') lockMemoryMode(wanted.lockMemory, 'options.lockMemory');
-  if (!['process', 'thread', false].includes(wanted.ioFlusher as string)) {
-    throw Object.assign(new TypeError(`The "options.ioFlusher" property must be one of 'process', 'thread', false. Received ${String(wanted.ioFlusher)}`), {
-      code: 'ERR_INVALID_ARG_VALUE',
-    });
-  }
   const asked = ORDER.filter((step) => wanted[step] !== false);
   const required = options.required ?? asked;
-  if (!Array.isArray(required) || required.some((r) => !ORDER.includes(r))) {
-    throw Object.assign(new TypeError(`The "options.required" property must be an array of ${ORDER.map((s) => `'${s}'`).join(', ')}`), { code: 'ERR_INVALID_ARG_VALUE' });
-  }
 
   const run: Record<PrepareStepName, (value: never) => unknown> = {
     memlockLimit: (value: number | MemlockLimit) =>

@@ -16,8 +16,9 @@ import { BackendName, KernelBackend } from './backend';
 import { withModelledIoFlusher } from './emulator';
 import { FailureContext, IoFlusherError, prctlFailure } from './errors';
 import { IO_FLUSHER_FLAGS, PR_SET_IO_FLUSHER } from './kernel-constants';
-import { NativeBinding } from './native-binding';
-import { readProcFile, readTaskIds, readThreadStat } from './procfs';
+import { loadNativeBinding, NativeBinding } from './native-binding';
+import { escapeName, readProcFile, readTaskIds, readThreadStat } from './procfs';
+import { assertBoolean, assertObject } from './validate';
 
 /** Why a thread is not in the requested state. */
 export type UncoveredReason = 'blocks-signal' | 'exited' | 'refused' | 'timed-out' | 'not-verified';
@@ -55,7 +56,10 @@ export interface ProcessIoFlusherReport {
   unreachable: number;
   /** Every live thread is covered (threads that exited during the call do not count against it). */
   complete: boolean;
-  /** The previous action of the signal was restored (false only when a signalled thread never took it). */
+  /**
+   * The previous action of the signal was restored by the end of the call: false when a signalled thread had not
+   * taken the signal yet (restoring SIG_DFL then would kill the process when it arrives); it is restored once it has.
+   */
   handlerRestored: boolean;
 }
 
@@ -69,6 +73,7 @@ export interface ProcessIoFlusherOptions {
 }
 
 const ESRCH = 3;
+const ENOSPC = 28;
 const EBUSY = 16;
 const PENDING = 1; // IOF_BROADCAST_PENDING in native/thread_broadcast.h
 
@@ -77,8 +82,8 @@ function sleepMs(ms: number): void {
   Atomics.wait(sleeper, 0, 0, ms);
 }
 
-/** Whether a thread blocks or has pending a signal, from SigBlk / SigPnd in /proc/self/task/TID/status. */
-function signalMaskHas(tid: number, field: 'SigBlk' | 'SigPnd', signo: number): boolean | undefined {
+/** A thread's SigBlk or SigPnd mask from /proc/self/task/TID/status (bit n-1 is signal n); undefined when gone. */
+function signalMask(tid: number, field: 'SigBlk' | 'SigPnd'): bigint | undefined {
   let text: string;
   try {
     text = readProcFile(`/proc/self/task/${tid}/status`);
@@ -86,11 +91,55 @@ function signalMaskHas(tid: number, field: 'SigBlk' | 'SigPnd', signo: number): 
     return undefined; // gone
   }
   const hex = new RegExp(`^${field}:\\s*([0-9a-f]+)$`, 'm').exec(text)?.[1];
-  return hex === undefined ? undefined : ((BigInt(`0x${hex}`) >> BigInt(signo - 1)) & 1n) === 1n;
+  return hex === undefined ? undefined : BigInt(`0x${hex}`);
+}
+
+const has = (mask: bigint, signo: number): boolean => ((mask >> BigInt(signo - 1)) & 1n) === 1n;
+
+/** Whether a thread blocks or has pending a signal; undefined when it is gone. */
+function signalMaskHas(tid: number, field: 'SigBlk' | 'SigPnd', signo: number): boolean | undefined {
+  const mask = signalMask(tid, field);
+  return mask === undefined ? undefined : has(mask, signo);
+}
+
+/**
+ * The C library's own signals, 32 and 33 (glibc: SIGCANCEL, SIGSETXID; musl uses 32-34). sigfillset() leaves them
+ * out, so a program that blocks every signal itself (Node's signal watchdog thread: SigBlk fffffffe7ffbfeff) never
+ * blocks these. Only the C library does, around a thread's start and end: pthread_create() blocks every signal in the
+ * new thread until start_thread() has set it up, and a thread blocks them all again on its way out. A thread that
+ * blocks them is in that window: it will take signals (or be gone) in a moment.
+ */
+function inLibcWindow(blocked: bigint): boolean {
+  return has(blocked, 32) || has(blocked, 33);
 }
 
 function errnoName(negErrno: number): string {
   return util.getSystemErrorName(negErrno);
+}
+
+/** The `signal` option's type, checked before anything else is done; its range needs the binding (chooseSignal). */
+function readSignalOption(value: unknown): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number') {
+    throw Object.assign(new TypeError(`The "options.signal" property must be of type number. Received type ${typeof value}`), { code: 'ERR_INVALID_ARG_TYPE' });
+  }
+  return value;
+}
+
+/** SIGRTMIN..SIGRTMAX as the C library defines them; glibc's values (34..64) where the addon is not loaded. */
+function realtimeSignals(binding: NativeBinding | undefined): [number, number] {
+  return binding ? [binding.sigrtmin(), binding.sigrtmax()] : [34, 64];
+}
+
+function assertSignalInRange(binding: NativeBinding | undefined, requested: number | undefined): void {
+  if (requested === undefined) return;
+  const [min, max] = realtimeSignals(binding);
+  if (!Number.isInteger(requested) || requested < min || requested > max) {
+    throw Object.assign(
+      new RangeError(`The value of "options.signal" is out of range. It must be an integer from ${min} to ${max}. Received ${requested}`),
+      { code: 'ERR_OUT_OF_RANGE' },
+    );
+  }
 }
 
 function chooseSignal(binding: NativeBinding, requested: number | undefined, context: FailureContext): number {
@@ -106,12 +155,6 @@ function chooseSignal(binding: NativeBinding, requested: number | undefined, con
       hint: `choose a real-time signal (${min}..${max}) that nothing else in the process uses, with the \`signal\` option`,
     });
   if (requested !== undefined) {
-    if (!Number.isInteger(requested) || requested < min || requested > max) {
-      throw Object.assign(
-        new RangeError(`The value of "options.signal" is out of range. It must be an integer from ${min} to ${max}. Received ${requested}`),
-        { code: 'ERR_OUT_OF_RANGE' },
-      );
-    }
     if (binding.signalDisposition(requested) !== 0) throw inUse(requested);
     return requested;
   }
@@ -121,12 +164,79 @@ function chooseSignal(binding: NativeBinding, requested: number | undefined, con
 
 function readNumberOption(value: unknown, name: string, fallback: number, max: number): number {
   if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max) {
+  if (typeof value !== 'number') {
+    throw Object.assign(new TypeError(`The "options.${name}" property must be of type number. Received type ${typeof value}`), { code: 'ERR_INVALID_ARG_TYPE' });
+  }
+  if (!Number.isInteger(value) || value < 1 || value > max) {
     throw Object.assign(new RangeError(`The value of "options.${name}" is out of range. It must be an integer from 1 to ${max}. Received ${String(value)}`), {
       code: 'ERR_OUT_OF_RANGE',
     });
   }
   return value;
+}
+
+function broadcastBusy(detail: string): IoFlusherError {
+  return new IoFlusherError({
+    code: 'EBUSY',
+    errno: -EBUSY,
+    syscall: 'sigaction',
+    reason: 'signal-in-use',
+    message: `EBUSY: resource busy or locked, sigaction: ${detail}`,
+    hint: 'nothing was changed; call again later (an earlier call\'s handler is restored as soon as no thread has its signal pending)',
+  });
+}
+
+/** Threads of this process (and the process itself, ShdPnd) that have `signo` pending. */
+function threadsWithSignalPending(signo: number): number[] {
+  const pending = readTaskIds(process.pid).filter((tid) => signalMaskHas(tid, 'SigPnd', signo) === true);
+  let shared = false;
+  try {
+    const hex = /^ShdPnd:\s*([0-9a-f]+)$/m.exec(readProcFile('/proc/self/status'))?.[1];
+    shared = hex !== undefined && ((BigInt(`0x${hex}`) >> BigInt(signo - 1)) & 1n) === 1n;
+  } catch {
+    // no /proc/self/status: the per-thread answers stand
+  }
+  return shared ? [process.pid, ...pending] : pending;
+}
+
+/**
+ * A handler an earlier call left installed (a signalled thread had not taken the signal by its end: a thread inside
+ * vfork() or in uninterruptible sleep, or a Worker terminated inside the call, whose `finally` never ran) is restored
+ * here once no thread has the signal pending, so one late thread costs at most that one call. Restoring while it is
+ * still pending would let SIG_DFL terminate the process when it arrives, so then this answers EBUSY instead.
+ * A call in progress on another live thread is never disturbed.
+ */
+function restoreAbandonedBroadcast(binding: NativeBinding, self: number): void {
+  const signo = binding.broadcastSignal();
+  if (signo === 0) return;
+  const owner = binding.broadcastOwner();
+  if (owner !== 0 && owner !== self && signalMaskHas(owner, 'SigBlk', signo) !== undefined) {
+    throw broadcastBusy(`another setProcessIoFlusher() is running in this process, on thread ${owner}`);
+  }
+  const pending = threadsWithSignalPending(signo);
+  if (pending.length) {
+    throw broadcastBusy(`signal ${signo} sent by an earlier call is still pending on thread(s) ${pending.join(', ')}, so its handler must stay installed`);
+  }
+  // -EINVAL / -EBUSY: another thread restored it meanwhile (and maybe installed its own); the install below decides.
+  binding.broadcastRestore(signo, owner);
+}
+
+/**
+ * After a call left its handler installed: checks every 100 ms (for up to a minute, without keeping the event loop
+ * alive) whether the late signal has been taken, and restores the previous action then, so the handler does not
+ * outlive the late thread even if nothing calls again. Restores only while the handler is still the one left behind
+ * (owner 0): a later call that reclaimed it and installed its own is left alone.
+ */
+function restoreOnceTaken(binding: NativeBinding, signo: number): void {
+  let checks = 0;
+  const timer = setInterval(() => {
+    if (binding.broadcastSignal() !== signo || binding.broadcastOwner() !== 0 || ++checks > 600) clearInterval(timer);
+    else if (threadsWithSignalPending(signo).length === 0) {
+      binding.broadcastRestore(signo, 0);
+      clearInterval(timer);
+    }
+  }, 100);
+  timer.unref();
 }
 
 /** Verifies every thread from /proc and builds the report. */
@@ -135,7 +245,7 @@ function finish(
   backend: KernelBackend,
   outcomes: Map<number, Omit<ThreadCoverage, 'name' | 'flags' | 'covered'>>,
   extra: { signal: number | null; passes: number; started: number; handlerRestored: boolean },
-  modelledFlags?: (tid: number) => number | undefined,
+  modelledFlags?: (tid: number, startTime: number) => number | undefined,
 ): ProcessIoFlusherReport {
   const threads: ThreadCoverage[] = [];
   for (const [tid, outcome] of [...outcomes].sort((a, b) => a[0] - b[0])) {
@@ -144,7 +254,7 @@ function finish(
     try {
       const stat = readThreadStat(process.pid, tid);
       name = stat.name;
-      const modelled = modelledFlags?.(tid);
+      const modelled = modelledFlags?.(tid, stat.startTime);
       flags = modelled === undefined ? stat.flags : withModelledIoFlusher(stat.flags, modelled);
     } catch {
       // Gone since.
@@ -173,27 +283,42 @@ function finish(
 }
 
 /**
+ * A thread found in the C library's window (inLibcWindow) more than a whole pass long: reported `blocks-signal` at
+ * once in later calls instead of costing each of them a pass.
+ */
+const stuckInLibcWindow = new Set<number>();
+
+type Outcome = Omit<ThreadCoverage, 'name' | 'flags' | 'covered'>;
+
+/**
  * Puts every thread of this process in the requested state. Throws IoFlusherError when the calling thread itself
  * is refused (EPERM, EINVAL), with `err.report` giving every thread's own answer. Otherwise returns the report;
  * when some live thread is left uncovered, also emits a process warning (code IO_FLUSHER_PARTIAL).
+ * Every argument is checked, and the broadcast handler installed (or EBUSY answered), before the calling thread's
+ * state is touched.
  */
 export function setProcessIoFlusherWith(
   backend: KernelBackend,
   enabled: boolean,
   options: ProcessIoFlusherOptions = {},
 ): ProcessIoFlusherReport {
+  assertBoolean(enabled, 'enabled');
+  assertObject(options, 'options');
   const timeoutMs = readNumberOption(options.timeoutMs, 'timeoutMs', 1000, 600_000);
   const maxPasses = readNumberOption(options.maxPasses, 'maxPasses', 16, 1000);
+  const requestedSignal = readSignalOption(options.signal);
   const started = performance.now();
   const value = enabled ? 1 : 0;
   const self = backend.threadId();
-  const outcomes = new Map<number, Omit<ThreadCoverage, 'name' | 'flags' | 'covered'>>();
-
-  // The calling thread first, directly. If it is refused the others will be too, but they are still asked, so the
-  // report shows each thread's own answer and the mechanism runs (and is tested) even where prctl is refused.
-  const selfResult = backend.set(value);
-  outcomes.set(self, selfResult === 0 ? { tid: self, via: 'direct' } : { tid: self, via: 'direct', reason: 'refused', code: errnoName(selfResult) });
-  const done = (report: ProcessIoFlusherReport): ProcessIoFlusherReport => {
+  const outcomes = new Map<number, Outcome>();
+  const setSelf = (): number => {
+    // The calling thread first, directly. If it is refused the others will be too, but they are still asked, so the
+    // report shows each thread's own answer and the mechanism runs (and is tested) even where prctl is refused.
+    const result = backend.set(value);
+    outcomes.set(self, result === 0 ? { tid: self, via: 'direct' } : { tid: self, via: 'direct', reason: 'refused', code: errnoName(result) });
+    return result;
+  };
+  const done = (selfResult: number, report: ProcessIoFlusherReport): ProcessIoFlusherReport => {
     if (selfResult < 0) {
       const error = prctlFailure(PR_SET_IO_FLUSHER, selfResult, backend.failureContext());
       Object.defineProperty(error, 'report', { value: report, enumerable: true });
@@ -203,8 +328,12 @@ export function setProcessIoFlusherWith(
   };
 
   if (backend.emulator) {
+    // The signal is not used by the model, but a call that the kernel backend would refuse is refused here too.
+    const loaded = loadNativeBinding();
+    assertSignalInRange(loaded.loaded ? loaded.binding : undefined, requestedSignal);
     // The model: every thread listed now is reached, as a broadcast with every thread answering would.
     const emulator = backend.emulator;
+    const selfResult = setSelf();
     for (const tid of readTaskIds(process.pid)) {
       if (tid === self) continue;
       if (selfResult < 0) {
@@ -215,29 +344,31 @@ export function setProcessIoFlusherWith(
       emulator.setFlagsOf(tid, enabled ? flags | IO_FLUSHER_FLAGS : flags & ~IO_FLUSHER_FLAGS);
       outcomes.set(tid, { tid, via: 'emulated' });
     }
-    return done(finish(enabled, backend, outcomes, { signal: null, passes: 1, started, handlerRestored: true }, (tid) => emulator.flagsOf(tid)));
+    return done(selfResult, finish(enabled, backend, outcomes, { signal: null, passes: 1, started, handlerRestored: true }, (tid, startTime) => emulator.flagsOf(tid, startTime)));
   }
 
   const binding = backend.binding!;
-  const signo = chooseSignal(binding, options.signal, backend.failureContext());
+  assertSignalInRange(binding, requestedSignal);
+  restoreAbandonedBroadcast(binding, self);
+  const signo = chooseSignal(binding, requestedSignal, backend.failureContext());
   const installed = binding.broadcastInstall(signo, value);
+  if (installed === -EBUSY) throw broadcastBusy('another setProcessIoFlusher() in this process (another Worker) has just installed its handler');
   if (installed < 0) {
     throw new IoFlusherError({
       code: errnoName(installed),
       errno: installed,
       syscall: 'sigaction',
-      reason: installed === -EBUSY ? 'signal-in-use' : 'unexpected-errno',
+      reason: 'unexpected-errno',
       message: `${errnoName(installed)}: could not install the broadcast handler for signal ${signo}`,
-      hint:
-        installed === -EBUSY
-          ? 'another setProcessIoFlusher() is running in this process (from another Worker), or an earlier one left its handler installed because a thread never took the signal'
-          : 'sigaction failed',
+      hint: 'sigaction failed; nothing was changed',
     });
   }
   let passes = 0;
   const stillPending: number[] = [];
   let handlerRestored = false;
+  let selfResult: number;
   try {
+    selfResult = setSelf();
     for (;;) {
       const fresh = readTaskIds(process.pid).filter((tid) => !outcomes.has(tid));
       if (fresh.length === 0) break;
@@ -248,30 +379,51 @@ export function setProcessIoFlusherWith(
       }
       passes++;
       const waiting: number[] = [];
+      let blocking: number[] = [];
+      const signal = (tid: number): void => {
+        const sent = binding.tgkill(tid, signo);
+        if (sent === 0) waiting.push(tid);
+        else outcomes.set(tid, { tid, via: 'none', reason: sent === -ESRCH ? 'exited' : 'refused', code: errnoName(sent) });
+      };
       for (const tid of fresh) {
-        const blocked = signalMaskHas(tid, 'SigBlk', signo);
-        if (blocked === undefined) {
-          outcomes.set(tid, { tid, via: 'none', reason: 'exited' });
-        } else if (blocked) {
-          outcomes.set(tid, { tid, via: 'none', reason: 'blocks-signal' });
-        } else {
-          const sent = binding.tgkill(tid, signo);
-          if (sent === 0) waiting.push(tid);
-          else outcomes.set(tid, { tid, via: 'none', reason: sent === -ESRCH ? 'exited' : 'refused', code: errnoName(sent) });
-        }
+        const blocked = signalMask(tid, 'SigBlk');
+        if (blocked === undefined) outcomes.set(tid, { tid, via: 'none', reason: 'exited' });
+        else if (!has(blocked, signo)) signal(tid);
+        // Newborn (or ending): checked again below until it takes signals, exits, or the pass times out.
+        else if (inLibcWindow(blocked) && !stuckInLibcWindow.has(tid)) blocking.push(tid);
+        else outcomes.set(tid, { tid, via: 'none', reason: 'blocks-signal' }); // its own choice: no signal reaches it
       }
       const deadline = performance.now() + timeoutMs;
       let pollMs = 0.05;
-      while (waiting.length) {
+      while (waiting.length || blocking.length) {
         for (let i = waiting.length - 1; i >= 0; i--) {
           const tid = waiting[i]!;
           const result = binding.broadcastResult(tid);
           if (result === PENDING) continue;
-          outcomes.set(tid, result === 0 ? { tid, via: 'signal' } : { tid, via: 'signal', reason: 'refused', code: errnoName(result) });
+          if (result === -ENOSPC) {
+            // More threads answered than the native table holds: this answer was not recorded. Once the signal has
+            // been taken the handler has made the prctl, and the /proc read-back decides coverage (never `timed-out`).
+            if (signalMaskHas(tid, 'SigPnd', signo) === true) continue;
+            outcomes.set(tid, { tid, via: 'signal' });
+          } else {
+            outcomes.set(tid, result === 0 ? { tid, via: 'signal' } : { tid, via: 'signal', reason: 'refused', code: errnoName(result) });
+          }
           waiting.splice(i, 1);
         }
-        if (!waiting.length) break;
+        const stillBlocking: number[] = [];
+        for (const tid of blocking) {
+          const blocked = signalMaskHas(tid, 'SigBlk', signo);
+          if (blocked === undefined) outcomes.set(tid, { tid, via: 'none', reason: 'exited' });
+          else if (blocked) stillBlocking.push(tid);
+          else signal(tid); // a newborn thread that has started running
+        }
+        blocking = stillBlocking;
+        if (!waiting.length && !blocking.length) break;
         if (performance.now() > deadline) {
+          for (const tid of blocking) {
+            outcomes.set(tid, { tid, via: 'none', reason: 'blocks-signal' });
+            stuckInLibcWindow.add(tid);
+          }
           for (const tid of waiting) {
             outcomes.set(tid, { tid, via: 'none', reason: 'timed-out' });
             stillPending.push(tid);
@@ -283,11 +435,13 @@ export function setProcessIoFlusherWith(
       }
     }
   } finally {
-    // Restoring SIG_DFL while a thread still has the signal pending would kill the process when it arrives.
+    // Restoring SIG_DFL while a thread still has the signal pending would kill the process when it arrives: then the
+    // handler stays, and the next call restores it once nothing is pending (restoreAbandonedBroadcast).
     const pendingNow = stillPending.filter((tid) => signalMaskHas(tid, 'SigPnd', signo) === true);
-    if (pendingNow.length === 0) handlerRestored = binding.broadcastRestore(signo) === 0;
+    if (pendingNow.length === 0) handlerRestored = binding.broadcastRestore(signo, self) === 0;
+    else if (binding.broadcastLeave() === 0) restoreOnceTaken(binding, signo);
   }
-  return done(finish(enabled, backend, outcomes, { signal: signo, passes, started, handlerRestored }));
+  return done(selfResult, finish(enabled, backend, outcomes, { signal: signo, passes, started, handlerRestored }));
 }
 
 let warnedUnreachable = false;
@@ -303,7 +457,7 @@ function warnIfPartial(report: ProcessIoFlusherReport): ProcessIoFlusherReport {
     warnedUnreachable = true;
     process.emitWarning(
       `io-flusher: IO_FLUSHER ${report.enabled ? 'set' : 'cleared'} on ${report.covered} of ${report.threads.length} threads; not on ` +
-        missing.map((t) => `${t.tid} (${t.name}): ${t.reason}${t.code ? ` ${t.code}` : ''}`).join(', ') +
+        missing.map((t) => `${t.tid} (${escapeName(t.name)}): ${t.reason}${t.code ? ` ${t.code}` : ''}`).join(', ') +
         (reachableGap ? '' : ' (no signal reaches such a thread; `io-flusher exec` covers every thread from birth)'),
       { type: 'IoFlusherWarning', code: 'IO_FLUSHER_PARTIAL' },
     );

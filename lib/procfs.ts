@@ -34,6 +34,8 @@ export interface StatFields {
   name: string;
   state: string;
   flags: number;
+  /** Field 22: when the thread started, in clock ticks after boot. With the tid, it names one thread for good (tids are reused). */
+  startTime: number;
 }
 
 /**
@@ -51,7 +53,20 @@ export function parseStatLine(line: string): StatFields {
   if (!Number.isSafeInteger(tid) || !Number.isSafeInteger(flags) || flags < 0 || rest[0] === undefined) {
     throw new SyntaxError(`not a /proc stat line: ${JSON.stringify(line.slice(0, 80))}`);
   }
-  return { tid, name: line.slice(open + 1, close), state: rest[0], flags: flags >>> 0 };
+  // The comm is bytes (the files are read as latin1, one char per byte); names are set as UTF-8 (pthread_setname_np,
+  // prctl PR_SET_NAME), so decode it as such. Truncation to 15 bytes may cut a character: that one shows as U+FFFD.
+  const name = Buffer.from(line.slice(open + 1, close), 'latin1').toString('utf8');
+  return { tid, name, state: rest[0], flags: flags >>> 0, startTime: Number(rest[19] ?? 0) };
+}
+
+/**
+ * A thread name made safe for a terminal and for a table: control characters (C0, DEL, C1, and the line and
+ * paragraph separators) and backslashes are escaped, so a name can neither forge a row nor send escape sequences.
+ */
+export function escapeName(name: string): string {
+  return name.replace(/[\\\x00-\x1f\x7f-\x9f\u2028\u2029]/g, (c) =>
+    c === '\\' ? '\\\\' : c.charCodeAt(0) <= 0xff ? `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}` : `\\u${c.charCodeAt(0).toString(16)}`,
+  );
 }
 
 /** Names the memalloc bits of a flags word. `emulated` says the IO_FLUSHER bits are the emulator's. */
@@ -110,6 +125,26 @@ export function threadSelfId(): number {
   return Number(link.slice(link.lastIndexOf('/') + 1));
 }
 
+/**
+ * Throws IoFlusherError ESRCH when `pid` is not a process: it does not exist, or it is the id of a thread of another
+ * process (Linux answers /proc/TID too, though it does not list it), which would otherwise be shown as a process.
+ */
+export function assertProcessId(pid: number): void {
+  if (pid === process.pid) return;
+  const tgid = Number(readStatus(pid).get('Tgid'));
+  if (Number.isInteger(tgid) && tgid !== pid) {
+    throw new IoFlusherError({
+      code: 'ESRCH',
+      errno: -3,
+      syscall: 'open',
+      path: `/proc/${pid}`,
+      reason: 'no-such-thread',
+      message: `ESRCH: no such process: ${pid} is a thread of process ${tgid}, not a process`,
+      hint: `pass the process id ${tgid} (and ${pid} as the thread id where one is wanted)`,
+    });
+  }
+}
+
 /** Reads one thread's stat line; throws IoFlusherError 'ESRCH' when it does not exist. */
 export function readThreadStat(pid: number, tid: number): StatFields {
   const path = `/proc/${pid}/task/${tid}/stat`;
@@ -140,6 +175,7 @@ export function readTaskIds(pid: number): number[] {
 /** The stat fields of every thread of a process, in tid order; threads that exit while it is read are left out.
  * Throws IoFlusherError 'ESRCH' when the process does not exist. */
 export function readProcessThreads(pid: number): StatFields[] {
+  assertProcessId(pid);
   const threads: StatFields[] = [];
   let lastError: unknown;
   for (const tid of readTaskIds(pid)) {

@@ -49,3 +49,51 @@ export function assertObject(value: unknown, name: string): asserts value is Rec
     throw withCode(new TypeError(`The "${name}" argument must be of type object. ${received(value)}`), 'ERR_INVALID_ARG_TYPE');
   }
 }
+
+/** "argument" for a parameter, "property" for an option (a dotted name), as Node words it. */
+function kind(name: string): string {
+  return name.includes('.') ? 'property' : 'argument';
+}
+
+export function assertNumber(value: unknown, name: string): asserts value is number {
+  if (typeof value !== 'number') {
+    throw withCode(new TypeError(`The "${name}" ${kind(name)} must be of type number. ${received(value)}`), 'ERR_INVALID_ARG_TYPE');
+  }
+}
+
+/** An integer from min to max. */
+export function assertInteger(value: unknown, name: string, min: number, max: number): asserts value is number {
+  assertNumber(value, name);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw withCode(
+      new RangeError(`The value of "${name}" is out of range. It must be an integer from ${min} to ${max}. Received ${value}`),
+      'ERR_OUT_OF_RANGE',
+    );
+  }
+}
+
+/** A resource limit in bytes: a non-negative safe integer, or Infinity (RLIM_INFINITY). */
+export function assertLimit(value: unknown, name: string): asserts value is number {
+  assertNumber(value, name);
+  if (value !== Infinity && (!Number.isSafeInteger(value) || value < 0)) {
+    throw withCode(
+      new RangeError(`The value of "${name}" is out of range. It must be a non-negative integer or Infinity. Received ${value}`),
+      'ERR_OUT_OF_RANGE',
+    );
+  }
+}
+
+/** undefined or a boolean: an optional flag in an options object. */
+export function assertOptionalBoolean(value: unknown, name: string): asserts value is boolean | undefined {
+  if (value !== undefined && typeof value !== 'boolean') {
+    throw withCode(new TypeError(`The "${name}" ${kind(name)} must be of type boolean. ${received(value)}`), 'ERR_INVALID_ARG_TYPE');
+  }
+}
+
+/**
+ * An IO_FLUSHER_* environment variable with a value it cannot have. The code names the variable
+ * (ERR_INVALID_IO_FLUSHER_BACKEND, ...), so a caller (and probe()) can tell which one to fix.
+ */
+export function invalidEnvironment(name: string, value: string, expected: string): RangeError & { code: string; variable: string } {
+  return Object.assign(new RangeError(`${name} must be ${expected}; got ${JSON.stringify(value)}`), { code: `ERR_INVALID_${name}`, variable: name });
+}

@@ -1,10 +1,11 @@
 // Node-API glue only: converts arguments, calls the C functions in prctl_io_flusher.cc, returns their numbers.
-// The TypeScript layer (lib/native-binding.ts mirrors these exports) validates arguments before calling, so the
-// conversions here are plain. No messages, defaults or policy.
+// The TypeScript layer (lib/native-binding.ts mirrors these exports) validates arguments before calling; the checks
+// here only turn a wrong type into a TypeError. No messages, defaults or policy.
 #include <napi.h>
 
 #include <errno.h>
 
+#include <climits>
 #include <string>
 #include <vector>
 
@@ -15,89 +16,151 @@
 
 namespace {
 
-// JS number or BigInt -> unsigned long, bit pattern preserved (negative numbers wrap, as in C).
-unsigned long ToULong(const Napi::Value& value) {
-  if (value.IsBigInt()) {
+// Only lib/native-binding.ts calls these, after validating, but a wrong call must still be a JS TypeError, never an
+// abort (node-addon-api's As<T>() on a wrong type aborts the process) or a write past a buffer.
+Napi::Value ThrowType(const Napi::CallbackInfo& info, size_t index, const char* wanted) {
+  Napi::Error error = Napi::TypeError::New(info.Env(), "argument " + std::to_string(index) + " must be " + wanted);
+  error.Set("code", Napi::String::New(info.Env(), "ERR_INVALID_ARG_TYPE"));
+  error.ThrowAsJavaScriptException();
+  return info.Env().Undefined();
+}
+
+// An integral JS number that fits an int.
+bool IntAt(const Napi::CallbackInfo& info, size_t index, int* out) {
+  if (info.Length() <= index || !info[index].IsNumber()) return false;
+  double value = info[index].As<Napi::Number>().DoubleValue();
+  if (!(value >= INT_MIN && value <= INT_MAX) || value != static_cast<double>(static_cast<int>(value))) return false;
+  *out = static_cast<int>(value);
+  return true;
+}
+
+// A JS number (integral, |n| < 2^63) or BigInt -> unsigned long, bit pattern preserved (negative numbers wrap, as in C).
+bool ULongAt(const Napi::CallbackInfo& info, size_t index, unsigned long* out) {
+  if (info.Length() <= index) return false;
+  if (info[index].IsBigInt()) {
     bool lossless = false;
-    return static_cast<unsigned long>(value.As<Napi::BigInt>().Uint64Value(&lossless));
+    *out = static_cast<unsigned long>(info[index].As<Napi::BigInt>().Uint64Value(&lossless));
+    return true;
   }
-  return static_cast<unsigned long>(value.As<Napi::Number>().Int64Value());
+  if (!info[index].IsNumber()) return false;
+  double value = info[index].As<Napi::Number>().DoubleValue();
+  if (!(value > -9.2e18 && value < 9.2e18) || value != static_cast<double>(static_cast<long long>(value))) return false;
+  *out = static_cast<unsigned long>(static_cast<long long>(value));
+  return true;
 }
 
-Napi::Value PrctlRaw(const Napi::CallbackInfo& info) {
-  long rc = iof_prctl_raw(info[0].As<Napi::Number>().Int32Value(), ToULong(info[1]), ToULong(info[2]),
-                          ToULong(info[3]), ToULong(info[4]));
-  return Napi::Number::New(info.Env(), static_cast<double>(rc));
-}
-
-Napi::Value SetIoFlusher(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), static_cast<double>(iof_set_io_flusher(ToULong(info[0]))));
-}
-
-Napi::Value GetIoFlusher(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), static_cast<double>(iof_get_io_flusher()));
-}
-
-Napi::Value Gettid(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), static_cast<double>(iof_gettid()));
+bool BigIntAt(const Napi::CallbackInfo& info, size_t index, uint64_t* out) {
+  if (info.Length() <= index || !info[index].IsBigInt()) return false;
+  bool lossless = false;
+  *out = info[index].As<Napi::BigInt>().Uint64Value(&lossless);
+  return lossless;
 }
 
 Napi::Value Num(const Napi::CallbackInfo& info, long value) {
   return Napi::Number::New(info.Env(), static_cast<double>(value));
 }
 
-int IntArg(const Napi::CallbackInfo& info, size_t index) {
-  return info[index].As<Napi::Number>().Int32Value();
+Napi::Value PrctlRaw(const Napi::CallbackInfo& info) {
+  int option;
+  unsigned long args[4];
+  if (!IntAt(info, 0, &option)) return ThrowType(info, 0, "an int");
+  for (size_t i = 0; i < 4; i++) {
+    if (!ULongAt(info, i + 1, &args[i])) return ThrowType(info, i + 1, "an integer or a bigint");
+  }
+  return Num(info, iof_prctl_raw(option, args[0], args[1], args[2], args[3]));
 }
 
-Napi::Value SignalDisposition(const Napi::CallbackInfo& info) { return Num(info, iof_signal_disposition(IntArg(info, 0))); }
-Napi::Value BroadcastInstall(const Napi::CallbackInfo& info) {
-  return Num(info, iof_broadcast_install(IntArg(info, 0), ToULong(info[1])));
+Napi::Value SetIoFlusher(const Napi::CallbackInfo& info) {
+  unsigned long value;
+  if (!ULongAt(info, 0, &value)) return ThrowType(info, 0, "an integer or a bigint");
+  return Num(info, iof_set_io_flusher(value));
 }
-Napi::Value BroadcastRestore(const Napi::CallbackInfo& info) { return Num(info, iof_broadcast_restore(IntArg(info, 0))); }
-Napi::Value Tgkill(const Napi::CallbackInfo& info) { return Num(info, iof_tgkill(IntArg(info, 0), IntArg(info, 1))); }
-Napi::Value BroadcastResult(const Napi::CallbackInfo& info) { return Num(info, iof_broadcast_result(IntArg(info, 0))); }
+
+Napi::Value GetIoFlusher(const Napi::CallbackInfo& info) { return Num(info, iof_get_io_flusher()); }
+Napi::Value Gettid(const Napi::CallbackInfo& info) { return Num(info, iof_gettid()); }
+
+// fn(int) and fn(int, int) exports, argument-checked.
+template <long (*Fn)(int)>
+Napi::Value IntFn(const Napi::CallbackInfo& info) {
+  int a;
+  if (!IntAt(info, 0, &a)) return ThrowType(info, 0, "an int");
+  return Num(info, Fn(a));
+}
+template <typename B, long (*Fn)(int, B)>
+Napi::Value IntIntFn(const Napi::CallbackInfo& info) {
+  int a, b;
+  if (!IntAt(info, 0, &a)) return ThrowType(info, 0, "an int");
+  if (!IntAt(info, 1, &b)) return ThrowType(info, 1, "an int");
+  return Num(info, Fn(a, static_cast<B>(b)));
+}
+
+Napi::Value BroadcastInstall(const Napi::CallbackInfo& info) {
+  int signo;
+  unsigned long value;
+  if (!IntAt(info, 0, &signo)) return ThrowType(info, 0, "an int");
+  if (!ULongAt(info, 1, &value)) return ThrowType(info, 1, "an integer or a bigint");
+  return Num(info, iof_broadcast_install(signo, value));
+}
+Napi::Value BroadcastLeave(const Napi::CallbackInfo& info) { return Num(info, iof_broadcast_leave()); }
+Napi::Value BroadcastSignal(const Napi::CallbackInfo& info) { return Num(info, iof_broadcast_signal()); }
+Napi::Value BroadcastOwner(const Napi::CallbackInfo& info) { return Num(info, iof_broadcast_owner()); }
 Napi::Value Sigrtmin(const Napi::CallbackInfo& info) { return Num(info, iof_sigrtmin()); }
 Napi::Value Sigrtmax(const Napi::CallbackInfo& info) { return Num(info, iof_sigrtmax()); }
 
-// JS array of strings -> owned strings plus the NULL-terminated char* array execve wants.
+// JS array of strings -> owned strings plus the NULL-terminated char* array execve wants. `ok` is false when the
+// value is not an array of strings.
 struct CStringArray {
   std::vector<std::string> owned;
   std::vector<char*> pointers;
-  explicit CStringArray(const Napi::Array& array) {
+  bool ok = false;
+  explicit CStringArray(const Napi::Value& value) {
+    if (!value.IsArray()) return;
+    Napi::Array array = value.As<Napi::Array>();
     owned.reserve(array.Length());
-    for (uint32_t i = 0; i < array.Length(); i++) owned.push_back(array.Get(i).As<Napi::String>().Utf8Value());
+    for (uint32_t i = 0; i < array.Length(); i++) {
+      Napi::Value item = array.Get(i);
+      if (!item.IsString()) return;
+      owned.push_back(item.As<Napi::String>().Utf8Value());
+    }
     for (std::string& s : owned) pointers.push_back(&s[0]);
     pointers.push_back(nullptr);
+    ok = true;
   }
 };
 
 Napi::Value Execve(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsString()) return ThrowType(info, 0, "a string");
   std::string path = info[0].As<Napi::String>().Utf8Value();
-  CStringArray argv(info[1].As<Napi::Array>());
-  CStringArray envp(info[2].As<Napi::Array>());
+  CStringArray argv(info.Length() > 1 ? info[1] : info.Env().Undefined());
+  if (!argv.ok) return ThrowType(info, 1, "an array of strings");
+  CStringArray envp(info.Length() > 2 ? info[2] : info.Env().Undefined());
+  if (!envp.ok) return ThrowType(info, 2, "an array of strings");
   return Num(info, iof_execve(path.c_str(), argv.pointers.data(), envp.pointers.data()));
 }
-Napi::Value GetFdFlags(const Napi::CallbackInfo& info) { return Num(info, iof_get_fd_flags(IntArg(info, 0))); }
-Napi::Value SetFdFlags(const Napi::CallbackInfo& info) { return Num(info, iof_set_fd_flags(IntArg(info, 0), IntArg(info, 1))); }
-Napi::Value GetFdCloexec(const Napi::CallbackInfo& info) { return Num(info, iof_get_fd_cloexec(IntArg(info, 0))); }
-Napi::Value SetFdCloexec(const Napi::CallbackInfo& info) { return Num(info, iof_set_fd_cloexec(IntArg(info, 0), IntArg(info, 1))); }
 
-Napi::Value Mlockall(const Napi::CallbackInfo& info) { return Num(info, iof_mlockall(IntArg(info, 0))); }
 Napi::Value Munlockall(const Napi::CallbackInfo& info) { return Num(info, iof_munlockall()); }
 
-// getrlimit(resource, out): fills a BigUint64Array(2) with soft and hard.
+// getrlimit(resource, out): fills a BigUint64Array of at least 2 elements with soft and hard.
 Napi::Value Getrlimit(const Napi::CallbackInfo& info) {
+  int resource;
+  if (!IntAt(info, 0, &resource)) return ThrowType(info, 0, "an int");
+  if (info.Length() < 2 || !info[1].IsTypedArray() ||
+      info[1].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array ||
+      info[1].As<Napi::TypedArray>().ElementLength() < 2) {
+    return ThrowType(info, 1, "a BigUint64Array of at least 2 elements");
+  }
   Napi::TypedArray out = info[1].As<Napi::TypedArray>();
   uint64_t* limits = reinterpret_cast<uint64_t*>(static_cast<uint8_t*>(out.ArrayBuffer().Data()) + out.ByteOffset());
-  return Num(info, iof_getrlimit(IntArg(info, 0), limits));
+  return Num(info, iof_getrlimit(resource, limits));
 }
 
 Napi::Value Setrlimit(const Napi::CallbackInfo& info) {
-  bool lossless = false;
-  uint64_t soft = info[1].As<Napi::BigInt>().Uint64Value(&lossless);
-  uint64_t hard = info[2].As<Napi::BigInt>().Uint64Value(&lossless);
-  return Num(info, iof_setrlimit(IntArg(info, 0), soft, hard));
+  int resource;
+  uint64_t soft, hard;
+  if (!IntAt(info, 0, &resource)) return ThrowType(info, 0, "an int");
+  if (!BigIntAt(info, 1, &soft)) return ThrowType(info, 1, "a bigint from 0 to 2^64-1");
+  if (!BigIntAt(info, 2, &hard)) return ThrowType(info, 2, "a bigint from 0 to 2^64-1");
+  return Num(info, iof_setrlimit(resource, soft, hard));
 }
 
 // ---- Scoped memory locking (lib/memory.ts). Unlike the glue above, these check their argument types and throw a
@@ -214,22 +277,25 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setIoFlusher", Napi::Function::New(env, SetIoFlusher, "setIoFlusher"));
   exports.Set("getIoFlusher", Napi::Function::New(env, GetIoFlusher, "getIoFlusher"));
   exports.Set("gettid", Napi::Function::New(env, Gettid, "gettid"));
-  exports.Set("signalDisposition", Napi::Function::New(env, SignalDisposition, "signalDisposition"));
+  exports.Set("signalDisposition", Napi::Function::New(env, IntFn<iof_signal_disposition>, "signalDisposition"));
   exports.Set("broadcastInstall", Napi::Function::New(env, BroadcastInstall, "broadcastInstall"));
-  exports.Set("broadcastRestore", Napi::Function::New(env, BroadcastRestore, "broadcastRestore"));
-  exports.Set("tgkill", Napi::Function::New(env, Tgkill, "tgkill"));
-  exports.Set("broadcastResult", Napi::Function::New(env, BroadcastResult, "broadcastResult"));
+  exports.Set("broadcastRestore", Napi::Function::New(env, IntIntFn<int, iof_broadcast_restore>, "broadcastRestore"));
+  exports.Set("tgkill", Napi::Function::New(env, IntIntFn<int, iof_tgkill>, "tgkill"));
+  exports.Set("broadcastResult", Napi::Function::New(env, IntFn<iof_broadcast_result>, "broadcastResult"));
+  exports.Set("broadcastLeave", Napi::Function::New(env, BroadcastLeave, "broadcastLeave"));
+  exports.Set("broadcastSignal", Napi::Function::New(env, BroadcastSignal, "broadcastSignal"));
+  exports.Set("broadcastOwner", Napi::Function::New(env, BroadcastOwner, "broadcastOwner"));
   exports.Set("sigrtmin", Napi::Function::New(env, Sigrtmin, "sigrtmin"));
   exports.Set("sigrtmax", Napi::Function::New(env, Sigrtmax, "sigrtmax"));
   exports.Set("execve", Napi::Function::New(env, Execve, "execve"));
-  exports.Set("getFdFlags", Napi::Function::New(env, GetFdFlags, "getFdFlags"));
-  exports.Set("setFdFlags", Napi::Function::New(env, SetFdFlags, "setFdFlags"));
-  exports.Set("mlockall", Napi::Function::New(env, Mlockall, "mlockall"));
+  exports.Set("getFdFlags", Napi::Function::New(env, IntFn<iof_get_fd_flags>, "getFdFlags"));
+  exports.Set("setFdFlags", Napi::Function::New(env, IntIntFn<long, iof_set_fd_flags>, "setFdFlags"));
+  exports.Set("mlockall", Napi::Function::New(env, IntFn<iof_mlockall>, "mlockall"));
   exports.Set("munlockall", Napi::Function::New(env, Munlockall, "munlockall"));
   exports.Set("getrlimit", Napi::Function::New(env, Getrlimit, "getrlimit"));
   exports.Set("setrlimit", Napi::Function::New(env, Setrlimit, "setrlimit"));
-  exports.Set("getFdCloexec", Napi::Function::New(env, GetFdCloexec, "getFdCloexec"));
-  exports.Set("setFdCloexec", Napi::Function::New(env, SetFdCloexec, "setFdCloexec"));
+  exports.Set("getFdCloexec", Napi::Function::New(env, IntFn<iof_get_fd_cloexec>, "getFdCloexec"));
+  exports.Set("setFdCloexec", Napi::Function::New(env, IntIntFn<long, iof_set_fd_cloexec>, "setFdCloexec"));
   // Scoped memory locking.
   exports.Set("mlock2", Napi::Function::New(env, Mlock2, "mlock2"));
   exports.Set("munlock", Napi::Function::New(env, Munlock, "munlock"));

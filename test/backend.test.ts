@@ -66,7 +66,7 @@ describe('backend selection', () => {
       }),
     );
     expect(out.error).toBe("IO_FLUSHER_BACKEND must be one of auto, native, emulated; got \"kernel\"");
-    expect(out.probe).toMatchObject({ backend: null, backendReason: out.error });
+    expect(out.probe).toMatchObject({ backend: null, backendReason: `ERR_INVALID_IO_FLUSHER_BACKEND: ${out.error}` });
   });
 
   it('auto on a platform without IO_FLUSHER falls back to the emulator and says so', () => {

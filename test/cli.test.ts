@@ -26,10 +26,10 @@ describe('io-flusher check', () => {
     expect(JSON.parse(r.stdout).threads[0]).toMatchObject({ pid: 1, tid: 1 });
   });
 
-  it('a missing process is a clear failure, exit 1', () => {
+  it('a missing process is a clear failure, exit 6 (as status answers it)', () => {
     const r = runCli(['check', '--pid', '4194303']);
-    expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(/^io-flusher: ESRCH: no such process, open '\/proc\/4194303\/task'/);
+    expect(r.status).toBe(6);
+    expect(r.stderr).toMatch(/^io-flusher: no process 4194303: ESRCH: no such process, open '\/proc\/4194303\//);
   });
 
   it('the exit status is decided by the kernel, not by --backend emulated (which is marked NOT protected)', () => {

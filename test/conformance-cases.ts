@@ -1,6 +1,7 @@
 /**
- * The conformance table: raw prctl calls and what a kernel answers, written by hand from kernel/sys.c (5.6 to 6.18)
- * and ../shared/reference/kernel.md, not from the emulator. The host suite runs it against every backend that can
+ * The conformance table: raw prctl calls and what a kernel answers, written by hand from kernel/sys.c (5.6 to 6.18:
+ * capable(CAP_SYS_RESOURCE) is checked first, then arg2..arg5; SET takes only 0 or 1, GET wants arg2..arg5 zero),
+ * not from the emulator. The host suite runs it against every backend that can
  * run here; the kernel suite (test/kernel/) runs it on real kernels in a VM and compares kernel and emulator case by
  * case. Keep it the one place these cases live.
  */

@@ -95,13 +95,24 @@ describe.runIf(!capable)('[without CAP_SYS_RESOURCE] setProcessIoFlusher, native
     expect(workerTicks).toBeGreaterThan(0);
   });
 
-  it('refuses a signal that already has a handler, and validates options', () => {
+  it('answers EBUSY while another thread is inside a call, without disturbing it, and validates options', async () => {
     const signo = binding.sigrtmax() - 1;
-    expect(binding.broadcastInstall(signo, 0)).toBe(0); // something else's handler, for this test
+    // A Worker that has installed the broadcast handler and is still alive: as if it were inside its own call.
+    const worker = new Worker(
+      `const b = require(${JSON.stringify(path.resolve(__dirname, '../dist/native-binding.js'))}).loadNativeBinding().binding;
+       const { parentPort } = require('node:worker_threads');
+       parentPort.postMessage(b.broadcastInstall(${signo}, 0));
+       parentPort.once('message', () => parentPort.postMessage(b.broadcastRestore(${signo}, b.gettid())));`,
+      { eval: true },
+    );
+    expect(await new Promise((resolve) => worker.once('message', resolve))).toBe(0);
     try {
-      expect(() => native.setProcessIoFlusher(true, { signal: signo })).toThrow(expect.objectContaining({ code: 'ERR_IO_FLUSHER_SIGNAL_IN_USE', reason: 'signal-in-use' }));
+      expect(() => native.setProcessIoFlusher(true)).toThrow(expect.objectContaining({ code: 'EBUSY', errno: -16, reason: 'signal-in-use' }));
+      expect(binding.signalDisposition(signo)).toBe(2); // still the Worker's
     } finally {
-      expect(binding.broadcastRestore(signo)).toBe(0);
+      worker.postMessage('restore');
+      expect(await new Promise((resolve) => worker.once('message', resolve))).toBe(0);
+      await worker.terminate();
     }
     expect(binding.signalDisposition(signo)).toBe(0);
     expect(() => native.setProcessIoFlusher(true, { signal: 10 })).toThrow(RangeError);

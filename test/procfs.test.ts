@@ -10,7 +10,7 @@ const STAT_TAIL = '2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23';
 describe('parseStatLine', () => {
   it('reads tid, name, state and the flags word (field 9)', () => {
     const s = parseStatLine(`1234 (node) S 1 1234 1234 0 -1 1573120 ${STAT_TAIL}`);
-    expect(s).toEqual({ tid: 1234, name: 'node', state: 'S', flags: 1573120 });
+    expect(s).toEqual({ tid: 1234, name: 'node', state: 'S', flags: 1573120, startTime: 14 }); // field 22: the 13th after the flags
   });
 
   it('a comm with spaces and ")" parses: the split is after the LAST ")"', () => {

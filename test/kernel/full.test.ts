@@ -236,3 +236,37 @@ describe(`forward-progress kit, real kernel ${KERNEL_NAME}`, () => {
     expect(r.out.threads - r.out.flagged).toBeLessThanOrEqual(1);
   });
 });
+
+describe(`setProcessIoFlusher refuses before it changes anything, real kernel ${KERNEL_NAME}`, () => {
+  it('a bad option leaves the calling thread untouched (no prctl before the RangeError / TypeError)', () => {
+    expect(native.getIoFlusher()).toBe(false);
+    expect(() => native.setProcessIoFlusher(true, { signal: 5 })).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
+    expect(() => native.setProcessIoFlusher(true, { signal: '40' as unknown as number })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    expect(() => native.setProcessIoFlusher(true, { timeoutMs: 'x' as unknown as number })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    expect(native.getIoFlusher()).toBe(false);
+  });
+
+  it('EBUSY while another thread is inside a call: the calling thread is left untouched', async () => {
+    const { loadNativeBinding } = await import('../../dist/native-binding.js');
+    const signo = (loadNativeBinding() as { binding: { sigrtmax(): number } }).binding.sigrtmax();
+    const worker = new Worker(
+      `const b = require(${JSON.stringify(path.resolve(__dirname, '../../dist/native-binding.js'))}).loadNativeBinding().binding;
+       const { parentPort } = require('node:worker_threads');
+       parentPort.postMessage(b.broadcastInstall(${signo}, 1));
+       parentPort.once('message', () => parentPort.postMessage(b.broadcastRestore(${signo}, b.gettid())));`,
+      { eval: true },
+    );
+    expect(await new Promise((resolve) => worker.once('message', resolve))).toBe(0);
+    try {
+      expect(() => native.setProcessIoFlusher(true)).toThrow(expect.objectContaining({ code: 'EBUSY' }));
+      expect(native.getIoFlusher()).toBe(false);
+    } finally {
+      worker.postMessage('restore');
+      expect(await new Promise((resolve) => worker.once('message', resolve))).toBe(0);
+      await worker.terminate();
+    }
+    const report = native.setProcessIoFlusher(true);
+    expect(report.handlerRestored).toBe(true);
+    expect(native.getIoFlusher()).toBe(true);
+  });
+});
