@@ -6,7 +6,7 @@
 import { BACKEND_CHOICES, BackendChoice } from './backend';
 import { IoFlusherError } from './errors';
 import { IoFlusher, ProbeResult } from './io-flusher';
-import { describeFlags, escapeName, readProcessThreads, ThreadFlags } from './procfs';
+import { describeFlags, escapeName, readProcessThreads, readThreadWait, ThreadFlags, ThreadWait } from './procfs';
 import { ExecError, execve, preloadOption, PRELOAD_MLOCK_ENV, resolveCommand, saveStdioFlags } from './exec';
 import { memoryState, setMemlockLimit, setOomScoreAdj } from './memory';
 import { loadNativeBinding } from './native-binding';
@@ -54,9 +54,11 @@ const USAGE = `Usage:
       preload locks at its start.
       Exit status: COMMAND's own once it runs; 125 a requested setting could not be made (with --allow-unprotected:
       a warning, and COMMAND runs anyway); 126 COMMAND could not be executed; 127 COMMAND not found; 2 usage error.
-  io-flusher status [PID...] [--json] [--check]
+  io-flusher status [PID...] [--json] [--check] [--wchan]
       Every thread of each process (default: io-flusher itself) with its name and memalloc flags. With --check, exit
       1 when any thread lacks IO_FLUSHER, naming those threads on stderr. Exit 6 when a process does not exist.
+      With --wchan, also where each thread is: its state (R running, S sleeping, D waiting uninterruptibly, as a
+      stuck I/O thread does), the kernel function it sleeps in, and its kernel stack when readable (as root).
   io-flusher vm [--kernel bookworm|bullseye|trixie] [--mode full|nocap|oldkernel] [--node MAJOR] [--memory MIB]
                 [--modules LIST] [--timeout S] [--prepare] -- COMMAND [ARGS...]
       Run COMMAND as root in a QEMU VM booted from a real Debian kernel (6.1, 5.10 or 6.12), with this project
@@ -119,11 +121,12 @@ function hex(flags: number): string {
   return `0x${flags.toString(16).padStart(8, '0')}`;
 }
 
-/** A table of threads: what `check` and `status` print. */
-export function formatThreadTable(threads: ThreadFlags[]): string {
-  const rows = [['TID', 'NAME', 'FLAGS', 'IO_FLUSHER', 'NOIO', 'LOCAL_THROTTLE', 'NOFS', 'MEMALLOC', 'PIN']];
+/** A table of threads: what `check` and `status` print; with `waits` (status --wchan), where each thread is too. */
+export function formatThreadTable(threads: ThreadFlags[], waits?: Array<ThreadWait | undefined>): string {
+  const rows = [['TID', 'NAME', 'FLAGS', 'IO_FLUSHER', 'NOIO', 'LOCAL_THROTTLE', 'NOFS', 'MEMALLOC', 'PIN', ...(waits ? ['STATE', 'WCHAN'] : [])]];
   const yes = (b: boolean): string => (b ? 'yes' : '-');
-  for (const t of threads) {
+  for (const [i, t] of threads.entries()) {
+    const wait = waits?.[i];
     rows.push([
       String(t.tid),
       escapeName(t.name),
@@ -134,10 +137,20 @@ export function formatThreadTable(threads: ThreadFlags[]): string {
       yes(t.memallocNofs),
       yes(t.memalloc),
       yes(t.memallocPin),
+      ...(waits ? [wait?.state ?? '?', escapeName(wait?.wchan ?? '-')] : []),
     ]);
   }
   const widths = rows[0]!.map((_, col) => Math.max(...rows.map((r) => r[col]!.length)));
-  return rows.map((r) => r.map((cell, col) => cell.padEnd(widths[col]!)).join('  ').trimEnd()).join('\n');
+  const table = rows.map((r) => r.map((cell, col) => cell.padEnd(widths[col]!)).join('  ').trimEnd()).join('\n');
+  if (!waits) return table;
+  // The kernel stacks below the table, innermost call first: what tells a stuck thread's cause (balance_dirty_pages,
+  // direct reclaim, waiting on writeback, the journal).
+  const stacks = threads
+    .map((t, i) => [t, waits[i]] as const)
+    .filter(([, w]) => w?.stack?.length)
+    .map(([t, w]) => `  ${t.tid} ${escapeName(t.name)} [${w!.state}]: ${w!.stack!.map(escapeName).join(' <- ')}`);
+  const unreadable = waits.some((w) => w && w.stack === null);
+  return `${table}\n${stacks.length ? `kernel stacks:\n${stacks.join('\n')}` : unreadable ? 'kernel stacks: not readable (they need root with CAP_SYS_ADMIN)' : 'kernel stacks: none'}`;
 }
 
 function checkExitCode(probe: ProbeResult): number {
@@ -342,13 +355,20 @@ function isNodeExecutable(file: string): boolean {
 }
 
 function status(argv: string[], out: (s: string) => void): number {
-  const args = parseArgs(argv, [], ['json', 'check']);
+  const args = parseArgs(argv, [], ['json', 'check', 'wchan']);
+  const withWait = args.flags.has('wchan');
   const pids = args.positional.length ? args.positional.map((p) => parsePid(p)!) : [process.pid];
-  const processes: Array<{ pid: number; threads: ThreadFlags[] }> = [];
+  const processes: Array<{ pid: number; threads: Array<ThreadFlags & Partial<ThreadWait>> }> = [];
   const missing: number[] = [];
   for (const pid of pids) {
     try {
-      processes.push({ pid, threads: readProcessThreads(pid).map((t) => describeFlags(pid, t.tid, t.name, t.flags, false)) });
+      processes.push({
+        pid,
+        threads: readProcessThreads(pid).map((t) => ({
+          ...describeFlags(pid, t.tid, t.name, t.flags, false),
+          ...(withWait ? readThreadWait(pid, t.tid, t.state) : {}),
+        })),
+      });
     } catch (err) {
       if ((err as IoFlusherError).code !== 'ESRCH') throw err;
       // Reported, and the processes that do exist are still shown.
@@ -362,7 +382,11 @@ function status(argv: string[], out: (s: string) => void): number {
   } else {
     out(
       processes
-        .map((p) => `process ${p.pid}: ${p.threads.length - p.threads.filter((t) => !t.ioFlusher).length} of ${p.threads.length} threads in IO_FLUSHER state\n${formatThreadTable(p.threads)}`)
+        .map(
+          (p) =>
+            `process ${p.pid}: ${p.threads.length - p.threads.filter((t) => !t.ioFlusher).length} of ${p.threads.length} threads in IO_FLUSHER state\n` +
+            formatThreadTable(p.threads, withWait ? (p.threads as ThreadWait[]) : undefined),
+        )
         .join('\n\n'),
     );
   }

@@ -119,6 +119,40 @@ function isGone(err: unknown): boolean {
   return code === 'ENOENT' || code === 'ESRCH';
 }
 
+/** Where a thread is, as a stuck daemon's author needs to see it. */
+export interface ThreadWait {
+  /** Scheduler state (stat field 3): R running, S sleeping, D uninterruptible (waiting on I/O or a lock), T stopped, ... */
+  state: string;
+  /** The kernel function the thread sleeps in (/proc/PID/task/TID/wchan), or null when running or not shown. */
+  wchan: string | null;
+  /** The kernel stack, innermost first, without addresses and offsets; null when unreadable (it needs root). */
+  stack: string[] | null;
+}
+
+/**
+ * Reads where one thread sleeps. A thread that exits meanwhile gives what could be read; wchan and stack are null
+ * when the kernel does not show them (wchan is "0" for a running thread; the stack needs CAP_SYS_ADMIN).
+ */
+export function readThreadWait(pid: number, tid: number, state: string): ThreadWait {
+  const dir = `/proc/${pid}/task/${tid}`;
+  const optional = (file: string): string | null => {
+    try {
+      return readProcFile(`${dir}/${file}`);
+    } catch {
+      return null; // gone, or not readable by this user: shown as unknown, never as an error
+    }
+  };
+  const wchan = optional('wchan')?.trim() ?? null;
+  const stackText = optional('stack');
+  const stack = stackText === null
+    ? null
+    : stackText
+        .split('\n')
+        .map((line) => line.replace(/^\[<[0-9a-f]+>\]\s*/, '').replace(/\+0x[0-9a-f]+\/0x[0-9a-f]+/, '').trim())
+        .filter(Boolean);
+  return { state, wchan: wchan && wchan !== '0' ? wchan : null, stack };
+}
+
 /** The calling thread's tid, from /proc/thread-self (a link to PID/task/TID). */
 export function threadSelfId(): number {
   const link = fs.readlinkSync('/proc/thread-self');
