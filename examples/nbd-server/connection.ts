@@ -225,6 +225,14 @@ export class NbdConnection {
     this.finished = this.run();
   }
 
+  /**
+   * True once nothing more can reach the client: the socket is destroyed (reset, dropped), or a write failed (EPIPE
+   * from a peer that closed). The failed write destroys the socket only on the next tick, so this checks both.
+   */
+  private get gone(): boolean {
+    return this.socket.destroyed || this.socket.errored !== null;
+  }
+
   /** True while a request or a reply holds anything of this connection. */
   get busy(): boolean {
     return this.slots > 0 || this.inflight.length > 0 || this.sending || this.sendQueue.length > 0;
@@ -589,7 +597,7 @@ export class NbdConnection {
     entry.done = (async () => {
       if (deps.length) await Promise.all(deps.map((d) => d.done));
       // Nobody is left to answer: a request that has not started is dropped.
-      if (this.socket.destroyed) {
+      if (this.gone) {
         this.cancelled++;
         return;
       }
@@ -623,7 +631,7 @@ export class NbdConnection {
           if (!flagsOnly(P.NBD_CMD_FLAG_FUA) || length > P.MAX_PAYLOAD || !inRange) return { error: P.NBD_EINVAL };
           const buffer = allocateIoBuffer(P.NBD_SIMPLE_REPLY_SIZE + length);
           for (let done = 0; done < length; done += READ_PIECE) {
-            if (this.socket.destroyed) return { error: P.NBD_EIO }; // the client is gone: stop reading for it
+            if (this.gone) return { error: P.NBD_EIO }; // the client is gone: stop reading for it
             const piece = Math.min(READ_PIECE, length - done);
             const at = P.NBD_SIMPLE_REPLY_SIZE + done;
             await file.read(buffer.subarray(at, at + piece), position + done);
