@@ -769,6 +769,28 @@ describe('examples/nbd-server against hostile clients (bounded memory, no lockou
     await stop(server);
   }, 40_000);
 
+  it('connection slots: clients trickling a request header one byte at a time count as idle and are evicted (--max-connections 2)', async () => {
+    const server = await start(['--max-connections', '2', '--evict-idle-after', '2']);
+    const tricklers = await Promise.all([0, 1].map(() => rawTransmission(server.socket, EXPORT)));
+    const header = P.requestHeader(0, P.NBD_CMD_READ, 1n, 0n, 512);
+    let i = 0;
+    const trickle = setInterval(() => {
+      i = Math.min(i + 1, header.length - 1); // never a whole header
+      for (const t of tricklers) if (!t.destroyed) t.write(header.subarray(i - 1, i));
+    }, 250);
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 2500));
+      const newcomer = await openExport({ socket: server.socket }, EXPORT);
+      expect((await newcomer.read(0, 512)).length).toBe(512);
+      await newcomer.disconnect();
+      await waitForLog(server, /connection [12]: idle for \d+ s while every connection slot is taken/);
+    } finally {
+      clearInterval(trickle);
+      for (const t of tricklers) t.destroy();
+    }
+    await stop(server);
+  });
+
   for (const how of ['NBD_CMD_DISC', 'a half-close'] as const) {
     it(`after ${how}, a client that reads slowly (nothing for 4 s) still gets both 32 MiB READ replies in full`, async () => {
       const server = await start();

@@ -200,7 +200,10 @@ export class NbdConnection {
   private readonly sendQueue: Array<{ data: Buffer; sent?: () => void }> = [];
   private sending = false;
   private readonly lost: Promise<void>;
-  /** Date.now() of the last byte received or reply batch accepted by the kernel. */
+  /**
+   * Date.now() of the last whole option or request received, or reply batch accepted by the kernel. Bytes alone do
+   * not count: a client trickling a header one byte at a time is idle.
+   */
   lastActivity = Date.now();
   /** Resolves once nothing of the connection is in flight, its replies are sent, and the socket is closed. */
   readonly finished: Promise<void>;
@@ -214,7 +217,6 @@ export class NbdConnection {
     private readonly budget: BufferBudget = new BufferBudget(4 * MAX_BYTES_PER_CONNECTION),
   ) {
     this.reader = new P.SocketReader(socket);
-    socket.on('data', () => (this.lastActivity = Date.now()));
     this.lost = new Promise((resolve) =>
       socket.once('close', () => {
         this.pump(); // releases whatever is still queued
@@ -408,6 +410,7 @@ export class NbdConnection {
       if (++this.optionsSeen > P.MAX_OPTIONS) throw new ProtocolViolation(`more than ${P.MAX_OPTIONS} options without choosing an export`);
       if (length > P.MAX_OPTION_LENGTH) throw new ProtocolViolation(`option ${optionName} with ${length} bytes of data (at most ${P.MAX_OPTION_LENGTH})`);
       const data = await this.reader.read(length);
+      this.lastActivity = Date.now();
 
       if (this.stopping) {
         if (option === P.NBD_OPT_ABORT) {
@@ -508,6 +511,7 @@ export class NbdConnection {
     for (;;) {
       await this.waitForCapacity();
       const header = await this.reader.read(P.NBD_REQUEST_SIZE);
+      this.lastActivity = Date.now();
       const magic = header.readUInt32BE(0);
       if (magic !== P.NBD_REQUEST_MAGIC) throw new ProtocolViolation(`bad request magic ${hex(magic)}`);
       const request: Request = {
