@@ -791,6 +791,19 @@ describe('examples/nbd-server against hostile clients (bounded memory, no lockou
     await stop(server);
   });
 
+  it('connection slots: a client that sent DISC but keeps its socket open no longer holds its slot (--max-connections 1)', async () => {
+    const server = await start(['--max-connections', '1']);
+    const lingering = await rawTransmission(server.socket, EXPORT);
+    lingering.write(P.requestHeader(0, P.NBD_CMD_DISC, 1n, 0n, 0));
+    lingering.resume();
+    expect(await waitFor(lingering, 'end', 10_000)).toBe(true); // the server ended its side; this one stays open
+    const next = await openExport({ socket: server.socket }, EXPORT);
+    expect((await next.read(0, 512)).length).toBe(512);
+    await next.disconnect();
+    lingering.destroy();
+    await stop(server);
+  });
+
   for (const how of ['NBD_CMD_DISC', 'a half-close'] as const) {
     it(`after ${how}, a client that reads slowly (nothing for 4 s) still gets both 32 MiB READ replies in full`, async () => {
       const server = await start();

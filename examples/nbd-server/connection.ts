@@ -205,6 +205,9 @@ export class NbdConnection {
    * not count: a client trickling a header one byte at a time is idle.
    */
   lastActivity = Date.now();
+  /** Resolves once nothing of the connection is in flight and its replies are in the kernel (it is closing). */
+  readonly settled: Promise<void>;
+  private settle!: () => void;
   /** Resolves once nothing of the connection is in flight, its replies are sent, and the socket is closed. */
   readonly finished: Promise<void>;
 
@@ -217,6 +220,7 @@ export class NbdConnection {
     private readonly budget: BufferBudget = new BufferBudget(4 * MAX_BYTES_PER_CONNECTION),
   ) {
     this.reader = new P.SocketReader(socket);
+    this.settled = new Promise((resolve) => (this.settle = resolve));
     this.lost = new Promise((resolve) =>
       socket.once('close', () => {
         this.pump(); // releases whatever is still queued
@@ -296,6 +300,7 @@ export class NbdConnection {
     if (this.cancelled) this.log(`connection ${this.id}: ${this.cancelled} requests not run: the client was gone`);
     // Every reply goes to the kernel first: its socket buffer keeps them for the client after we close.
     await this.sendQueueEmpty();
+    this.settle();
     if (graceful && !this.socket.destroyed) {
       this.socket.end();
       // A client that never closes its side must not keep the socket open for ever.

@@ -355,9 +355,10 @@ async function main(): Promise<number> {
     if (socket.remoteAddress !== undefined) socket.setNoDelay(true);
     const connection = new NbdConnection(socket, exported, log, nextId++, options.limits, budget);
     connections.add(connection);
-    void connection.finished.finally(() => connections.delete(connection));
+    // A connection whose replies are all in the kernel no longer counts, even while its client takes up to 2 s to
+    // close; nor does an evicted one. The hard limit below leaves room for those.
+    void connection.settled.then(() => connections.delete(connection));
   });
-  // Evicted connections close at once, but may still be closing: the hard limit leaves room for them.
   server.maxConnections = options.maxConnections * 2;
   const where = await listen(server, options);
   server.on('error', (err) => {
