@@ -804,6 +804,48 @@ describe('examples/nbd-server against hostile clients (bounded memory, no lockou
     await stop(server);
   });
 
+  it('connection slots: clients that connect and never finish negotiating lose their slots to a newcomer after 1 s (--max-connections 2)', async () => {
+    // The handshake deadline alone would let them hold every slot for 30 s at a time (CVE-2024-7409 in qemu).
+    const server = await start(['--max-connections', '2', '--handshake-timeout', '30']);
+    const stalled = await Promise.all([0, 1].map(() => rawConnect(server.socket)));
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const newcomer = await openExport({ socket: server.socket }, EXPORT);
+    expect((await newcomer.read(0, 512)).length).toBe(512);
+    await waitForLog(server, /connection 1: still negotiating after \d+\.\d s while every connection slot is taken: closed to make room for a new client/);
+    await newcomer.disconnect();
+    for (const c of stalled) c.destroy();
+    await stop(server);
+  });
+
+  it('a WRITE payload trickled one byte at a time is cut off at the stall timeout (2 s here)', async () => {
+    const server = await start(['--stall-timeout', '2']);
+    const c = await rawTransmission(server.socket, EXPORT);
+    c.write(P.requestHeader(0, P.NBD_CMD_WRITE, 1n, 0n, MiB));
+    const trickle = setInterval(() => c.destroyed || c.write(Buffer.from([0x55])), 200);
+    try {
+      await waitForLog(server, /connection 1: the 1048576-byte payload of a WRITE did not arrive within 2 s; disconnecting/, 15_000);
+    } finally {
+      clearInterval(trickle);
+    }
+    c.destroy();
+    await stop(server);
+  });
+
+  it('the shared buffer budget cannot lock others out: a client holding all of it without reading is dropped at the stall timeout, then others are served', async () => {
+    const server = await start(['--buffer-memory', '32M', '--stall-timeout', '2']);
+    const hog = await rawTransmission(server.socket, EXPORT);
+    hog.write(Buffer.concat(Array.from({ length: 40 }, (_, i) => P.requestHeader(0, P.NBD_CMD_READ, BigInt(i), 0n, MiB))));
+    await new Promise((resolve) => setTimeout(resolve, 500)); // the hog now holds the 32 MiB
+    const other = await openExport({ socket: server.socket }, EXPORT);
+    const started = Date.now();
+    expect((await other.read(0, 4096)).length).toBe(4096);
+    await waitForLog(server, /connection 1: the client took none of its replies for 2 s; disconnecting/);
+    console.log(`a READ waiting behind a client holding the whole budget was served after ${Date.now() - started} ms`);
+    await other.disconnect();
+    hog.destroy();
+    await stop(server);
+  });
+
   for (const how of ['NBD_CMD_DISC', 'a half-close'] as const) {
     it(`after ${how}, a client that reads slowly (nothing for 4 s) still gets both 32 MiB READ replies in full`, async () => {
       const server = await start();

@@ -189,6 +189,8 @@ export class NbdConnection {
   private fixedNewstyle = false;
   private noZeroes = false;
   private negotiating = true;
+  /** Date.now() at accept. */
+  readonly connectedAt = Date.now();
   private stopping = false;
   private optionsSeen = 0;
   private inflight: InFlight[] = [];
@@ -239,6 +241,11 @@ export class NbdConnection {
     return this.socket.destroyed || this.socket.errored !== null;
   }
 
+  /** True until the client has chosen an export (or the connection ended). */
+  get inNegotiation(): boolean {
+    return this.negotiating;
+  }
+
   /** True while a request or a reply holds anything of this connection. */
   get busy(): boolean {
     return this.slots > 0 || this.inflight.length > 0 || this.sending || this.sendQueue.length > 0;
@@ -252,9 +259,13 @@ export class NbdConnection {
     setTimeout(() => this.reader.abort(new P.ReadAborted('server shutting down')), SHUTDOWN_GRACE_MS).unref();
   }
 
-  /** Makes room for a new client: only called when this connection is idle (nothing in flight, nothing queued). */
+  /** Makes room for a new client: only called when this connection is idle, or still negotiating. */
   evict(now: number): void {
-    this.fail(`idle for ${Math.round((now - this.lastActivity) / 1000)} s while every connection slot is taken: closed to make room for a new client`);
+    this.fail(
+      this.negotiating
+        ? `still negotiating after ${((now - this.connectedAt) / 1000).toFixed(1)} s while every connection slot is taken: closed to make room for a new client`
+        : `idle for ${Math.round((now - this.lastActivity) / 1000)} s while every connection slot is taken: closed to make room for a new client`,
+    );
   }
 
   /** Logs why, then drops the connection at once (whatever is queued for it is discarded). */

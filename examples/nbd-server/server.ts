@@ -30,7 +30,8 @@ const USAGE = `Usage: node examples/nbd-server/dist/server.js --file PATH [--siz
   --oom-score-adj N      set /proc/self/oom_score_adj (-1000: never OOM-killed; lowering needs CAP_SYS_RESOURCE)
   --require-protection   refuse to start (exit 3) unless every step asked for is in effect
   --max-connections N    connections at once (default 64); when all are taken, a new client takes the slot of the
-                         connection idle longest, if it has been idle --evict-idle-after seconds; else it is refused
+                         connection negotiating for over 1 s, or else of the connection idle longest, if it has
+                         been idle --evict-idle-after seconds; else it is refused
   --handshake-timeout S  seconds from connecting to choosing an export (default 10)
   --stall-timeout S      seconds a client may take to accept 1 MiB of waiting replies, or to send a WRITE's
                          payload, before it is disconnected (default 30)
@@ -40,6 +41,9 @@ const USAGE = `Usage: node examples/nbd-server/dist/server.js --file PATH [--siz
 
 Exit status: 0 after SIGTERM/SIGINT; 1 failure; 2 usage error; 3 protection required but not in effect.
 `;
+
+/** When every connection slot is taken, a connection still negotiating after this long can be evicted. */
+const NEGOTIATION_EVICTABLE_MS = 1000;
 
 const EXIT_FAILURE = 1;
 const EXIT_USAGE = 2;
@@ -332,12 +336,19 @@ async function main(): Promise<number> {
   // connection is ended by NbdConnection once nothing of it is in flight.
   const server = net.createServer({ allowHalfOpen: true }, (socket) => {
     if (connections.size >= options.maxConnections) {
-      // Full: the connection idle longest gives up its slot, if it has been idle long enough. A connection with a
-      // request or a reply in flight is never evicted, so busy clients keep working whatever idle ones do.
+      // Full: a slot is taken from the connection negotiating longest, if for over a second (a real client
+      // negotiates in milliseconds; this stops clients that reconnect before each handshake deadline from holding
+      // every slot), else from the connection idle longest, if idle long enough. A connection with a request or a
+      // reply in flight is never evicted, so busy clients keep working whatever idle ones do.
       const now = Date.now();
       let victim: NbdConnection | undefined;
       for (const c of connections) {
-        if (!c.busy && now - c.lastActivity >= options.evictIdleMs && (!victim || c.lastActivity < victim.lastActivity)) victim = c;
+        if (c.inNegotiation && now - c.connectedAt >= NEGOTIATION_EVICTABLE_MS && (!victim || c.connectedAt < victim.connectedAt)) victim = c;
+      }
+      if (!victim) {
+        for (const c of connections) {
+          if (!c.inNegotiation && !c.busy && now - c.lastActivity >= options.evictIdleMs && (!victim || c.lastActivity < victim.lastActivity)) victim = c;
+        }
       }
       if (!victim) {
         socket.destroy();
