@@ -365,11 +365,16 @@ describe('examples/nbd-server request ordering (in process, over a slow in-memor
   /** Stands in for BackingFile: writes of 64 KiB or more take `slowWriteMs`; every operation is logged when it completes. */
   class SlowMemoryFile {
     constructor(private readonly slowWriteMs = 100) {}
-    readonly size = 1024 * 1024;
+    readonly size = 8 * 1024 * 1024;
     readonly data = Buffer.alloc(this.size);
     readonly events: string[] = [];
+    /** Milliseconds per MiB read (0: instant). */
+    readMsPerMiB = 0;
+    bytesRead = 0;
     async read(into: Buffer, position: number): Promise<void> {
+      if (this.readMsPerMiB) await new Promise((resolve) => setTimeout(resolve, (this.readMsPerMiB * into.length) / (1024 * 1024)));
       this.data.copy(into, 0, position, position + into.length);
+      this.bytesRead += into.length;
       this.events.push(`read ${position}+${into.length}`);
     }
     async write(data: Buffer, position: number): Promise<void> {
@@ -450,6 +455,27 @@ describe('examples/nbd-server request ordering (in process, over a slow in-memor
     } finally {
       server.close();
       fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a READ of a client that resets its TCP connection stops between 1 MiB pieces instead of reading everything', async () => {
+    const file = new SlowMemoryFile();
+    file.readMsPerMiB = 150; // 4 MiB take 600 ms
+    let connection: NbdConnection | undefined;
+    const server = net.createServer({ allowHalfOpen: true }, (s) => {
+      connection = new NbdConnection(s, { name: 'mem', file: file as unknown as BackingFile }, () => {}, 1);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const c = await openExport({ port: (server.address() as net.AddressInfo).port }, 'mem');
+      void c.read(0, 4 * 1024 * 1024).catch(() => {});
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      c.socket.resetAndDestroy(); // RST: the server's socket fails with ECONNRESET
+      await connection!.finished;
+      expect(file.bytesRead).toBeGreaterThan(0);
+      expect(file.bytesRead).toBeLessThan(4 * 1024 * 1024);
+    } finally {
+      server.close();
     }
   });
 });
