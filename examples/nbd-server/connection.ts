@@ -76,8 +76,22 @@ export class BufferBudget {
     return this.used;
   }
 
-  /** Reserves `bytes`: `ready` resolves once they are. `withdraw` gives them back, or stops waiting for them. */
-  acquire(bytes: number): { ready: Promise<void>; withdraw: () => void } {
+  /**
+   * Reserves `bytes`: `ready` is undefined when they were free at once, else resolves once they are. `withdraw`
+   * gives them back, or stops waiting for them.
+   */
+  acquire(bytes: number): { ready?: Promise<void>; withdraw: () => void } {
+    let withdrawn = false;
+    if (this.waiters.length === 0 && this.used + bytes <= this.limit) {
+      this.used += bytes;
+      return {
+        withdraw: () => {
+          if (withdrawn) return;
+          withdrawn = true;
+          this.release(bytes);
+        },
+      };
+    }
     let granted = false;
     let grant!: () => void;
     const ready = new Promise<void>((resolve) => {
@@ -89,7 +103,6 @@ export class BufferBudget {
     const waiter = { bytes, grant };
     this.waiters.push(waiter);
     this.grantWaiting();
-    let withdrawn = false;
     const withdraw = (): void => {
       if (withdrawn) return;
       withdrawn = true;
@@ -201,6 +214,10 @@ export class NbdConnection {
   private changeWaiters: Array<() => void> = [];
   private readonly sendQueue: Array<{ data: Buffer; sent?: () => void }> = [];
   private sending = false;
+  private batchStartedAt = 0;
+  private stallTimer: NodeJS.Timeout | undefined;
+  /** Completes the batch being written (its write callback, or the socket's close, whichever comes first). */
+  private finishBatch: (() => void) | undefined;
   private readonly lost: Promise<void>;
   /**
    * Date.now() of the last whole option or request received, or reply batch accepted by the kernel. Bytes alone do
@@ -225,6 +242,8 @@ export class NbdConnection {
     this.settled = new Promise((resolve) => (this.settle = resolve));
     this.lost = new Promise((resolve) =>
       socket.once('close', () => {
+        clearTimeout(this.stallTimer);
+        this.finishBatch?.();
         this.pump(); // releases whatever is still queued
         this.signalChange();
         resolve();
@@ -363,27 +382,42 @@ export class NbdConnection {
       bytes += entry.data.length;
     }
     this.sending = true;
-    const stall = setTimeout(
-      () => this.fail(`the client took none of its replies for ${this.limits.stallTimeoutMs / 1000} s`),
-      this.limits.stallTimeoutMs,
-    );
+    this.batchStartedAt = Date.now();
+    this.armStallTimer();
     let done = false;
     const accepted = (): void => {
       if (done) return;
       done = true;
-      clearTimeout(stall);
       this.sending = false;
       this.lastActivity = Date.now();
       for (const entry of batch) entry.sent?.();
       this.pump();
     };
     // A destroyed socket may drop the write callback: its 'close' completes the batch instead.
-    this.socket.once('close', accepted);
+    this.finishBatch = accepted;
     this.socket.cork();
-    batch.forEach((entry, i) =>
-      this.socket.write(entry.data, i === batch.length - 1 ? () => (this.socket.off('close', accepted), accepted()) : undefined),
-    );
+    for (let i = 0; i < batch.length - 1; i++) this.socket.write(batch[i]!.data);
+    this.socket.write(batch[batch.length - 1]!.data, accepted);
     this.socket.uncork();
+  }
+
+  /**
+   * One timer per connection, not one per batch: it fires at the earliest moment the current batch can have
+   * stalled, and re-arms itself for the batch in progress then, if any.
+   */
+  private armStallTimer(): void {
+    if (this.stallTimer) return;
+    const check = (): void => {
+      this.stallTimer = undefined;
+      if (!this.sending || this.socket.destroyed) return;
+      const waited = Date.now() - this.batchStartedAt;
+      if (waited >= this.limits.stallTimeoutMs) {
+        this.fail(`the client took none of its replies for ${this.limits.stallTimeoutMs / 1000} s`);
+        return;
+      }
+      this.stallTimer = setTimeout(check, this.limits.stallTimeoutMs - waited).unref();
+    };
+    this.stallTimer = setTimeout(check, this.limits.stallTimeoutMs).unref();
   }
 
   private async sendQueueEmpty(): Promise<void> {
@@ -553,11 +587,12 @@ export class NbdConnection {
         continue;
       }
       if (request.type === P.NBD_CMD_WRITE || (request.type === P.NBD_CMD_READ && request.length <= P.MAX_PAYLOAD)) {
-        await this.reserve(slot, request.length);
+        const waiting = this.reserve(slot, request.length);
+        if (waiting) await waiting;
       }
       if (request.type === P.NBD_CMD_WRITE) {
         request.payload = allocateIoBuffer(request.length);
-        await this.receivePayload(request.payload);
+        if (!this.reader.tryReadInto(request.payload)) await this.receivePayload(request.payload);
       }
       this.dispatch(request, slot);
     }
@@ -577,14 +612,23 @@ export class NbdConnection {
     this.signalChange();
   }
 
-  /** Waits until `bytes` fit in this connection's share and in the shared budget. */
-  private async reserve(slot: Slot, bytes: number): Promise<void> {
-    while (!this.socket.destroyed && this.slotBytes > 0 && this.slotBytes + bytes > MAX_BYTES_PER_CONNECTION) await this.waitForChange();
+  /** Waits (only when it must) until `bytes` fit in this connection's share and in the shared budget. */
+  private reserve(slot: Slot, bytes: number): Promise<void> | undefined {
+    if (this.slotBytes > 0 && this.slotBytes + bytes > MAX_BYTES_PER_CONNECTION) return this.reserveSlowly(slot, bytes);
     slot.bytes = bytes;
     this.slotBytes += bytes;
     const reservation = this.budget.acquire(bytes);
     slot.reservation = reservation;
-    await Promise.race([reservation.ready, this.lost]);
+    return reservation.ready && this.awaitReservation(slot, reservation.ready);
+  }
+
+  private async reserveSlowly(slot: Slot, bytes: number): Promise<void> {
+    while (!this.socket.destroyed && this.slotBytes > 0 && this.slotBytes + bytes > MAX_BYTES_PER_CONNECTION) await this.waitForChange();
+    await this.reserve(slot, bytes);
+  }
+
+  private async awaitReservation(slot: Slot, ready: Promise<void>): Promise<void> {
+    await Promise.race([ready, this.lost]);
     if (this.socket.destroyed) {
       this.releaseSlot(slot);
       throw new P.EndOfStream(true);

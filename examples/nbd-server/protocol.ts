@@ -195,6 +195,13 @@ export class SocketReader {
     }
   }
 
+  /** Fills `target` at once and returns true if that many bytes are buffered already; else reads nothing. */
+  tryReadInto(target: Buffer): boolean {
+    if (this.buffered < target.length || this.failure) return false;
+    this.copyOut(target, 0, target.length);
+    return true;
+  }
+
   /** Reads and drops `n` bytes, without holding them all in memory. */
   async skip(n: number): Promise<void> {
     while (n > 0) {
