@@ -857,6 +857,28 @@ describe('examples/nbd-server against hostile clients (bounded memory, no lockou
     await stop(server);
   });
 
+  it('a connection dropped while receiving a WRITE payload gives its reservation back (--buffer-memory 32M)', async () => {
+    const server = await start(['--buffer-memory', '32M', '--stall-timeout', '1']);
+    const readSucceeds = async (): Promise<void> => {
+      const c = await openExport({ socket: server.socket }, EXPORT);
+      expect((await c.read(0, MiB)).length).toBe(MiB); // needs 1 MiB of the budget
+      await c.disconnect();
+    };
+    // Dropped at the stall timeout, 1 byte of its 32 MiB payload sent.
+    const trickler = await rawTransmission(server.socket, EXPORT);
+    trickler.write(Buffer.concat([P.requestHeader(0, P.NBD_CMD_WRITE, 1n, 0n, 32 * MiB), Buffer.from([1])]));
+    await waitForLog(server, /connection 1: the 33554432-byte payload of a WRITE did not arrive within 1 s; disconnecting/);
+    await readSucceeds();
+    // Closed by the client half-way through its payload.
+    const quitter = await rawTransmission(server.socket, EXPORT);
+    quitter.write(Buffer.concat([P.requestHeader(0, P.NBD_CMD_WRITE, 1n, 0n, 32 * MiB), Buffer.alloc(16 * MiB)]));
+    await new Promise((resolve) => setTimeout(resolve, 300)); // the server is reading the payload
+    quitter.destroy();
+    await waitForLog(server, /connection 3: (closed by the client in the middle of a message|reset by the client with requests in flight)/);
+    await readSucceeds();
+    await stop(server);
+  }, 30_000);
+
   it('the shared buffer budget cannot lock others out: a client holding all of it without reading is dropped at the stall timeout, then others are served', async () => {
     const server = await start(['--buffer-memory', '32M', '--stall-timeout', '2']);
     const hog = await rawTransmission(server.socket, EXPORT);

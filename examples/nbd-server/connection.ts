@@ -573,29 +573,41 @@ export class NbdConnection {
       };
       if (request.type === P.NBD_CMD_DISC) return true; // run() lets in-flight requests finish, then closes
       const slot = this.takeSlot();
-      const refusal = this.stopping
-        ? P.NBD_ESHUTDOWN
-        : this.exp.readOnly && (request.type === P.NBD_CMD_WRITE || request.type === P.NBD_CMD_TRIM || request.type === P.NBD_CMD_WRITE_ZEROES)
-          ? P.NBD_EPERM
-          : request.type === P.NBD_CMD_WRITE && request.length > P.MAX_PAYLOAD
-            ? P.NBD_EINVAL
-            : 0;
-      if (refusal) {
-        // Refused without holding its payload: read past it to stay in sync.
-        if (request.type === P.NBD_CMD_WRITE) await this.reader.skip(request.length);
-        this.reply(request.cookie, refusal, slot);
-        continue;
+      try {
+        await this.admit(request, slot);
+      } catch (err) {
+        // The connection failed while this request was being received: what it holds goes back (the shared
+        // budget above all, which other connections wait for).
+        this.releaseSlot(slot);
+        throw err;
       }
-      if (request.type === P.NBD_CMD_WRITE || (request.type === P.NBD_CMD_READ && request.length <= P.MAX_PAYLOAD)) {
-        const waiting = this.reserve(slot, request.length);
-        if (waiting) await waiting;
-      }
-      if (request.type === P.NBD_CMD_WRITE) {
-        request.payload = allocateIoBuffer(request.length);
-        if (!this.reader.tryReadInto(request.payload)) await this.receivePayload(request.payload);
-      }
-      this.dispatch(request, slot);
     }
+  }
+
+  /** Refuses the request, or reserves its payload bytes, receives a WRITE's payload and dispatches it. */
+  private async admit(request: Request, slot: Slot): Promise<void> {
+    const refusal = this.stopping
+      ? P.NBD_ESHUTDOWN
+      : this.exp.readOnly && (request.type === P.NBD_CMD_WRITE || request.type === P.NBD_CMD_TRIM || request.type === P.NBD_CMD_WRITE_ZEROES)
+        ? P.NBD_EPERM
+        : request.type === P.NBD_CMD_WRITE && request.length > P.MAX_PAYLOAD
+          ? P.NBD_EINVAL
+          : 0;
+    if (refusal) {
+      // Refused without holding its payload: read past it to stay in sync.
+      if (request.type === P.NBD_CMD_WRITE) await this.reader.skip(request.length);
+      this.reply(request.cookie, refusal, slot);
+      return;
+    }
+    if (request.type === P.NBD_CMD_WRITE || (request.type === P.NBD_CMD_READ && request.length <= P.MAX_PAYLOAD)) {
+      const waiting = this.reserve(slot, request.length);
+      if (waiting) await waiting;
+    }
+    if (request.type === P.NBD_CMD_WRITE) {
+      request.payload = allocateIoBuffer(request.length);
+      if (!this.reader.tryReadInto(request.payload)) await this.receivePayload(request.payload);
+    }
+    this.dispatch(request, slot);
   }
 
   private takeSlot(): Slot {
@@ -619,20 +631,20 @@ export class NbdConnection {
     this.slotBytes += bytes;
     const reservation = this.budget.acquire(bytes);
     slot.reservation = reservation;
-    return reservation.ready && this.awaitReservation(slot, reservation.ready);
+    return reservation.ready && this.awaitReservation(reservation.ready);
   }
 
   private async reserveSlowly(slot: Slot, bytes: number): Promise<void> {
-    while (!this.socket.destroyed && this.slotBytes > 0 && this.slotBytes + bytes > MAX_BYTES_PER_CONNECTION) await this.waitForChange();
-    await this.reserve(slot, bytes);
+    while (this.slotBytes > 0 && this.slotBytes + bytes > MAX_BYTES_PER_CONNECTION) {
+      if (this.socket.destroyed) throw new P.EndOfStream(true);
+      await this.waitForChange();
+    }
+    await this.reserve(slot, bytes); // fits this connection's share now: straight to the shared budget
   }
 
-  private async awaitReservation(slot: Slot, ready: Promise<void>): Promise<void> {
+  private async awaitReservation(ready: Promise<void>): Promise<void> {
     await Promise.race([ready, this.lost]);
-    if (this.socket.destroyed) {
-      this.releaseSlot(slot);
-      throw new P.EndOfStream(true);
-    }
+    if (this.socket.destroyed) throw new P.EndOfStream(true); // admit()'s caller gives the reservation back
   }
 
   /** A WRITE's payload, which must arrive within the stall timeout: meanwhile it holds budget others may need. */
