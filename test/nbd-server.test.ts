@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BackingFile } from '../examples/nbd-server/backing-file';
 import { NbdClient, NbdCommandError, NbdOptionError, openExport, type NbdTarget } from '../examples/nbd-server/client';
-import { NbdConnection } from '../examples/nbd-server/connection';
+import { BufferBudget, DEFAULT_LIMITS, NbdConnection } from '../examples/nbd-server/connection';
 import * as P from '../examples/nbd-server/protocol';
 import { holdsCapSysResource, ROOT } from './helpers';
 
@@ -436,9 +436,10 @@ describe('examples/nbd-server request ordering (in process, over a slow in-memor
     const socket = path.join(dir, 'cancel.sock');
     const file = new SlowMemoryFile(1000);
     const logged: string[] = [];
+    const budget = new BufferBudget(64 * 1024 * 1024);
     let connection: NbdConnection | undefined;
     const server = net.createServer({ allowHalfOpen: true }, (s) => {
-      connection = new NbdConnection(s, { name: 'mem', file: file as unknown as BackingFile }, (m) => logged.push(m), 1);
+      connection = new NbdConnection(s, { name: 'mem', file: file as unknown as BackingFile }, (m) => logged.push(m), 1, DEFAULT_LIMITS, budget);
     });
     await new Promise<void>((resolve) => server.listen(socket, resolve));
     try {
@@ -452,6 +453,7 @@ describe('examples/nbd-server request ordering (in process, over a slow in-memor
       // The write had started (so the server had the requests); the READs waiting behind it never ran.
       expect(file.events).toEqual(['write 0+65536']);
       expect(logged).toContain('connection 1: 20 requests not run: the client was gone');
+      expect(budget.inUse).toBe(0); // every reservation given back
     } finally {
       server.close();
       fs.rmSync(dir, { recursive: true, force: true });
@@ -461,9 +463,10 @@ describe('examples/nbd-server request ordering (in process, over a slow in-memor
   it('a READ of a client that resets its TCP connection stops between 1 MiB pieces instead of reading everything', async () => {
     const file = new SlowMemoryFile();
     file.readMsPerMiB = 150; // 4 MiB take 600 ms
+    const budget = new BufferBudget(64 * 1024 * 1024);
     let connection: NbdConnection | undefined;
     const server = net.createServer({ allowHalfOpen: true }, (s) => {
-      connection = new NbdConnection(s, { name: 'mem', file: file as unknown as BackingFile }, () => {}, 1);
+      connection = new NbdConnection(s, { name: 'mem', file: file as unknown as BackingFile }, () => {}, 1, DEFAULT_LIMITS, budget);
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     try {
@@ -474,6 +477,7 @@ describe('examples/nbd-server request ordering (in process, over a slow in-memor
       await connection!.finished;
       expect(file.bytesRead).toBeGreaterThan(0);
       expect(file.bytesRead).toBeLessThan(4 * 1024 * 1024);
+      expect(budget.inUse).toBe(0);
     } finally {
       server.close();
     }

@@ -675,6 +675,7 @@ export class NbdConnection {
       // Nobody is left to answer: a request that has not started is dropped.
       if (this.gone) {
         this.cancelled++;
+        this.releaseSlot(slot);
         return;
       }
       const { error, buffer } = await this.execute(request);
@@ -686,7 +687,8 @@ export class NbdConnection {
       })
       .finally(() => {
         this.inflight.splice(this.inflight.indexOf(entry), 1);
-        if (this.socket.destroyed) this.releaseSlot(slot);
+        // A reply that cannot reach the client holds nothing (the queue is discarded when the socket closes).
+        if (this.gone) this.releaseSlot(slot);
         this.signalChange();
       });
   }
