@@ -925,6 +925,23 @@ describe('examples/nbd-server against hostile clients (bounded memory, no lockou
     expect(await server.exited).toBe(0);
   });
 
+  it('the limit flags are validated before anything is opened (exit 2)', async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [['--buffer-memory', '16M'], /--buffer-memory must hold one 32 MiB request/],
+      [['--max-connections', '0'], /--max-connections wants 1\.\.4096; got 0/],
+      [['--handshake-timeout', '0'], /--handshake-timeout wants seconds, 0\.1\.\.86400; got 0/],
+      [['--stall-timeout', '1e3'], /--stall-timeout wants seconds/],
+      [['--evict-idle-after', '0.01'], /--evict-idle-after wants seconds, 0\.1\.\.86400; got 0\.01/],
+    ];
+    for (const [flags, message] of cases) {
+      const missing = path.join(dir, 'never-created.img');
+      const refused = spawnServer(['--file', missing, '--size', '1M', '--socket', path.join(dir, 'never.sock'), ...flags]);
+      expect(await refused.exited).toBe(2);
+      expect(refused.stderr()).toMatch(message);
+      expect(fs.existsSync(missing)).toBe(false);
+    }
+  });
+
   it('--read-only: READ_ONLY advertised, WRITE / TRIM / WRITE_ZEROES answered EPERM, the file unchanged; --size is refused', async () => {
     const before = sha256(fs.readFileSync(file));
     const socket = path.join(dir, 'ro.sock');
