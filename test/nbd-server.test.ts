@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BackingFile } from '../examples/nbd-server/backing-file';
 import { NbdClient, NbdCommandError, NbdOptionError, openExport, type NbdTarget } from '../examples/nbd-server/client';
-import { NbdConnection } from '../examples/nbd-server/connection';
+import { BufferBudget, DEFAULT_LIMITS, NbdConnection } from '../examples/nbd-server/connection';
 import * as P from '../examples/nbd-server/protocol';
 import { holdsCapSysResource, ROOT } from './helpers';
 
@@ -66,9 +66,9 @@ async function startServer(args: string[]): Promise<Server> {
 }
 
 /** Waits (up to 5 s) for the server's stderr to match: it arrives through a pipe, not in step with the sockets. */
-async function waitForLog(server: Server, pattern: RegExp): Promise<void> {
+async function waitForLog(server: Server, pattern: RegExp, ms = 5000): Promise<void> {
   for (const started = Date.now(); !pattern.test(server.stderr()); ) {
-    if (Date.now() - started > 5000) expect(server.stderr()).toMatch(pattern);
+    if (Date.now() - started > ms) expect(server.stderr()).toMatch(pattern);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
@@ -90,6 +90,11 @@ function pattern(length: number, seed: number): Buffer {
   return out;
 }
 
+beforeAll(() => {
+  // The example has its own tsconfig (compiled into examples/nbd-server/dist, importing the package's dist/).
+  execFileSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', EXAMPLE], { cwd: ROOT, stdio: 'pipe' });
+}, 60_000);
+
 describe('examples/nbd-server', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nbd-server-'));
   const file = path.join(dir, 'disk.img');
@@ -101,8 +106,6 @@ describe('examples/nbd-server', () => {
   let server: Server;
 
   beforeAll(async () => {
-    // The example has its own tsconfig (compiled into examples/nbd-server/dist, importing the package's dist/).
-    execFileSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', EXAMPLE], { cwd: ROOT, stdio: 'pipe' });
     server = await startServer([...serverArgs, '--size', '4M', '--oom-score-adj', '500']);
   }, 60_000);
 
@@ -359,17 +362,23 @@ describe('examples/nbd-server', () => {
 });
 
 describe('examples/nbd-server request ordering (in process, over a slow in-memory file)', () => {
-  /** Stands in for BackingFile: writes of 64 KiB or more take 100 ms; every operation is logged when it completes. */
+  /** Stands in for BackingFile: writes of 64 KiB or more take `slowWriteMs`; every operation is logged when it completes. */
   class SlowMemoryFile {
-    readonly size = 1024 * 1024;
+    constructor(private readonly slowWriteMs = 100) {}
+    readonly size = 8 * 1024 * 1024;
     readonly data = Buffer.alloc(this.size);
     readonly events: string[] = [];
+    /** Milliseconds per MiB read (0: instant). */
+    readMsPerMiB = 0;
+    bytesRead = 0;
     async read(into: Buffer, position: number): Promise<void> {
+      if (this.readMsPerMiB) await new Promise((resolve) => setTimeout(resolve, (this.readMsPerMiB * into.length) / (1024 * 1024)));
       this.data.copy(into, 0, position, position + into.length);
+      this.bytesRead += into.length;
       this.events.push(`read ${position}+${into.length}`);
     }
     async write(data: Buffer, position: number): Promise<void> {
-      if (data.length >= 65536) await new Promise((resolve) => setTimeout(resolve, 100));
+      if (data.length >= 65536) await new Promise((resolve) => setTimeout(resolve, this.slowWriteMs));
       data.copy(this.data, position);
       this.events.push(`write ${position}+${data.length}`);
     }
@@ -420,5 +429,538 @@ describe('examples/nbd-server request ordering (in process, over a slow in-memor
       server.close();
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('requests still waiting when the client closes its socket are dropped, not run (noticed at the first failed reply)', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nbd-cancel-'));
+    const socket = path.join(dir, 'cancel.sock');
+    const file = new SlowMemoryFile(1000);
+    const logged: string[] = [];
+    const budget = new BufferBudget(64 * 1024 * 1024);
+    let connection: NbdConnection | undefined;
+    const server = net.createServer({ allowHalfOpen: true }, (s) => {
+      connection = new NbdConnection(s, { name: 'mem', file: file as unknown as BackingFile }, (m) => logged.push(m), 1, DEFAULT_LIMITS, budget);
+    });
+    await new Promise<void>((resolve) => server.listen(socket, resolve));
+    try {
+      const c = await openExport({ socket }, 'mem');
+      void c.write(0, pattern(65536, 1)).catch(() => {});
+      // 20 READs over the slow write's range: they wait for it.
+      for (let i = 0; i < 20; i++) void c.read(0, 4096).catch(() => {});
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      c.destroy();
+      await connection!.finished;
+      // The write had started (so the server had the requests); the READs waiting behind it never ran.
+      expect(file.events).toEqual(['write 0+65536']);
+      expect(logged).toContain('connection 1: 20 requests not run: the client was gone');
+      expect(budget.inUse).toBe(0); // every reservation given back
+    } finally {
+      server.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a READ of a client that resets its TCP connection stops between 1 MiB pieces instead of reading everything', async () => {
+    const file = new SlowMemoryFile();
+    file.readMsPerMiB = 150; // 4 MiB take 600 ms
+    const budget = new BufferBudget(64 * 1024 * 1024);
+    let connection: NbdConnection | undefined;
+    const server = net.createServer({ allowHalfOpen: true }, (s) => {
+      connection = new NbdConnection(s, { name: 'mem', file: file as unknown as BackingFile }, () => {}, 1, DEFAULT_LIMITS, budget);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const c = await openExport({ port: (server.address() as net.AddressInfo).port }, 'mem');
+      void c.read(0, 4 * 1024 * 1024).catch(() => {});
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      c.socket.resetAndDestroy(); // RST: the server's socket fails with ECONNRESET
+      await connection!.finished;
+      expect(file.bytesRead).toBeGreaterThan(0);
+      expect(file.bytesRead).toBeLessThan(4 * 1024 * 1024);
+      expect(budget.inUse).toBe(0);
+    } finally {
+      server.close();
+    }
+  });
+});
+
+// ---- hostile clients ---------------------------------------------------------------------------------------------
+
+/** The resident set of a process in MiB, from /proc/PID/status. */
+function rssMiB(pid: number): number {
+  return Number(/^VmRSS:\s+(\d+) kB$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
+}
+
+/** Samples a process's RSS every 50 ms; stop() returns the peak in MiB. */
+function sampleRss(pid: number): { stop: () => number } {
+  let peak = rssMiB(pid);
+  const sample = (): void => {
+    try {
+      peak = Math.max(peak, rssMiB(pid));
+    } catch {
+      // the process is gone
+    }
+  };
+  const timer = setInterval(sample, 50);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      sample();
+      return peak;
+    },
+  };
+}
+
+/** Resolves true when the socket emits one of `events` (listeners removed), false after `ms`. */
+function waitFor(socket: net.Socket, events: string | string[], ms: number): Promise<boolean> {
+  const names = typeof events === 'string' ? [events] : events;
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => done(false), ms);
+    const onEvent = (): void => done(true);
+    function done(happened: boolean): void {
+      clearTimeout(timer);
+      for (const name of names) socket.off(name, onEvent);
+      resolve(happened);
+    }
+    for (const name of names) socket.once(name, onEvent);
+  });
+}
+
+/** Resolves true once the socket is closed, false after `ms`. */
+function closedWithin(socket: net.Socket, ms: number): Promise<boolean> {
+  return socket.closed ? Promise.resolve(true) : waitFor(socket, 'close', ms);
+}
+
+/** Exactly `n` bytes from a socket read in paused mode (nothing else reads it). */
+async function readExactly(socket: net.Socket, n: number): Promise<Buffer> {
+  for (;;) {
+    const chunk = socket.read(n) as Buffer | null;
+    if (chunk) return chunk;
+    if (socket.closed || socket.readableEnded) throw new Error(`closed before ${n} bytes arrived`);
+    await waitFor(socket, ['readable', 'close'], 10_000);
+  }
+}
+
+/** Connects, reads the greeting and sends the client flags (FIXED_NEWSTYLE | NO_ZEROES). Nothing reads it after. */
+async function rawConnect(socketPath: string): Promise<net.Socket> {
+  const socket = net.connect(socketPath);
+  socket.on('error', () => {});
+  await waitFor(socket, 'connect', 10_000);
+  await readExactly(socket, 18);
+  const flags = Buffer.alloc(4);
+  flags.writeUInt32BE(P.NBD_FLAG_C_FIXED_NEWSTYLE | P.NBD_FLAG_C_NO_ZEROES);
+  socket.write(flags);
+  return socket;
+}
+
+function optionBytes(option: number, data: Buffer = Buffer.alloc(0)): Buffer {
+  const header = Buffer.alloc(16);
+  P.IHAVEOPT.copy(header, 0);
+  header.writeUInt32BE(option, 8);
+  header.writeUInt32BE(data.length, 12);
+  return Buffer.concat([header, data]);
+}
+
+/** A raw socket in transmission (through NBD_OPT_EXPORT_NAME), in paused mode. */
+async function rawTransmission(socketPath: string, name: string): Promise<net.Socket> {
+  const socket = await rawConnect(socketPath);
+  socket.write(optionBytes(P.NBD_OPT_EXPORT_NAME, Buffer.from(name)));
+  await readExactly(socket, 10);
+  return socket;
+}
+
+/**
+ * Writes what `next` gives as fast as the socket takes it, without reading anything, until `next` gives nothing,
+ * the socket closes, or `ms` pass. Returns the bytes handed to the socket.
+ */
+async function flood(socket: net.Socket, next: () => Buffer | undefined, ms: number): Promise<number> {
+  const deadline = Date.now() + ms;
+  let bytes = 0;
+  while (!socket.destroyed && Date.now() < deadline) {
+    const chunk = next();
+    if (!chunk) break;
+    bytes += chunk.length;
+    if (!socket.write(chunk)) {
+      await waitFor(socket, ['drain', 'close'], Math.max(1, deadline - Date.now()));
+    }
+  }
+  return bytes;
+}
+
+/** Reads (in flowing mode) until the socket closes or `total` bytes arrived; bounded by `ms`. */
+async function drainBytes(socket: net.Socket, total: number, ms: number): Promise<number> {
+  let received = 0;
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    const finish = (): void => {
+      clearTimeout(timer);
+      resolve();
+    };
+    socket.on('data', (chunk: Buffer) => {
+      received += chunk.length;
+      if (received >= total) finish();
+    });
+    socket.once('close', finish);
+    socket.resume();
+  });
+  return received;
+}
+
+describe('examples/nbd-server against hostile clients (bounded memory, no lockout, every reply delivered)', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nbd-hostile-'));
+  const file = path.join(dir, 'disk.img');
+  const MiB = 1024 * 1024;
+  let socketCount = 0;
+
+  /** A fresh server on its own socket; `extra` flags after the common ones. */
+  async function start(extra: string[] = []): Promise<Server & { socket: string }> {
+    const socket = path.join(dir, `s${++socketCount}.sock`);
+    const server = await startServer(['--file', file, '--size', '64M', '--socket', socket, '--export', EXPORT, '--protect', 'none', ...extra]);
+    return Object.assign(server, { socket });
+  }
+
+  async function stop(server: Server): Promise<void> {
+    server.child.kill('SIGKILL');
+    await server.exited;
+  }
+
+  afterAll(() => {
+    for (const child of children) child.kill('SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('option flood: options sent without reading the replies are cut off after 32; RSS grows by less than 16 MiB', async () => {
+    const server = await start();
+    const pid = server.child.pid!;
+    const c = await rawConnect(server.socket);
+    const one = optionBytes(0x1234, Buffer.alloc(100, 0x41));
+    const chunk = Buffer.concat(Array.from({ length: Math.floor(MiB / one.length) }, () => one));
+    const before = rssMiB(pid);
+    const rss = sampleRss(pid);
+    let chunks = 0;
+    const sent = await flood(c, () => (chunks++ < 64 ? chunk : undefined), 8000);
+    const closed = await closedWithin(c, 5000);
+    const peak = rss.stop();
+    console.log(`option flood: ${(sent / MiB).toFixed(1)} MiB of options sent; server RSS ${before.toFixed(1)} -> peak ${peak.toFixed(1)} MiB`);
+    expect(closed).toBe(true);
+    expect(peak - before).toBeLessThan(16);
+    await waitForLog(server, /connection 1: more than 32 options without choosing an export; disconnecting/);
+    // 31 options and then GO: still within the limit.
+    const fine = await NbdClient.connect({ socket: server.socket });
+    for (let i = 0; i < 31; i++) await expect(fine.option(0x1234)).rejects.toMatchObject({ type: P.NBD_REP_ERR_UNSUP });
+    expect(await fine.go(EXPORT)).toMatchObject({ size: 64 * MiB });
+    await fine.disconnect();
+    // One option too many closes the connection.
+    const greedy = await NbdClient.connect({ socket: server.socket });
+    for (let i = 0; i < 32; i++) await expect(greedy.option(0x1234)).rejects.toMatchObject({ type: P.NBD_REP_ERR_UNSUP });
+    await expect(greedy.go(EXPORT)).rejects.toThrow(/closed/);
+    await stop(server);
+  });
+
+  it('option data: at most 4352 bytes; a 4097-byte export name gets NBD_REP_ERR_TOO_BIG; replies echo names escaped and cut to 64 characters', async () => {
+    const server = await start();
+    const c = await NbdClient.connect({ socket: server.socket });
+    const infoData = (name: Buffer): Buffer => {
+      const data = Buffer.alloc(4 + name.length + 2);
+      data.writeUInt32BE(name.length, 0);
+      name.copy(data, 4);
+      return data;
+    };
+    await expect(c.option(P.NBD_OPT_GO, infoData(Buffer.alloc(4097, 0x61)))).rejects.toMatchObject({ type: P.NBD_REP_ERR_TOO_BIG });
+    // A 4096-byte unknown name with a NUL and a newline: the reply quotes 64 characters of it, escaped.
+    const hostile = Buffer.concat([Buffer.from('evil\n\0name'), Buffer.alloc(4086, 0x62)]);
+    const err = (await c.option(P.NBD_OPT_GO, infoData(hostile)).catch((e: unknown) => e)) as NbdOptionError;
+    expect(err).toMatchObject({ type: P.NBD_REP_ERR_UNKNOWN });
+    expect(Buffer.byteLength(err.serverMessage)).toBeLessThan(200);
+    expect(err.serverMessage).toContain('"evil\\n\\u0000name');
+    expect(err.serverMessage).not.toMatch(/[\0\n]/);
+    // Over the option data limit: disconnected without the data being read.
+    c.sendOption(0x1234, Buffer.alloc(P.MAX_OPTION_LENGTH + 1));
+    await expect(c.readOptionReply()).rejects.toThrow(/closed/);
+    await waitForLog(server, /option 4660 with 4353 bytes of data \(at most 4352\); disconnecting/);
+
+    // A name chosen to forge a log line is logged escaped, on one line.
+    const forger = await NbdClient.connect({ socket: server.socket });
+    await expect(forger.exportName('x\nnbd-server: FORGED line')).rejects.toThrow(/closed/);
+    await waitForLog(server, /NBD_OPT_EXPORT_NAME for unknown export "x\\nnbd-server: FORGED line"; disconnecting/);
+    expect(server.stderr()).not.toMatch(/^nbd-server: FORGED/m);
+    await stop(server);
+  });
+
+  it('handshake deadline: a client sending a byte every 300 ms is closed at the fixed deadline (2 s here)', async () => {
+    const server = await start(['--handshake-timeout', '2']);
+    const c = await rawConnect(server.socket);
+    const header = optionBytes(0x1234, Buffer.alloc(1000));
+    let i = 0;
+    const trickle = setInterval(() => {
+      if (!c.destroyed && i < header.length) c.write(header.subarray(i, ++i));
+    }, 300);
+    try {
+      // Never idle for 300 ms, so an idle timeout would never fire; the deadline does, well within 12 s.
+      expect(await closedWithin(c, 12_000)).toBe(true);
+    } finally {
+      clearInterval(trickle);
+    }
+    await waitForLog(server, /connection 1: no export chosen within 2 s of connecting; disconnecting/);
+    await stop(server);
+  });
+
+  it('request flood: 500,000 pipelined requests whose replies are not read: RSS grows by less than 32 MiB; read later, every reply arrives', async () => {
+    const server = await start();
+    const pid = server.child.pid!;
+    const c = await rawTransmission(server.socket, EXPORT);
+    const total = 500_000;
+    const perChunk = 10_000;
+    // READ with an unknown flag: answered EINVAL at once (a 16-byte reply), as in the issue's flood.
+    const chunk = Buffer.concat(Array.from({ length: perChunk }, (_, i) => P.requestHeader(1 << 5, P.NBD_CMD_READ, BigInt(i), 0n, 512)));
+    const before = rssMiB(pid);
+    const rss = sampleRss(pid);
+    let chunks = 0;
+    await flood(c, () => (chunks++ < total / perChunk ? chunk : undefined), 5000);
+    const peak = rss.stop();
+    console.log(`request flood: server RSS ${before.toFixed(1)} -> peak ${peak.toFixed(1)} MiB while ${total} requests were sent and no reply read`);
+    expect(peak - before).toBeLessThan(32);
+    // Nothing was dropped: once the client reads, the server takes the rest of the requests and answers them all.
+    const rest = flood(c, () => (chunks++ < total / perChunk ? chunk : undefined), 60_000);
+    const received = await drainBytes(c, total * P.NBD_SIMPLE_REPLY_SIZE, 60_000);
+    await rest;
+    expect(received).toBe(total * P.NBD_SIMPLE_REPLY_SIZE);
+    c.destroy();
+    await stop(server);
+  }, 90_000);
+
+  it('READ flood on 4 connections, replies not read, --buffer-memory 48M: RSS grows by less than 48 + 40 MiB; all replies arrive once read', async () => {
+    const server = await start(['--buffer-memory', '48M']);
+    const pid = server.child.pid!;
+    const clients = await Promise.all([0, 1, 2, 3].map(() => rawTransmission(server.socket, EXPORT)));
+    const perClient = 100;
+    const requests = Buffer.concat(Array.from({ length: perClient }, (_, i) => P.requestHeader(0, P.NBD_CMD_READ, BigInt(i), BigInt((i % 64) * MiB), MiB)));
+    const before = rssMiB(pid);
+    const rss = sampleRss(pid);
+    for (const c of clients) c.write(requests);
+    await new Promise((resolve) => setTimeout(resolve, 4000));
+    const peak = rss.stop();
+    console.log(`READ flood (4 x 100 x 1 MiB, --buffer-memory 48M): server RSS ${before.toFixed(1)} -> peak ${peak.toFixed(1)} MiB`);
+    expect(peak - before).toBeLessThan(48 + 40);
+    const received = await Promise.all(clients.map((c) => drainBytes(c, perClient * (P.NBD_SIMPLE_REPLY_SIZE + MiB), 60_000)));
+    expect(received).toEqual(clients.map(() => perClient * (P.NBD_SIMPLE_REPLY_SIZE + MiB)));
+    for (const c of clients) c.destroy();
+    await stop(server);
+  }, 90_000);
+
+  it('a client that stops reading its replies is disconnected after the stall timeout (2 s here), freeing its memory', async () => {
+    const server = await start(['--stall-timeout', '2']);
+    const c = await rawTransmission(server.socket, EXPORT);
+    c.write(P.requestHeader(0, P.NBD_CMD_READ, 1n, 0n, 4 * MiB));
+    await waitForLog(server, /connection 1: the client took none of its replies for 2 s; disconnecting/, 15_000);
+    // What was in the socket buffer arrives, then the end: the rest of the reply was dropped with the connection.
+    expect(await drainBytes(c, 4 * MiB + 16, 10_000)).toBeLessThan(4 * MiB + 16);
+    expect(c.closed).toBe(true);
+    // The server still serves others.
+    const other = await openExport({ socket: server.socket }, EXPORT);
+    expect((await other.read(0, 512)).length).toBe(512);
+    await other.disconnect();
+    await stop(server);
+  });
+
+  it('connection slots: idle connections cannot lock new clients out; a busy one is never evicted (--max-connections 4, --evict-idle-after 2)', async () => {
+    const server = await start(['--max-connections', '4', '--evict-idle-after', '2']);
+    // Busy: a 32 MiB reply the client does not read yet (it stays queued in the server).
+    const busy = await rawTransmission(server.socket, EXPORT);
+    busy.write(P.requestHeader(0, P.NBD_CMD_READ, 7n, 0n, 32 * MiB));
+    const idle = await Promise.all([0, 1, 2].map(() => openExport({ socket: server.socket }, EXPORT)));
+    // Full, and nobody has been idle 2 s yet: refused.
+    const early = net.connect(server.socket);
+    early.on('error', () => {});
+    expect(await closedWithin(early, 5000)).toBe(true);
+    expect(early.bytesRead).toBe(0);
+    await waitForLog(server, /refused 1 connection\(s\): all 4 slots are busy or idle less than 2 s/);
+
+    // Once they have been idle for 2 s, three newcomers each take an idle connection's slot.
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    const newcomers: NbdClient[] = [];
+    for (let i = 0; i < 3; i++) {
+      const c = await openExport({ socket: server.socket }, EXPORT);
+      expect((await c.read(0, 512)).length).toBe(512);
+      newcomers.push(c);
+    }
+    await Promise.all(idle.map((c) => c.closed));
+    await waitForLog(server, /connection [234]: idle for \d+ s while every connection slot is taken: closed to make room for a new client; disconnecting/);
+    // Now the only candidates are busy or fresh: the next one is refused, and the busy client still gets its reply.
+    const late = net.connect(server.socket);
+    late.on('error', () => {});
+    expect(await closedWithin(late, 5000)).toBe(true);
+    expect(late.bytesRead).toBe(0);
+    expect(busy.destroyed).toBe(false);
+    const got = drainBytes(busy, P.NBD_SIMPLE_REPLY_SIZE + 32 * MiB, 20_000);
+    expect(await got).toBe(P.NBD_SIMPLE_REPLY_SIZE + 32 * MiB);
+    busy.destroy();
+    await Promise.all(newcomers.map((c) => c.disconnect()));
+    await stop(server);
+  }, 40_000);
+
+  it('connection slots: clients trickling a request header one byte at a time count as idle and are evicted (--max-connections 2)', async () => {
+    const server = await start(['--max-connections', '2', '--evict-idle-after', '2']);
+    const tricklers = await Promise.all([0, 1].map(() => rawTransmission(server.socket, EXPORT)));
+    const header = P.requestHeader(0, P.NBD_CMD_READ, 1n, 0n, 512);
+    let i = 0;
+    const trickle = setInterval(() => {
+      i = Math.min(i + 1, header.length - 1); // never a whole header
+      for (const t of tricklers) if (!t.destroyed) t.write(header.subarray(i - 1, i));
+    }, 250);
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 2500));
+      const newcomer = await openExport({ socket: server.socket }, EXPORT);
+      expect((await newcomer.read(0, 512)).length).toBe(512);
+      await newcomer.disconnect();
+      await waitForLog(server, /connection [12]: idle for \d+ s while every connection slot is taken/);
+    } finally {
+      clearInterval(trickle);
+      for (const t of tricklers) t.destroy();
+    }
+    await stop(server);
+  });
+
+  it('connection slots: a client that sent DISC but keeps its socket open no longer holds its slot (--max-connections 1)', async () => {
+    const server = await start(['--max-connections', '1']);
+    const lingering = await rawTransmission(server.socket, EXPORT);
+    lingering.write(P.requestHeader(0, P.NBD_CMD_DISC, 1n, 0n, 0));
+    lingering.resume();
+    expect(await waitFor(lingering, 'end', 10_000)).toBe(true); // the server ended its side; this one stays open
+    const next = await openExport({ socket: server.socket }, EXPORT);
+    expect((await next.read(0, 512)).length).toBe(512);
+    await next.disconnect();
+    lingering.destroy();
+    await stop(server);
+  });
+
+  it('connection slots: clients that connect and never finish negotiating lose their slots to a newcomer after 1 s (--max-connections 2)', async () => {
+    // The handshake deadline alone would let them hold every slot for 30 s at a time (CVE-2024-7409 in qemu).
+    const server = await start(['--max-connections', '2', '--handshake-timeout', '30']);
+    const stalled = await Promise.all([0, 1].map(() => rawConnect(server.socket)));
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const newcomer = await openExport({ socket: server.socket }, EXPORT);
+    expect((await newcomer.read(0, 512)).length).toBe(512);
+    await waitForLog(server, /connection 1: still negotiating after \d+\.\d s while every connection slot is taken: closed to make room for a new client/);
+    await newcomer.disconnect();
+    for (const c of stalled) c.destroy();
+    await stop(server);
+  });
+
+  it('a WRITE payload trickled one byte at a time is cut off at the stall timeout (2 s here)', async () => {
+    const server = await start(['--stall-timeout', '2']);
+    const c = await rawTransmission(server.socket, EXPORT);
+    c.write(P.requestHeader(0, P.NBD_CMD_WRITE, 1n, 0n, MiB));
+    const trickle = setInterval(() => c.destroyed || c.write(Buffer.from([0x55])), 200);
+    try {
+      await waitForLog(server, /connection 1: the 1048576-byte payload of a WRITE did not arrive within 2 s; disconnecting/, 15_000);
+    } finally {
+      clearInterval(trickle);
+    }
+    c.destroy();
+    await stop(server);
+  });
+
+  it('a connection dropped while receiving a WRITE payload gives its reservation back (--buffer-memory 32M)', async () => {
+    const server = await start(['--buffer-memory', '32M', '--stall-timeout', '1']);
+    const readSucceeds = async (): Promise<void> => {
+      const c = await openExport({ socket: server.socket }, EXPORT);
+      expect((await c.read(0, MiB)).length).toBe(MiB); // needs 1 MiB of the budget
+      await c.disconnect();
+    };
+    // Dropped at the stall timeout, 1 byte of its 32 MiB payload sent.
+    const trickler = await rawTransmission(server.socket, EXPORT);
+    trickler.write(Buffer.concat([P.requestHeader(0, P.NBD_CMD_WRITE, 1n, 0n, 32 * MiB), Buffer.from([1])]));
+    await waitForLog(server, /connection 1: the 33554432-byte payload of a WRITE did not arrive within 1 s; disconnecting/);
+    await readSucceeds();
+    // Closed by the client half-way through its payload.
+    const quitter = await rawTransmission(server.socket, EXPORT);
+    quitter.write(Buffer.concat([P.requestHeader(0, P.NBD_CMD_WRITE, 1n, 0n, 32 * MiB), Buffer.alloc(16 * MiB)]));
+    await new Promise((resolve) => setTimeout(resolve, 300)); // the server is reading the payload
+    quitter.destroy();
+    await waitForLog(server, /connection 3: (closed by the client in the middle of a message|reset by the client with requests in flight)/);
+    await readSucceeds();
+    await stop(server);
+  }, 30_000);
+
+  it('the shared buffer budget cannot lock others out: a client holding all of it without reading is dropped at the stall timeout, then others are served', async () => {
+    const server = await start(['--buffer-memory', '32M', '--stall-timeout', '2']);
+    const hog = await rawTransmission(server.socket, EXPORT);
+    hog.write(Buffer.concat(Array.from({ length: 40 }, (_, i) => P.requestHeader(0, P.NBD_CMD_READ, BigInt(i), 0n, MiB))));
+    await new Promise((resolve) => setTimeout(resolve, 500)); // the hog now holds the 32 MiB
+    const other = await openExport({ socket: server.socket }, EXPORT);
+    const started = Date.now();
+    expect((await other.read(0, 4096)).length).toBe(4096);
+    await waitForLog(server, /connection 1: the client took none of its replies for 2 s; disconnecting/);
+    console.log(`a READ waiting behind a client holding the whole budget was served after ${Date.now() - started} ms`);
+    await other.disconnect();
+    hog.destroy();
+    await stop(server);
+  });
+
+  for (const how of ['NBD_CMD_DISC', 'a half-close'] as const) {
+    it(`after ${how}, a client that reads slowly (nothing for 4 s) still gets both 32 MiB READ replies in full`, async () => {
+      const server = await start();
+      const c = await rawTransmission(server.socket, EXPORT);
+      c.write(Buffer.concat([P.requestHeader(0, P.NBD_CMD_READ, 1n, 0n, 32 * MiB), P.requestHeader(0, P.NBD_CMD_READ, 2n, 0n, 32 * MiB)]));
+      if (how === 'NBD_CMD_DISC') c.write(P.requestHeader(0, P.NBD_CMD_DISC, 3n, 0n, 0));
+      c.end();
+      await new Promise((resolve) => setTimeout(resolve, 4000));
+      const expected = 2 * (P.NBD_SIMPLE_REPLY_SIZE + 32 * MiB);
+      expect(await drainBytes(c, expected + 1, 30_000)).toBe(expected);
+      expect(await closedWithin(c, 10_000)).toBe(true); // and the server closed the connection after them
+      await stop(server);
+    }, 60_000);
+  }
+
+  it('SIGTERM: options get NBD_REP_ERR_SHUTDOWN, requests NBD_ESHUTDOWN, then the server closes and exits 0', async () => {
+    const server = await start();
+    const negotiating = await NbdClient.connect({ socket: server.socket });
+    const transmitting = await openExport({ socket: server.socket }, EXPORT);
+    server.child.kill('SIGTERM');
+    await waitForLog(server, /SIGTERM: finishing requests in flight/);
+    await expect(negotiating.option(P.NBD_OPT_LIST)).rejects.toMatchObject({ type: P.NBD_REP_ERR_SHUTDOWN });
+    expect((await transmitting.request(P.NBD_CMD_READ, { offset: 0, length: 512 })).error).toBe(P.NBD_ESHUTDOWN);
+    await Promise.all([negotiating.closed, transmitting.closed]);
+    expect(await server.exited).toBe(0);
+  });
+
+  it('the limit flags are validated before anything is opened (exit 2)', async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [['--buffer-memory', '16M'], /--buffer-memory must hold one 32 MiB request/],
+      [['--max-connections', '0'], /--max-connections wants 1\.\.4096; got 0/],
+      [['--handshake-timeout', '0'], /--handshake-timeout wants seconds, 0\.1\.\.86400; got 0/],
+      [['--stall-timeout', '1e3'], /--stall-timeout wants seconds/],
+      [['--evict-idle-after', '0.01'], /--evict-idle-after wants seconds, 0\.1\.\.86400; got 0\.01/],
+    ];
+    for (const [flags, message] of cases) {
+      const missing = path.join(dir, 'never-created.img');
+      const refused = spawnServer(['--file', missing, '--size', '1M', '--socket', path.join(dir, 'never.sock'), ...flags]);
+      expect(await refused.exited).toBe(2);
+      expect(refused.stderr()).toMatch(message);
+      expect(fs.existsSync(missing)).toBe(false);
+    }
+  });
+
+  it('--read-only: READ_ONLY advertised, WRITE / TRIM / WRITE_ZEROES answered EPERM, the file unchanged; --size is refused', async () => {
+    const before = sha256(fs.readFileSync(file));
+    const socket = path.join(dir, 'ro.sock');
+    const server = await startServer(['--file', file, '--socket', socket, '--export', EXPORT, '--protect', 'none', '--read-only']);
+    expect(server.stderr()).toMatch(/listening on .*read-only\)/);
+    const c = await NbdClient.connect({ socket });
+    expect((await c.describe(EXPORT)).transmissionFlags & P.NBD_FLAG_READ_ONLY).toBe(P.NBD_FLAG_READ_ONLY);
+    await c.go(EXPORT);
+    expect(c.info!.transmissionFlags & P.NBD_FLAG_READ_ONLY).toBe(P.NBD_FLAG_READ_ONLY);
+    expect((await c.request(P.NBD_CMD_WRITE, { offset: 0, payload: pattern(4096, 1) })).error).toBe(P.NBD_EPERM);
+    expect((await c.request(P.NBD_CMD_TRIM, { offset: 0, length: 4096 })).error).toBe(P.NBD_EPERM);
+    expect((await c.request(P.NBD_CMD_WRITE_ZEROES, { offset: 0, length: 4096 })).error).toBe(P.NBD_EPERM);
+    expect((await c.read(0, 4096)).equals(fs.readFileSync(file).subarray(0, 4096))).toBe(true);
+    await c.flush();
+    await c.disconnect();
+    expect(sha256(fs.readFileSync(file))).toBe(before);
+    await stop(server);
+    const refused = spawnServer(['--file', file, '--socket', socket, '--read-only', '--size', '4M']);
+    expect(await refused.exited).toBe(2);
+    expect(refused.stderr()).toMatch(/--read-only takes no --size/);
   });
 });

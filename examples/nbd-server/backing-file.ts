@@ -19,9 +19,10 @@ export class BackingFile {
   /**
    * Opens `file` read-write. With `size`: creates the file (sparse) when it does not exist and grows it when it is
    * smaller; a larger file is refused rather than truncated. Without `size`: the file must exist and its size is
-   * the export's size.
+   * the export's size. `readOnly` opens it O_RDONLY (and takes no `size`).
    */
-  static async open(file: string, size?: number): Promise<BackingFile> {
+  static async open(file: string, size?: number, readOnly = false): Promise<BackingFile> {
+    if (readOnly && size !== undefined) throw new Error('a read-only backing file cannot be created or grown');
     let existing: fs.Stats | undefined;
     try {
       existing = await fs.promises.stat(file);
@@ -33,7 +34,7 @@ export class BackingFile {
     if (existing && size !== undefined && existing.size > size) {
       throw new Error(`${file} is ${existing.size} bytes, larger than --size ${size}: refusing to truncate it`);
     }
-    const handle = await fs.promises.open(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+    const handle = await fs.promises.open(file, readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
     try {
       const target = size ?? existing!.size;
       const resized = !existing || existing.size < target;

@@ -33,6 +33,7 @@ export const NBD_REP_ERR_POLICY = NBD_REP_FLAG_ERROR + 2;
 export const NBD_REP_ERR_INVALID = NBD_REP_FLAG_ERROR + 3;
 export const NBD_REP_ERR_UNKNOWN = NBD_REP_FLAG_ERROR + 6;
 export const NBD_REP_ERR_SHUTDOWN = NBD_REP_FLAG_ERROR + 7;
+export const NBD_REP_ERR_TOO_BIG = NBD_REP_FLAG_ERROR + 9;
 
 export const NBD_INFO_EXPORT = 0;
 export const NBD_INFO_NAME = 1;
@@ -76,8 +77,15 @@ export const NBD_ESHUTDOWN = 108;
 
 /** The largest READ or WRITE payload served (the Linux client sends at most 32 MiB: 65536 sectors). */
 export const MAX_PAYLOAD = 32 * 1024 * 1024;
-/** Strings (export names, messages) are at most 4096 bytes; an option is at most a name plus a few fields. */
-export const MAX_OPTION_LENGTH = 64 * 1024;
+/** The protocol's limit on strings (export names, messages): 4096 bytes, without a terminating NUL. */
+export const MAX_STRING = 4096;
+/**
+ * The most option data the server reads: a 4096-byte name plus the fixed fields of NBD_OPT_INFO / NBD_OPT_GO and up
+ * to 123 information requests. A longer option disconnects the client.
+ */
+export const MAX_OPTION_LENGTH = MAX_STRING + 256;
+/** Options per connection before it must choose an export (as nbdkit does): a longer negotiation is an attack. */
+export const MAX_OPTIONS = 32;
 
 export const OPTION_NAMES: Record<number, string> = {
   1: 'EXPORT_NAME', 2: 'ABORT', 3: 'LIST', 4: 'PEEK_EXPORT', 5: 'STARTTLS', 6: 'INFO', 7: 'GO', 8: 'STRUCTURED_REPLY',
@@ -111,7 +119,7 @@ export class SocketReader {
 
   constructor(
     private readonly socket: Socket,
-    private readonly highWater = 1024 * 1024,
+    private readonly highWater = 256 * 1024,
   ) {
     socket.on('data', (chunk: Buffer) => {
       this.chunks.push(chunk);
@@ -147,18 +155,51 @@ export class SocketReader {
     }
   }
 
-  /** Exactly `n` bytes. Throws EndOfStream if the peer closes first, or the socket's error. */
-  async read(n: number): Promise<Buffer> {
-    while (this.buffered < n) {
+  /**
+   * Exactly `n` bytes. Throws EndOfStream if the peer closes first, or the socket's error. With `atLeast`, only
+   * waits until that many bytes are buffered and returns nothing (for readInto).
+   */
+  async read(n: number): Promise<Buffer>;
+  async read(n: 0, atLeast: number): Promise<Buffer>;
+  async read(n: number, atLeast = n): Promise<Buffer> {
+    while (this.buffered < atLeast) {
       if (this.failure) throw this.failure;
       if (this.ended) throw new EndOfStream(this.buffered > 0);
       this.socket.resume();
       await new Promise<void>((resolve) => {
-        this.waiter = { need: n, wake: resolve };
+        this.waiter = { need: atLeast, wake: resolve };
       });
     }
     if (this.failure instanceof ReadAborted) throw this.failure;
     return this.take(n);
+  }
+
+  /**
+   * Fills `target` exactly, copying the data in as it arrives (so the bytes are never held twice). Throws like
+   * read().
+   */
+  async readInto(target: Buffer): Promise<void> {
+    let filled = 0;
+    while (filled < target.length) {
+      if (this.buffered === 0) {
+        try {
+          await this.read(0, 1);
+        } catch (err) {
+          // The header before this payload was read already: a close here is always mid-message.
+          throw err instanceof EndOfStream ? new EndOfStream(true) : err;
+        }
+      }
+      const k = Math.min(this.buffered, target.length - filled);
+      this.copyOut(target, filled, k);
+      filled += k;
+    }
+  }
+
+  /** Fills `target` at once and returns true if that many bytes are buffered already; else reads nothing. */
+  tryReadInto(target: Buffer): boolean {
+    if (this.buffered < target.length || this.failure) return false;
+    this.copyOut(target, 0, target.length);
+    return true;
   }
 
   /** Reads and drops `n` bytes, without holding them all in memory. */
@@ -171,30 +212,48 @@ export class SocketReader {
   }
 
   private take(n: number): Buffer {
-    let out: Buffer;
     const first = this.chunks[0];
-    if (n === 0) {
-      out = Buffer.alloc(0);
-    } else if (first && first.length >= n) {
-      out = first.subarray(0, n);
+    if (n === 0) return Buffer.alloc(0);
+    if (first && first.length >= n) {
+      const out = first.subarray(0, n);
       if (first.length === n) this.chunks.shift();
       else this.chunks[0] = first.subarray(n);
-    } else {
-      out = Buffer.allocUnsafe(n);
-      let filled = 0;
-      while (filled < n) {
-        const chunk = this.chunks[0]!;
-        const k = Math.min(chunk.length, n - filled);
-        chunk.copy(out, filled, 0, k);
-        filled += k;
-        if (k === chunk.length) this.chunks.shift();
-        else this.chunks[0] = chunk.subarray(k);
-      }
+      this.consumed(n);
+      return out;
     }
-    this.buffered -= n;
-    if (this.buffered < this.highWater && !this.ended) this.socket.resume();
+    const out = Buffer.allocUnsafe(n);
+    this.copyOut(out, 0, n);
     return out;
   }
+
+  /** Moves `n` buffered bytes into `target` at `offset`. */
+  private copyOut(target: Buffer, offset: number, n: number): void {
+    let filled = 0;
+    while (filled < n) {
+      const chunk = this.chunks[0]!;
+      const k = Math.min(chunk.length, n - filled);
+      chunk.copy(target, offset + filled, 0, k);
+      filled += k;
+      if (k === chunk.length) this.chunks.shift();
+      else this.chunks[0] = chunk.subarray(k);
+    }
+    this.consumed(n);
+  }
+
+  private consumed(n: number): void {
+    this.buffered -= n;
+    if (this.buffered < this.highWater && !this.ended) this.socket.resume();
+  }
+}
+
+/**
+ * A client-chosen string made safe to log or to echo in a reply: at most `max` characters, quoted, with control
+ * characters, quotes and Unicode line separators escaped, so it can neither forge a log line nor grow a reply.
+ */
+export function printable(text: string, max = 64): string {
+  const shown = text.length > max ? text.slice(0, max) : text;
+  const quoted = JSON.stringify(shown).replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return text.length > max ? `${quoted}... (${Buffer.byteLength(text)} bytes)` : quoted;
 }
 
 /** An option reply header (and its data). */

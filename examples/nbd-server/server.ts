@@ -7,12 +7,13 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { parseArgs } from 'node:util';
 import { BackingFile } from './backing-file';
-import { NbdConnection } from './connection';
+import { BufferBudget, NbdConnection, type ConnectionLimits } from './connection';
 import { loadIoFlusher } from './load-io-flusher';
 import type { PrepareDaemonReport } from '../../dist/index.js';
 
 const USAGE = `Usage: node examples/nbd-server/dist/server.js --file PATH [--size BYTES] (--socket PATH | --port N [--host ADDR])
-         [--export NAME] [--protect process|exec|none] [--mlock] [--oom-score-adj N] [--require-protection]
+         [--export NAME] [--read-only] [--protect process|exec|none] [--mlock] [--oom-score-adj N] [--require-protection]
+         [--max-connections N] [--handshake-timeout S] [--stall-timeout S] [--evict-idle-after S] [--buffer-memory BYTES]
 
   --file PATH            backing file (created when missing, which needs --size)
   --size BYTES           export size; suffixes K, M, G, T (powers of 1024). Creates or grows the file, never shrinks
@@ -21,15 +22,28 @@ const USAGE = `Usage: node examples/nbd-server/dist/server.js --file PATH [--siz
   --port N               listen on TCP port N (0: any free port) of --host
   --host ADDR            a loopback address only (127.0.0.0/8 or ::1); default 127.0.0.1
   --export NAME          the export's name (default: "disk"); the default (empty) name is accepted too
+  --read-only            open the file read-only, advertise READ_ONLY, answer writes with EPERM (no --size)
   --protect MODE         process (default): prepareDaemon() puts every thread in IO_FLUSHER state, best effort;
                          exec: started through \`io-flusher exec\`, only report the threads' state;
                          none: no IO_FLUSHER
   --mlock                lock memory (mlockall MCL_CURRENT|MCL_ONFAULT)
   --oom-score-adj N      set /proc/self/oom_score_adj (-1000: never OOM-killed; lowering needs CAP_SYS_RESOURCE)
   --require-protection   refuse to start (exit 3) unless every step asked for is in effect
+  --max-connections N    connections at once (default 64); when all are taken, a new client takes the slot of the
+                         connection negotiating for over 1 s, or else of the connection idle longest, if it has
+                         been idle --evict-idle-after seconds; else it is refused
+  --handshake-timeout S  seconds from connecting to choosing an export (default 10)
+  --stall-timeout S      seconds a client may take to accept 1 MiB of waiting replies, or to send a WRITE's
+                         payload, before it is disconnected (default 30)
+  --evict-idle-after S   see --max-connections (default 60)
+  --buffer-memory BYTES  READ/WRITE payload memory shared by all connections; suffixes K, M, G (default 256M,
+                         at least 32M)
 
 Exit status: 0 after SIGTERM/SIGINT; 1 failure; 2 usage error; 3 protection required but not in effect.
 `;
+
+/** When every connection slot is taken, a connection still negotiating after this long can be evicted. */
+const NEGOTIATION_EVICTABLE_MS = 1000;
 
 const EXIT_FAILURE = 1;
 const EXIT_USAGE = 2;
@@ -50,6 +64,11 @@ interface Options {
   mlock: boolean;
   oomScoreAdj?: number;
   requireProtection: boolean;
+  readOnly: boolean;
+  maxConnections: number;
+  limits: ConnectionLimits;
+  evictIdleMs: number;
+  bufferMemory: number;
 }
 
 function log(message: string): void {
@@ -62,6 +81,21 @@ function parseSize(text: string): number {
   const size = Number(m[1]) * 1024 ** ' KMGT'.indexOf((m[2] ?? ' ').toUpperCase());
   if (!Number.isSafeInteger(size) || size <= 0) throw new UsageError(`--size out of range: ${text}`);
   return size;
+}
+
+function parseCount(flag: string, text: string | undefined, fallback: number, min: number, max: number): number {
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (!/^\d{1,9}$/.test(text) || n < min || n > max) throw new UsageError(`${flag} wants ${min}..${max}; got ${text}`);
+  return n;
+}
+
+/** Seconds (decimals allowed, 0.1 to 86400) as milliseconds. */
+function parseSeconds(flag: string, text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback * 1000;
+  const n = Number(text);
+  if (!/^\d{1,5}(\.\d{1,3})?$/.test(text) || n < 0.1 || n > 86400) throw new UsageError(`${flag} wants seconds, 0.1..86400; got ${text}`);
+  return Math.round(n * 1000);
 }
 
 const LOOPBACK = new net.BlockList();
@@ -91,6 +125,12 @@ function parseOptions(argv: string[]): Options {
         mlock: { type: 'boolean' },
         'oom-score-adj': { type: 'string' },
         'require-protection': { type: 'boolean' },
+        'read-only': { type: 'boolean' },
+        'max-connections': { type: 'string' },
+        'handshake-timeout': { type: 'string' },
+        'stall-timeout': { type: 'string' },
+        'evict-idle-after': { type: 'string' },
+        'buffer-memory': { type: 'string' },
         help: { type: 'boolean' },
       },
     });
@@ -125,6 +165,10 @@ function parseOptions(argv: string[]): Options {
   }
   const exportName = values.export ?? 'disk';
   if (Buffer.byteLength(exportName) > 4096 || exportName.includes('\0')) throw new UsageError('--export: at most 4096 bytes, no NUL');
+  const readOnly = values['read-only'] ?? false;
+  if (readOnly && values.size !== undefined) throw new UsageError('--read-only takes no --size: the file is served as it is');
+  const bufferMemory = values['buffer-memory'] === undefined ? 256 * 1024 * 1024 : parseSize(values['buffer-memory']);
+  if (bufferMemory < 32 * 1024 * 1024) throw new UsageError(`--buffer-memory must hold one 32 MiB request; got ${values['buffer-memory']}`);
   return {
     file: values.file,
     size: values.size === undefined ? undefined : parseSize(values.size),
@@ -136,6 +180,14 @@ function parseOptions(argv: string[]): Options {
     mlock: values.mlock ?? false,
     oomScoreAdj,
     requireProtection: values['require-protection'] ?? false,
+    readOnly,
+    maxConnections: parseCount('--max-connections', values['max-connections'], 64, 1, 4096),
+    limits: {
+      handshakeTimeoutMs: parseSeconds('--handshake-timeout', values['handshake-timeout'], 10),
+      stallTimeoutMs: parseSeconds('--stall-timeout', values['stall-timeout'], 30),
+    },
+    evictIdleMs: parseSeconds('--evict-idle-after', values['evict-idle-after'], 60),
+    bufferMemory,
   };
 }
 
@@ -266,7 +318,7 @@ async function listen(server: net.Server, options: Options): Promise<string> {
 
 async function main(): Promise<number> {
   const options = parseOptions(process.argv.slice(2));
-  const file = await BackingFile.open(options.file, options.size);
+  const file = await BackingFile.open(options.file, options.size, options.readOnly);
   if (file.size % 512 !== 0) log(`warning: the size (${file.size}) is not a multiple of 512; nbd-client wants a multiple of its block size`);
 
   if (!(await protect(options, file))) {
@@ -275,16 +327,50 @@ async function main(): Promise<number> {
   }
 
   const connections = new Set<NbdConnection>();
+  const budget = new BufferBudget(options.bufferMemory);
+  const exported = { name: options.exportName, file, readOnly: options.readOnly };
   let nextId = 1;
+  let refusedSinceLog = 0;
+  let lastRefusalLog = 0;
   // allowHalfOpen: a client that sends its last requests and shuts down its side still gets the replies; every
   // connection is ended by NbdConnection once nothing of it is in flight.
   const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    if (connections.size >= options.maxConnections) {
+      // Full: a slot is taken from the connection negotiating longest, if for over a second (a real client
+      // negotiates in milliseconds; this stops clients that reconnect before each handshake deadline from holding
+      // every slot), else from the connection idle longest, if idle long enough. A connection with a request or a
+      // reply in flight is never evicted, so busy clients keep working whatever idle ones do.
+      const now = Date.now();
+      let victim: NbdConnection | undefined;
+      for (const c of connections) {
+        if (c.inNegotiation && now - c.connectedAt >= NEGOTIATION_EVICTABLE_MS && (!victim || c.connectedAt < victim.connectedAt)) victim = c;
+      }
+      if (!victim) {
+        for (const c of connections) {
+          if (!c.inNegotiation && !c.busy && now - c.lastActivity >= options.evictIdleMs && (!victim || c.lastActivity < victim.lastActivity)) victim = c;
+        }
+      }
+      if (!victim) {
+        socket.destroy();
+        refusedSinceLog++;
+        if (now - lastRefusalLog >= 5000) {
+          log(`refused ${refusedSinceLog} connection(s): all ${options.maxConnections} slots are busy or idle less than ${options.evictIdleMs / 1000} s`);
+          lastRefusalLog = now;
+          refusedSinceLog = 0;
+        }
+        return;
+      }
+      connections.delete(victim);
+      victim.evict(now);
+    }
     if (socket.remoteAddress !== undefined) socket.setNoDelay(true);
-    const connection = new NbdConnection(socket, { name: options.exportName, file }, log, nextId++);
+    const connection = new NbdConnection(socket, exported, log, nextId++, options.limits, budget);
     connections.add(connection);
-    void connection.finished.finally(() => connections.delete(connection));
+    // A connection whose replies are all in the kernel no longer counts, even while its client takes up to 2 s to
+    // close; nor does an evicted one. The hard limit below leaves room for those.
+    void connection.settled.then(() => connections.delete(connection));
   });
-  server.maxConnections = 64;
+  server.maxConnections = options.maxConnections * 2;
   const where = await listen(server, options);
   server.on('error', (err) => {
     log(`server error: ${err.message}`);
@@ -320,7 +406,7 @@ async function main(): Promise<number> {
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
 
-  log(`listening on ${where} (export "${options.exportName}", ${file.size} bytes, file ${options.file})`);
+  log(`listening on ${where} (export "${options.exportName}", ${file.size} bytes, file ${options.file}${options.readOnly ? ', read-only' : ''})`);
   return 0;
 }
 
