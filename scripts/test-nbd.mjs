@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The NBD server example on a real kernel (examples/nbd-server/kernel-scenario.sh inside VMs from scripts/kernel-run):
-//   basic, protected by `io-flusher exec`            must pass: data intact, status --check passes on the server
+//   basic, protected by `io-flusher exec`            must pass: data intact, status --check passes on the server,
+//                                                     code and payload buffers locked (server --mlock)
 //                                                     (on the active LTS Node, --basic-node, default 24)
 //   the lab's "dirty" pressure pair (scripts/lab-pressure.mjs: backing store on a virtio disk, small dirty limit):
 //     protected                                       must pass: completes, data intact
@@ -40,14 +41,18 @@ for (const run of runs) {
   if (diagnostics.length) process.stderr.write(`${diagnostics.join('\n')}\n`);
   const line = (r.stdout ?? '').split('\n').find((l) => l.startsWith('scenario-result '));
   const result = line ? JSON.parse(line.slice('scenario-result '.length)) : null;
-  const ok = r.status === 0 && result?.intact === true;
+  // The basic scenario runs the server with --mlock: its code and payload buffers must be locked too.
+  const locked = result?.protection?.lockedBytes;
+  const ok = r.status === 0 && result?.intact === true && result?.protection?.lockedBuffers?.count > 0 && locked?.code > 0;
   if (ok) passed++;
   else failed++;
+  const mib = (n) => `${(n / 1048576).toFixed(1)} MiB`;
   const w = result?.write;
   rows.push(
     `${ok ? 'PASS' : 'FAIL'}  ${run.scenario}/${run.protect} (${run.memory} MiB guest, node ${run.node}): ` +
       (w
-        ? `${w.mibPerSecond.toFixed(2)} MiB/s, longest write ${w.longestWriteMs.toFixed(0)} ms, fsync ${w.fsyncMs.toFixed(0)} ms, data ${result.intact ? 'intact' : 'CORRUPTED'}, server threads in IO_FLUSHER ${result.server.ioFlusher}/${result.server.threads}`
+        ? `${w.mibPerSecond.toFixed(2)} MiB/s, longest write ${w.longestWriteMs.toFixed(0)} ms, fsync ${w.fsyncMs.toFixed(0)} ms, data ${result.intact ? 'intact' : 'CORRUPTED'}, server threads in IO_FLUSHER ${result.server.ioFlusher}/${result.server.threads}, ` +
+          `${result.node}, locked: code ${locked ? mib(locked.code) : '?'}, payload buffers ${locked ? mib(locked.buffers) : '?'}`
         : `no result (kernel-run exit ${r.status}); output tail: ${(r.stdout ?? '').slice(-400)}`) +
       `  [${((Date.now() - t0) / 1000).toFixed(0)} s]`,
   );

@@ -55,8 +55,30 @@ const SHUTDOWN_GRACE_MS = 2000;
  * Every READ and WRITE payload buffer (a READ's with 16 bytes in front for the reply header) is allocated here:
  * the one place to change to allocate them differently (e.g. from locked memory).
  */
-export function allocateIoBuffer(bytes: number): Buffer {
+export function allocateIoBuffer(bytes: number, slot?: Slot): Buffer {
+  // A request that fits takes a locked buffer (server --mlock), held by its slot and given back with it: serving the
+  // device then never waits for a page-in of its own buffers. The rest (larger requests, pool empty) are ordinary.
+  if (lockedIoBuffers && slot && !slot.locked && bytes <= lockedIoBuffers.bufferSize) {
+    const locked = lockedIoBuffers.acquire();
+    if (locked) {
+      slot.locked = locked;
+      return locked.subarray(0, bytes);
+    }
+  }
   return Buffer.allocUnsafe(bytes);
+}
+
+/** What allocateIoBuffer takes locked buffers from: io-flusher's LockedBufferPool (server --mlock). */
+export interface IoBufferPool {
+  readonly bufferSize: number;
+  acquire(): Buffer | undefined;
+  release(buffer: Buffer): void;
+}
+let lockedIoBuffers: IoBufferPool | undefined;
+
+/** Makes allocateIoBuffer take payload buffers from `pool` when they fit (undefined: never). */
+export function useLockedIoBuffers(pool: IoBufferPool | undefined): void {
+  lockedIoBuffers = pool;
 }
 
 /**
@@ -157,6 +179,8 @@ interface Slot {
   bytes: number;
   reservation?: { withdraw: () => void };
   released: boolean;
+  /** The locked pool buffer this request's payload lives in, given back when the slot is released. */
+  locked?: Buffer;
 }
 
 export function transmissionFlags(readOnly: boolean): number {
@@ -604,7 +628,7 @@ export class NbdConnection {
       if (waiting) await waiting;
     }
     if (request.type === P.NBD_CMD_WRITE) {
-      request.payload = allocateIoBuffer(request.length);
+      request.payload = allocateIoBuffer(request.length, slot);
       if (!this.reader.tryReadInto(request.payload)) await this.receivePayload(request.payload);
     }
     this.dispatch(request, slot);
@@ -621,6 +645,10 @@ export class NbdConnection {
     this.slots--;
     this.slotBytes -= slot.bytes;
     slot.reservation?.withdraw();
+    if (slot.locked) {
+      lockedIoBuffers?.release(slot.locked);
+      slot.locked = undefined;
+    }
     this.signalChange();
   }
 
@@ -678,7 +706,7 @@ export class NbdConnection {
         this.releaseSlot(slot);
         return;
       }
-      const { error, buffer } = await this.execute(request);
+      const { error, buffer } = await this.execute(request, slot);
       this.reply(request.cookie, error, slot, buffer);
     })()
       .catch((err: Error) => {
@@ -694,7 +722,7 @@ export class NbdConnection {
   }
 
   /** Runs one request. A successful READ returns its reply buffer, with 16 bytes left free for the header. */
-  private async execute(request: Request): Promise<{ error: number; buffer?: Buffer }> {
+  private async execute(request: Request, slot: Slot): Promise<{ error: number; buffer?: Buffer }> {
     const { type, flags, offset, length } = request;
     const file = this.exp.file;
     const inRange = offset + BigInt(length) <= BigInt(file.size);
@@ -707,7 +735,7 @@ export class NbdConnection {
       switch (type) {
         case P.NBD_CMD_READ: {
           if (!flagsOnly(P.NBD_CMD_FLAG_FUA) || length > P.MAX_PAYLOAD || !inRange) return { error: P.NBD_EINVAL };
-          const buffer = allocateIoBuffer(P.NBD_SIMPLE_REPLY_SIZE + length);
+          const buffer = allocateIoBuffer(P.NBD_SIMPLE_REPLY_SIZE + length, slot);
           for (let done = 0; done < length; done += READ_PIECE) {
             if (this.gone) return { error: P.NBD_EIO }; // the client is gone: stop reading for it
             const piece = Math.min(READ_PIECE, length - done);

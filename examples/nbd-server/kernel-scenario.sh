@@ -37,10 +37,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Both variants run through the launcher with the same OOM shield; they differ only in IO_FLUSHER.
+# Both variants run through the launcher with the same OOM shield; they differ only in IO_FLUSHER. The basic scenario
+# also locks the server's code and payload buffers (--mlock), as a production daemon would.
+mlock=()
+[ "$scenario" = basic ] && mlock=(--mlock)
 case "$protect" in
-  exec) "$node" "$cli" exec --oom-score-adj -1000 -- "$node" "$server" --file "$disk" --size 512M --socket "$sock" --export disk --protect exec 2>"$work/server.log" & ;;
-  none) "$node" "$cli" exec --clear --oom-score-adj -1000 -- "$node" "$server" --file "$disk" --size 512M --socket "$sock" --export disk --protect none 2>"$work/server.log" & ;;
+  exec) "$node" "$cli" exec --oom-score-adj -1000 -- "$node" "$server" --file "$disk" --size 512M --socket "$sock" --export disk --protect exec "${mlock[@]}" 2>"$work/server.log" & ;;
+  none) "$node" "$cli" exec --clear --oom-score-adj -1000 -- "$node" "$server" --file "$disk" --size 512M --socket "$sock" --export disk --protect none "${mlock[@]}" 2>"$work/server.log" & ;;
   *) echo "PROTECT must be exec or none" >&2; exit 2 ;;
 esac
 server_pid=$!
@@ -116,5 +119,6 @@ got=$(sha256sum <"$mnt/data" | cut -d' ' -f1)
 umount "$mnt"
 intact=false; [ "$got" = "$want" ] && intact=true
 threads=$("$node" "$cli" status "$server_pid" --json | "$node" -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{const p=JSON.parse(s).processes[0];console.log(JSON.stringify({threads:p.threads.length,ioFlusher:p.threads.filter(t=>t.ioFlusher).length}))})")
-echo "scenario-result {\"scenario\":\"$scenario\",\"protect\":\"$protect\",\"kernel\":\"$(uname -r)\",\"memTotalKiB\":$(awk '/MemTotal/ {print $2}' /proc/meminfo),\"write\":$result,\"intact\":$intact,\"hogSurvived\":$hog_survived,\"oomKills\":$(dmesg 2>/dev/null | grep -c 'Out of memory' || true),\"server\":$threads}"
+protection=$(sed -n 's/^nbd-server: \({"event":"protection".*\)$/\1/p' "$work/server.log" | head -n 1)
+echo "scenario-result {\"scenario\":\"$scenario\",\"protect\":\"$protect\",\"kernel\":\"$(uname -r)\",\"node\":\"$("$node" --version)\",\"protection\":${protection:-null},\"memTotalKiB\":$(awk '/MemTotal/ {print $2}' /proc/meminfo),\"write\":$result,\"intact\":$intact,\"hogSurvived\":$hog_survived,\"oomKills\":$(dmesg 2>/dev/null | grep -c 'Out of memory' || true),\"server\":$threads}"
 $intact

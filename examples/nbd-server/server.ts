@@ -7,7 +7,8 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { parseArgs } from 'node:util';
 import { BackingFile } from './backing-file';
-import { BufferBudget, NbdConnection, type ConnectionLimits } from './connection';
+import { BufferBudget, NbdConnection, useLockedIoBuffers, type ConnectionLimits } from './connection';
+import { NBD_SIMPLE_REPLY_SIZE } from './protocol';
 import { loadIoFlusher } from './load-io-flusher';
 import type { PrepareDaemonReport } from '../../dist/index.js';
 
@@ -26,7 +27,11 @@ const USAGE = `Usage: node examples/nbd-server/dist/server.js --file PATH [--siz
   --protect MODE         process (default): prepareDaemon() puts every thread in IO_FLUSHER state, best effort;
                          exec: started through \`io-flusher exec\`, only report the threads' state;
                          none: no IO_FLUSHER
-  --mlock                lock memory (mlockall MCL_CURRENT|MCL_ONFAULT)
+  --mlock                lock the code scope (node, libraries, addons) and take READ/WRITE payload buffers of up to
+                         1 MiB from a pool of locked Buffers (--locked-buffers), so serving the device never waits
+                         for a page-in of the server's own code or I/O buffers
+  --locked-buffers N     with --mlock: how many 1 MiB locked payload buffers (default 16; requests beyond them, or
+                         larger than 1 MiB, use ordinary memory)
   --oom-score-adj N      set /proc/self/oom_score_adj (-1000: never OOM-killed; lowering needs CAP_SYS_RESOURCE)
   --require-protection   refuse to start (exit 3) unless every step asked for is in effect
   --max-connections N    connections at once (default 64); when all are taken, a new client takes the slot of the
@@ -62,6 +67,7 @@ interface Options {
   exportName: string;
   protect: ProtectMode;
   mlock: boolean;
+  lockedBuffers: number;
   oomScoreAdj?: number;
   requireProtection: boolean;
   readOnly: boolean;
@@ -123,6 +129,7 @@ function parseOptions(argv: string[]): Options {
         export: { type: 'string' },
         protect: { type: 'string' },
         mlock: { type: 'boolean' },
+        'locked-buffers': { type: 'string' },
         'oom-score-adj': { type: 'string' },
         'require-protection': { type: 'boolean' },
         'read-only': { type: 'boolean' },
@@ -178,6 +185,7 @@ function parseOptions(argv: string[]): Options {
     exportName,
     protect,
     mlock: values.mlock ?? false,
+    lockedBuffers: parseCount('--locked-buffers', values['locked-buffers'], 16, 0, 1024),
     oomScoreAdj,
     requireProtection: values['require-protection'] ?? false,
     readOnly,
@@ -235,6 +243,20 @@ async function protect(options: Options, file: BackingFile): Promise<boolean> {
   const ioFlusherInEffect = options.protect !== 'none' && covered.length === threads.length && !emulated;
   if (options.requireProtection && options.protect !== 'none' && !ioFlusherInEffect) refused = true;
 
+  // Locked payload buffers, once the code is locked: a pool the connections take READ/WRITE buffers from.
+  let lockedBuffers: { count: number; bufferSize: number } | { error: string } | undefined;
+  if (options.mlock && options.lockedBuffers > 0 && report?.steps.some((s) => s.step === 'lockMemory' && s.done)) {
+    try {
+      const pool = new io.LockedBufferPool({ bufferSize: (1 << 20) + NBD_SIMPLE_REPLY_SIZE, count: options.lockedBuffers });
+      useLockedIoBuffers(pool);
+      lockedBuffers = { count: pool.count, bufferSize: pool.bufferSize };
+    } catch (err) {
+      if (!(err instanceof io.IoFlusherError)) throw err;
+      lockedBuffers = { error: `${err.code}: ${err.message}` };
+      if (options.requireProtection) refused = true;
+    }
+  }
+
   const stepSummary = (report?.steps ?? []).map((s) => {
     const entry: Record<string, unknown> = { step: s.step, done: s.done, required: s.required };
     if (s.emulated) entry.emulated = true;
@@ -257,6 +279,7 @@ async function protect(options: Options, file: BackingFile): Promise<boolean> {
       backend: io.defaultIoFlusher().backend,
       threads: { total: threads.length, covered: covered.length, uncovered: threads.length - covered.length },
       steps: stepSummary,
+      ...(options.mlock ? { lockedBuffers, lockedBytes: io.lockedMemory() } : {}),
       required: options.requireProtection,
       starting: !refused,
     }),
