@@ -127,7 +127,7 @@ thread_report() { # PID ROLE -> one JSON object per thread, comma-separated
     comm=$(cat "$dir/comm" 2>/dev/null)
     state=$(echo "${stat##*) }" | cut -d' ' -f1)
     wchan=$(cat "$dir/wchan" 2>/dev/null)
-    stack=$(sed -E 's/^\[<[0-9a-f]+>\] //; s/\+0x[0-9a-f]+\/0x[0-9a-f]+$//' "$dir/stack" 2>/dev/null | tr '\n' ' ')
+    stack=$(sed -E 's/^\[<[0-9a-f]+>\] //; s/\+0x[0-9a-f]+\/0x[0-9a-f]+//' "$dir/stack" 2>/dev/null | tr '\n' ' ')
     [ $first = 1 ] || printf ','
     first=0
     printf '{"role":"%s","tid":%s,"name":%s,"state":"%s","wchan":%s,"stack":%s}' "$role" "${dir##*/}" \
