@@ -29,7 +29,7 @@ const ALL_NODES: Array<{ label: string; bin: string | undefined }> = [
 ];
 // Under scripts/test-nodes.mjs (IO_FLUSHER_EXPECT_NODE set) this whole suite runs once on each major in turn, and the
 // plain run (npm test) already starts every major: each of those runs proves the Node it runs on.
-const NODES = process.env.IO_FLUSHER_EXPECT_NODE ? [{ label: `running ${process.version}`, bin: process.execPath }] : ALL_NODES;
+const NODES: typeof ALL_NODES = process.env.IO_FLUSHER_EXPECT_NODE ? [{ label: `running ${process.version}`, bin: process.execPath }] : ALL_NODES;
 const MIB = 1 << 20;
 
 function spawnJson(bin: string, args: string[], options: { prefix?: string[] } = {}) {
