@@ -141,9 +141,10 @@ describe(`residency under memory pressure, real kernel ${KERNEL_NAME}`, () => {
     expect(lockedResult.residentBytes).toBe(lockedResult.bytes);
     expect(lockedResult.majorFaults).toBe(0);
     expect(lockedResult.lockedBufferPages).toBe(4096); // the locked Buffer kept its contents (16 MiB, one per page)
-    // The control really was under pressure: a good part of its resident text went (a 961 MiB guest on 6.1 lost 48% of
-    // it before memory ran out), and reading it back needed the disk.
-    expect(controlUnderPressure).toBeLessThan(controlBefore * 0.75);
+    // The control really was under pressure: part of its resident text went, and reading it back needed the disk
+    // (major faults). How much goes varies from run to run (16% to 48% of 30 MiB in a 961 MiB guest on 6.1: the
+    // kernel shields mapped executable pages, so memory runs out first); the faults are the proof.
+    expect(controlUnderPressure).toBeLessThan(controlBefore);
     expect(controlResult.majorFaults).toBeGreaterThan(0);
   });
 });
