@@ -141,12 +141,10 @@ describe(`residency under memory pressure, real kernel ${KERNEL_NAME}`, () => {
     expect(lockedResult.residentBytes).toBe(lockedResult.bytes);
     expect(lockedResult.majorFaults).toBe(0);
     expect(lockedResult.lockedBufferPages).toBe(4096); // the locked Buffer kept its contents (16 MiB, one per page)
-    // The control range, the same bytes unlocked, was not kept: after the hog it is not wholly resident, and reading
-    // it all needs the disk (major faults; right after the copy the whole file was in the page cache). Of the pages
+    // The control range, the same bytes unlocked, was not kept: reading it all needs the disk (major faults; right
+    // after the copy the whole file was in the page cache, so without the pressure there would be none). Of the pages
     // it had mapped, the kernel keeps what it can (mapped executable pages are shielded from reclaim): in 961-967 MiB
     // guests 16-30 MiB of its 30 MiB stayed, depending on the run and the kernel; the rest of the range was evicted.
-    expect(controlUnderPressure).toBeLessThan(controlResult.bytes);
-    expect(controlResult.residentBytes).toBeLessThan(controlResult.bytes);
     expect(controlResult.majorFaults).toBeGreaterThan(0);
   });
 });
