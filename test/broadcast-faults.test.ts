@@ -106,7 +106,11 @@ describe('setProcessIoFlusher: the broadcast never wedges', () => {
     caller.on('message', (m) => (returned ||= m === 'returned'));
     try {
       await new Promise((resolve) => caller.once('message', resolve));
-      await new Promise((r) => setTimeout(r, 500)); // inside the call, waiting for the stopped thread
+      // Inside the call once its handler is installed (under software emulation that can take seconds), then waiting
+      // for the stopped thread.
+      for (const until = Date.now() + 60_000; binding.broadcastSignal() === 0 && Date.now() < until; ) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
       const signo = binding.broadcastSignal();
       expect(signo).toBeGreaterThan(0);
       await caller.terminate();
