@@ -93,7 +93,8 @@ describe('setProcessIoFlusher: the broadcast never wedges', () => {
 
   it.runIf(canTrace)('a Worker terminated inside the call (its `finally` never runs) costs only that call', async () => {
     const { worker: idle, tid } = await idleWorker();
-    const tracer = await holdThread('stop', tid, 2);
+    // Held long enough to still be stopped when the Worker below is inside its call (seconds under software emulation).
+    const tracer = await holdThread('stop', tid, 10);
     const caller = new Worker(
       `const { parentPort } = require('node:worker_threads');
        const n = require(${JSON.stringify(path.join(DIST, 'index.js'))}).createIoFlusher({ backend: 'native' });
