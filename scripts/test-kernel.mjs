@@ -35,6 +35,7 @@ const addonSha256 = fs.existsSync(addon) ? createHash('sha256').update(fs.readFi
 const work = fs.mkdtempSync(path.join(root, '.kernel-suite-'));
 const timesFile = path.join(work, 'times.jsonl');
 const rows = [];
+const failures = [];
 let failed = false;
 
 for (const [kernel, mode, node] of runs) {
@@ -60,6 +61,14 @@ for (const [kernel, mode, node] of runs) {
       passed = json.numPassedTests;
       failedTests = json.numFailedTests;
       total = json.numTotalTests;
+      // CI shows only the end of its log: each failed test is named again in the summary, with its first message line.
+      for (const file of json.testResults ?? []) {
+        for (const test of file.assertionResults ?? []) {
+          if (test.status !== 'failed') continue;
+          const first = String(test.failureMessages?.[0] ?? '').replace(/\x1b\[[0-9;]*m/g, '').split('\n')[0].slice(0, 300);
+          failures.push(`  ${label}: ${path.relative(root, file.name)} > ${test.fullName}\n      ${first}`);
+        }
+      }
     } catch {
       // No report: the VM or vitest did not get that far; counted as a failure below.
     }
@@ -78,6 +87,7 @@ for (const [kernel, mode, node] of runs) {
 
 fs.rmSync(work, { recursive: true, force: true });
 process.stdout.write(`\nkernel suite summary (${os.hostname()}):\n${rows.join('\n')}\n`);
+if (failures.length) process.stdout.write(`failed tests:\n${failures.join('\n')}\n`);
 const totals = rows.reduce(
   (acc, row) => {
     const m = /passed +(\d+) +failed +(\d+)/.exec(row);
