@@ -51,20 +51,21 @@ async function idleWorker(): Promise<{ worker: Worker; tid: number }> {
 const TRACER = path.join(__dirname, 'fixtures/ptrace-thread.py');
 const canTrace = process.getuid?.() === 0 && spawnSync('python3', ['-c', 'import ctypes'], { stdio: 'ignore' }).status === 0;
 
-async function holdThread(mode: 'stop' | 'mask' | 'mask-own', tid: number, seconds: number): Promise<{ done: Promise<number | null>; kill(): void }> {
-  const tracer = spawn('python3', [TRACER, mode, String(tid), String(seconds)], { stdio: ['ignore', 'pipe', 'inherit'] });
+/** Holds the thread until release() (or `seconds` at most). */
+async function holdThread(mode: 'stop' | 'mask' | 'mask-own', tid: number, seconds: number): Promise<{ done: Promise<number | null>; release(): void; kill(): void }> {
+  const tracer = spawn('python3', [TRACER, mode, String(tid), String(seconds)], { stdio: ['pipe', 'pipe', 'inherit'] });
   const done = new Promise<number | null>((resolve) => tracer.once('exit', resolve));
   await new Promise<void>((resolve, reject) => {
     tracer.stdout.once('data', () => resolve());
     void done.then((code) => reject(new Error(`tracer exited ${code} before the thread was held`)));
   });
-  return { done, kill: () => tracer.kill() };
+  return { done, release: () => tracer.stdin.end('release\n'), kill: () => tracer.kill() };
 }
 
 describe('setProcessIoFlusher: the broadcast never wedges', () => {
   it.runIf(canTrace)('a thread that takes the signal late costs only that call: once it has, the next call restores the handler and works', async () => {
     const { worker, tid } = await idleWorker();
-    const tracer = await holdThread('stop', tid, 1.5);
+    const tracer = await holdThread('stop', tid, 120);
     try {
       const late = reportOf(() => native.setProcessIoFlusher(true, { timeoutMs: 100 }));
       expect(late.threads.find((t) => t.tid === tid)).toMatchObject({ covered: false, reason: 'timed-out' });
@@ -73,7 +74,8 @@ describe('setProcessIoFlusher: the broadcast never wedges', () => {
       expect(pendingBit(tid, signo)).toBe(true);
       // While it is pending, a call answers EBUSY before touching anything.
       expect(() => native.setProcessIoFlusher(true)).toThrow(expect.objectContaining({ code: 'EBUSY', errno: -16, syscall: 'sigaction' }));
-      await tracer.done;
+      tracer.release();
+      expect(await tracer.done).toBe(0);
       for (let i = 0; i < 500 && pendingBit(tid, signo); i++) await new Promise((r) => setTimeout(r, 10));
       expect(pendingBit(tid, signo)).toBe(false);
       // Once the signal is taken the library restores the previous action on its own, without another call.
@@ -93,8 +95,8 @@ describe('setProcessIoFlusher: the broadcast never wedges', () => {
 
   it.runIf(canTrace)('a Worker terminated inside the call (its `finally` never runs) costs only that call', async () => {
     const { worker: idle, tid } = await idleWorker();
-    // Held long enough to still be stopped when the Worker below is inside its call (seconds under software emulation).
-    const tracer = await holdThread('stop', tid, 10);
+    // Stopped until the assertions below are done: the Worker's call waits on it (seconds under software emulation).
+    const tracer = await holdThread('stop', tid, 120);
     const caller = new Worker(
       `const { parentPort } = require('node:worker_threads');
        const n = require(${JSON.stringify(path.join(DIST, 'index.js'))}).createIoFlusher({ backend: 'native' });
@@ -118,6 +120,7 @@ describe('setProcessIoFlusher: the broadcast never wedges', () => {
       expect(returned).toBe(false);
       // The stopped thread still has the signal pending: answered EBUSY, nothing touched.
       expect(() => native.setProcessIoFlusher(true)).toThrow(expect.objectContaining({ code: 'EBUSY' }));
+      tracer.release();
       expect(await tracer.done).toBe(0);
       for (let i = 0; i < 500 && pendingBit(tid, signo); i++) await new Promise((r) => setTimeout(r, 10));
       const after = reportOf(() => native.setProcessIoFlusher(true));
@@ -162,9 +165,10 @@ describe('setProcessIoFlusher: newborn threads are not written off', () => {
   it.runIf(canTrace)('a thread that blocks every signal only for a moment (as a newborn one does) is retried and reached', async () => {
     const { worker, tid } = await idleWorker();
     try {
-      // Released 50 ms later; the call waits for it up to timeoutMs (default 1000 ms), generous on a loaded machine.
+      // Released 50 ms later, while the call below is running; it waits for the thread up to timeoutMs (a python
+      // tracer under software emulation can take seconds to let go).
       const tracer = await holdThread('mask', tid, 0.05);
-      const report = reportOf(() => native.setProcessIoFlusher(true));
+      const report = reportOf(() => native.setProcessIoFlusher(true, { timeoutMs: 30_000 }));
       expect(await tracer.done).toBe(0);
       // Reached through the signal: here its own prctl answered EPERM (no capability); with it, it is covered.
       expect(report.threads.find((t) => t.tid === tid)).toMatchObject({ via: 'signal', ...(capable ? { covered: true } : { code: 'EPERM' }) });
