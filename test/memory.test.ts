@@ -222,7 +222,8 @@ describe('scoped memory locking: no abort on any Node major', () => {
   });
 
   it('the code scope is the text and read-only data of loaded objects: not their writable data, not guard pages, not anonymous code, not data files mapped read-only', () => {
-    const { codeScope, parseSmaps } = require(path.join(DIST, 'memory.js'));
+    const { codeScope } = require(path.join(DIST, 'memory.js'));
+    const { parseSmaps } = require(path.join(DIST, 'procfs.js'));
     const head = (range: string, perms: string, inode: string, file: string, lo = false) =>
       `${range} ${perms} 00000000 fe:00 ${inode}    ${file}\nRss:                 8 kB\nVmFlags: rd mr mw me${lo ? ' lo' : ''}\n`;
     const smaps = [
