@@ -265,37 +265,47 @@ Napi::Value MunlockBuffer(const Napi::CallbackInfo& info) {
 Napi::Value PageSize(const Napi::CallbackInfo& info) { return Num(info, iof_page_size()); }
 // ---- end of scoped memory locking
 
+// Every export: a name and the glue above that serves it.
+using Callback = Napi::Value (*)(const Napi::CallbackInfo&);
+struct Export {
+  const char* name;
+  Callback fn;
+};
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("prctlRaw", Napi::Function::New(env, PrctlRaw, "prctlRaw"));
-  exports.Set("setIoFlusher", Napi::Function::New(env, SetIoFlusher, "setIoFlusher"));
-  exports.Set("getIoFlusher", Napi::Function::New(env, GetIoFlusher, "getIoFlusher"));
-  exports.Set("gettid", Napi::Function::New(env, Gettid, "gettid"));
-  exports.Set("signalDisposition", Napi::Function::New(env, IntFn<iof_signal_disposition>, "signalDisposition"));
-  exports.Set("broadcastInstall", Napi::Function::New(env, BroadcastInstall, "broadcastInstall"));
-  exports.Set("broadcastRestore", Napi::Function::New(env, IntIntFn<int, iof_broadcast_restore>, "broadcastRestore"));
-  exports.Set("tgkill", Napi::Function::New(env, IntIntFn<int, iof_tgkill>, "tgkill"));
-  exports.Set("broadcastResult", Napi::Function::New(env, IntFn<iof_broadcast_result>, "broadcastResult"));
-  exports.Set("broadcastLeave", Napi::Function::New(env, BroadcastLeave, "broadcastLeave"));
-  exports.Set("broadcastSignal", Napi::Function::New(env, BroadcastSignal, "broadcastSignal"));
-  exports.Set("broadcastOwner", Napi::Function::New(env, BroadcastOwner, "broadcastOwner"));
-  exports.Set("sigrtmin", Napi::Function::New(env, Sigrtmin, "sigrtmin"));
-  exports.Set("sigrtmax", Napi::Function::New(env, Sigrtmax, "sigrtmax"));
-  exports.Set("execve", Napi::Function::New(env, Execve, "execve"));
-  exports.Set("getFdFlags", Napi::Function::New(env, IntFn<iof_get_fd_flags>, "getFdFlags"));
-  exports.Set("setFdFlags", Napi::Function::New(env, IntIntFn<long, iof_set_fd_flags>, "setFdFlags"));
-  exports.Set("mlockall", Napi::Function::New(env, IntFn<iof_mlockall>, "mlockall"));
-  exports.Set("munlockall", Napi::Function::New(env, Munlockall, "munlockall"));
-  exports.Set("getrlimit", Napi::Function::New(env, Getrlimit, "getrlimit"));
-  exports.Set("setrlimit", Napi::Function::New(env, Setrlimit, "setrlimit"));
-  exports.Set("getFdCloexec", Napi::Function::New(env, IntFn<iof_get_fd_cloexec>, "getFdCloexec"));
-  exports.Set("setFdCloexec", Napi::Function::New(env, IntIntFn<long, iof_set_fd_cloexec>, "setFdCloexec"));
-  // Scoped memory locking.
-  exports.Set("mlock2", Napi::Function::New(env, Mlock2, "mlock2"));
-  exports.Set("munlock", Napi::Function::New(env, Munlock, "munlock"));
-  exports.Set("mapAnonymousBuffer", Napi::Function::New(env, MapAnonymousBuffer, "mapAnonymousBuffer"));
-  exports.Set("mlockBuffer", Napi::Function::New(env, MlockBuffer, "mlockBuffer"));
-  exports.Set("munlockBuffer", Napi::Function::New(env, MunlockBuffer, "munlockBuffer"));
-  exports.Set("pageSize", Napi::Function::New(env, PageSize, "pageSize"));
+  static const Export kExports[] = {
+    {"prctlRaw", PrctlRaw},
+    {"setIoFlusher", SetIoFlusher},
+    {"getIoFlusher", GetIoFlusher},
+    {"gettid", Gettid},
+    {"signalDisposition", IntFn<iof_signal_disposition>},
+    {"broadcastInstall", BroadcastInstall},
+    {"broadcastRestore", IntIntFn<int, iof_broadcast_restore>},
+    {"tgkill", IntIntFn<int, iof_tgkill>},
+    {"broadcastResult", IntFn<iof_broadcast_result>},
+    {"broadcastLeave", BroadcastLeave},
+    {"broadcastSignal", BroadcastSignal},
+    {"broadcastOwner", BroadcastOwner},
+    {"sigrtmin", Sigrtmin},
+    {"sigrtmax", Sigrtmax},
+    {"execve", Execve},
+    {"getFdFlags", IntFn<iof_get_fd_flags>},
+    {"setFdFlags", IntIntFn<long, iof_set_fd_flags>},
+    {"mlockall", IntFn<iof_mlockall>},
+    {"munlockall", Munlockall},
+    {"getrlimit", Getrlimit},
+    {"setrlimit", Setrlimit},
+    {"getFdCloexec", IntFn<iof_get_fd_cloexec>},
+    {"setFdCloexec", IntIntFn<long, iof_set_fd_cloexec>},
+    // Scoped memory locking.
+    {"mlock2", Mlock2},
+    {"munlock", Munlock},
+    {"mapAnonymousBuffer", MapAnonymousBuffer},
+    {"mlockBuffer", MlockBuffer},
+    {"munlockBuffer", MunlockBuffer},
+    {"pageSize", PageSize},
+  };
+  for (const Export& e : kExports) exports.Set(e.name, Napi::Function::New(env, e.fn, e.name));
   return exports;
 }
 
