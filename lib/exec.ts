@@ -49,7 +49,7 @@ export function resolveCommand(command: string, envPath = process.env.PATH ?? '/
 
 const requireBinding = (): NativeBinding => requireNativeBinding('execve');
 
-/** The flags of stdin, stdout and stderr now, to be put back before execve (see restoreStdio). */
+/** @internal The flags of stdin, stdout and stderr now, to be put back before execve (see restoreStdio). */
 export function saveStdioFlags(binding: NativeBinding = requireBinding()): number[] {
   return [0, 1, 2].map((fd) => binding.getFdFlags(fd));
 }
@@ -76,6 +76,7 @@ export function inheritedDescriptors(extra: number[] = []): number[] {
 }
 
 /**
+ * @internal
  * Undoes what Node did to the descriptors the new program inherits: close-on-exec (Node sets it at start-up on every
  * descriptor it inherited, libuv uv_disable_stdio_inheritance), O_NONBLOCK on stdio (libuv sets it on pipes and TTYs
  * it opens; a blocking program would then see EAGAIN) and raw terminal mode.
@@ -99,6 +100,7 @@ export function restoreStdio(binding: NativeBinding, saved?: number[], keep: num
 }
 
 /**
+ * @internal
  * What execve needs besides the command: the environment (default process.env), the binding, the stdio flags saved
  * before anything touched stdio (see saveStdioFlags), and more descriptors to pass on.
  */
@@ -122,7 +124,7 @@ function execFailure(errno: number, file: string, detail?: string): IoFlusherErr
   });
 }
 
-/** execve(path, argv, env), the command found as execvp(3) would. Returns only by throwing IoFlusherError. */
+/** @internal execve(path, argv, env), the command found as execvp(3) would. Returns only by throwing IoFlusherError. */
 export function execve(command: string, args: string[], options: ExecveOptions = {}): never {
   const { env = process.env, binding = requireBinding(), savedStdioFlags, keepFds } = options;
   if (!isMainThread) throw mainThreadOnly('execve');

@@ -57,7 +57,8 @@ export interface ProbeResult {
 }
 
 /**
- * @internal What chose the backend, as `backendReason` names it: an environment variable, a CLI flag. Set through
+ * @internal
+ * What chose the backend, as `backendReason` names it: an environment variable, a CLI flag. Set through
  * ioFlusherChosenBy(); an instance made with `new IoFlusher()` or createIoFlusher() was chosen by 'option'.
  */
 const CHOSEN_BY = Symbol('io-flusher.chosenBy');
@@ -191,7 +192,8 @@ export class IoFlusher {
 }
 
 /**
- * @internal probe() for a backend, or for none (no backend could be made: an invalid IO_FLUSHER_* variable, a native backend
+ * @internal
+ * probe() for a backend, or for none (no backend could be made: an invalid IO_FLUSHER_* variable, a native backend
  * required without the addon); then `backend` is null and `backendReason` says why. Never throws.
  */
 export function probeWith(kernel: KernelBackend | undefined, backendReason: string): ProbeResult {
