@@ -1,6 +1,7 @@
 {
-  # Same sources and target name as CMakeLists.txt: both builds produce build/Release/io_flusher.node,
-  # so one loader (lib/native-binding.ts, via node-gyp-build) serves both.
+  # Same sources and target name as CMakeLists.txt. node-gyp builds build/Release/io_flusher.node, which the loader
+  # (lib/native-binding.ts, via node-gyp-build) finds by itself; the cmake-js build (npm run build:cmake) lands in
+  # build-cmake/Release/io_flusher.node and is loaded by naming it in IO_FLUSHER_BINDING (npm run test:cmake).
   "targets": [
     {
       "target_name": "io_flusher",

@@ -5,11 +5,12 @@
  */
 import { BACKEND_CHOICES, BackendChoice } from './backend';
 import { IoFlusherError } from './errors';
-import { IoFlusher, ProbeResult } from './io-flusher';
+import { ioFlusherChosenBy, ProbeResult } from './io-flusher';
+import { OOM_SCORE_ADJ_MAX, OOM_SCORE_ADJ_MIN } from './kernel-constants';
 import { describeFlags, escapeName, readProcessThreads, readThreadWait, ThreadFlags, ThreadWait } from './procfs';
-import { ExecError, execve, preloadOption, PRELOAD_MLOCK_ENV, resolveCommand, saveStdioFlags } from './exec';
+import { execve, preloadOption, PRELOAD_MLOCK_ENV, resolveCommand, saveStdioFlags } from './exec';
 import { memoryState, setMemlockLimit, setOomScoreAdj } from './memory';
-import { loadNativeBinding } from './native-binding';
+import { loadNativeBinding, NativeBinding } from './native-binding';
 import { vm } from './vm';
 
 /** Exit statuses of `io-flusher check` (and the other commands where they apply). */
@@ -183,7 +184,7 @@ function check(argv: string[], out: (s: string) => void): number {
   if (args.positional.length) throw new UsageError(`check takes no arguments, got ${args.positional.join(' ')}`);
   const pid = parsePid(args.flags.get('pid'));
   const backend = parseBackend(args.flags.get('backend'));
-  const instance = new IoFlusher({ backend: backend ?? 'auto' }, backend ? '--backend' : 'default (auto)');
+  const instance = ioFlusherChosenBy({ backend: backend ?? 'auto' }, backend ? '--backend' : 'default (auto)');
   const probe = instance.probe();
   const code = checkExitCode(probe);
   let threads: ThreadFlags[];
@@ -242,7 +243,21 @@ export function splitExecArgs(argv: string[]): { own: string[]; command: string[
   return { own: argv, command: [] };
 }
 
-function exec(argv: string[]): number {
+/** What `io-flusher exec` was asked to do, from its command line. */
+interface ExecPlan {
+  command: string[];
+  keepFds: number[];
+  mlock: string | undefined;
+  oomScoreAdj: number | undefined;
+  memlockLimit: number | undefined;
+  /** The --backend value, checked only once the addon is known to load (as before the split). */
+  backend: string | true | undefined;
+  clear: boolean;
+  allowUnprotected: boolean;
+}
+
+/** Phase 1: the command line, every usage error before anything is done. */
+function parseExecArgs(argv: string[]): ExecPlan {
   const split = splitExecArgs(argv);
   // --mlock alone means the lockMemory() default; parseArgs wants a value, so accept the bare flag here.
   const own = split.own.map((a) => (a === '--mlock' ? '--mlock=mapped' : a));
@@ -255,42 +270,54 @@ function exec(argv: string[]): number {
     return Number(fd);
   }) : [];
   if (command.length === 0) throw new UsageError('exec needs a COMMAND');
-  const mlock = parseMlock(args.flags.get('mlock'));
-  const oomScoreAdj = parseOomScoreAdj(args.flags.get('oom-score-adj'));
-  const memlockLimit = parseMemlockLimit(args.flags.get('memlock-limit'));
-  const native = loadNativeBinding();
-  if (!native.loaded) {
-    warn(`cannot exec: ${native.error}`);
-    return EXIT.EXEC_FAILED;
+  return {
+    command,
+    keepFds,
+    mlock: parseMlock(args.flags.get('mlock')),
+    oomScoreAdj: parseOomScoreAdj(args.flags.get('oom-score-adj')),
+    memlockLimit: parseMemlockLimit(args.flags.get('memlock-limit')),
+    backend: args.flags.get('backend'),
+    clear: args.flags.has('clear'),
+    allowUnprotected: args.flags.has('allow-unprotected'),
+  };
+}
+
+/** Phase 2: what can only be checked with the addon: the --keep-fds descriptors are open, --mlock has a Node COMMAND. */
+function checkExecPlan(plan: ExecPlan, binding: NativeBinding): void {
+  for (const fd of plan.keepFds) {
+    if (binding.getFdCloexec(fd) < 0) throw new UsageError(`--keep-fds ${fd}: not an open descriptor of this process`);
   }
-  for (const fd of keepFds) {
-    if (native.binding.getFdCloexec(fd) < 0) throw new UsageError(`--keep-fds ${fd}: not an open descriptor of this process`);
-  }
-  if (mlock) {
+  if (plan.mlock) {
     // mlockall's locks end at execve (man 2 mlockall): only a Node program can be made to lock itself, by preload.
-    const file = resolveCommand(command[0]!, process.env.PATH);
+    const file = resolveCommand(plan.command[0]!, process.env.PATH);
     if (!file || !isNodeExecutable(file)) {
-      throw new UsageError(`--mlock works only when COMMAND is node: memory locks do not survive execve, so ${command[0]} must lock its own memory`);
+      throw new UsageError(`--mlock works only when COMMAND is node: memory locks do not survive execve, so ${plan.command[0]} must lock its own memory`);
     }
   }
-  // Before anything can touch stdio: what COMMAND must inherit.
-  const saved = saveStdioFlags(native.binding);
-  const backend = parseBackend(args.flags.get('backend'));
-  const clear = args.flags.has('clear');
+}
+
+/** Phase 3: IO_FLUSHER on this thread (or cleared). Returns an exit status when COMMAND must not run. */
+function setStateForCommand(plan: ExecPlan): number | undefined {
+  const backend = parseBackend(plan.backend);
   try {
-    const instance = new IoFlusher({ backend: backend ?? 'auto' }, backend ? '--backend' : 'default (auto)');
+    const instance = ioFlusherChosenBy({ backend: backend ?? 'auto' }, backend ? '--backend' : 'default (auto)');
     if (instance.warning) warn(instance.warning);
     // Clearing a thread that /proc shows clear already needs no prctl (and no capability): the state is verified.
-    if (!(clear && !instance.threadFlags().ioFlusher)) instance.setIoFlusher(!clear);
+    if (!(plan.clear && !instance.threadFlags().ioFlusher)) instance.setIoFlusher(!plan.clear);
   } catch (err) {
     if (!(err instanceof IoFlusherError)) throw err;
-    if (!args.flags.has('allow-unprotected')) {
-      warn(`could not ${clear ? 'clear' : 'set'} IO_FLUSHER, so ${command[0]} was not started: ${err.message}`);
+    if (!plan.allowUnprotected) {
+      warn(`could not ${plan.clear ? 'clear' : 'set'} IO_FLUSHER, so ${plan.command[0]} was not started: ${err.message}`);
       return EXIT.EXEC_NOT_SET;
     }
-    warn(`WARNING: ${command[0]} runs ${clear ? 'with IO_FLUSHER NOT cleared' : 'WITHOUT IO_FLUSHER protection'} (--allow-unprotected): ${err.message}`);
+    warn(`WARNING: ${plan.command[0]} runs ${plan.clear ? 'with IO_FLUSHER NOT cleared' : 'WITHOUT IO_FLUSHER protection'} (--allow-unprotected): ${err.message}`);
   }
-  // These survive execve (proc(5) oom_score_adj, setrlimit(2)): set them here for COMMAND.
+  return undefined;
+}
+
+/** Phase 4: the settings that survive execve (proc(5) oom_score_adj, setrlimit(2)). Returns an exit status to stop. */
+function applySettingsForCommand(plan: ExecPlan): number | undefined {
+  const { memlockLimit, oomScoreAdj } = plan;
   const steps: Array<[string, () => unknown]> = [];
   if (memlockLimit !== undefined) steps.push(['--memlock-limit', () => setMemlockLimit(memlockLimit, memlockLimit)]);
   if (oomScoreAdj !== undefined) steps.push(['--oom-score-adj', () => setOomScoreAdj(oomScoreAdj)]);
@@ -299,25 +326,44 @@ function exec(argv: string[]): number {
       step();
     } catch (err) {
       if (!(err instanceof IoFlusherError)) throw err;
-      if (!args.flags.has('allow-unprotected')) {
-        warn(`${flag} failed, so ${command[0]} was not started: ${err.message}`);
+      if (!plan.allowUnprotected) {
+        warn(`${flag} failed, so ${plan.command[0]} was not started: ${err.message}`);
         return EXIT.EXEC_NOT_SET;
       }
-      warn(`WARNING: ${flag} failed, ${command[0]} runs anyway (--allow-unprotected): ${err.message}`);
+      warn(`WARNING: ${flag} failed, ${plan.command[0]} runs anyway (--allow-unprotected): ${err.message}`);
     }
   }
-  // Taken only now: the emulator publishes its state for children in process.env when it changes.
+  return undefined;
+}
+
+/** Phase 5: COMMAND's environment, taken only now: the emulator publishes its state for children in process.env. */
+function commandEnvironment(plan: ExecPlan): NodeJS.ProcessEnv {
   const env = { ...process.env };
-  if (mlock) {
-    env[PRELOAD_MLOCK_ENV] = mlock;
+  if (plan.mlock) {
+    env[PRELOAD_MLOCK_ENV] = plan.mlock;
     env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} ${preloadOption()}`.trim();
   }
+  return env;
+}
+
+function exec(argv: string[]): number {
+  const plan = parseExecArgs(argv);
+  const native = loadNativeBinding();
+  if (!native.loaded) {
+    warn(`cannot exec: ${native.error}`);
+    return EXIT.EXEC_FAILED;
+  }
+  checkExecPlan(plan, native.binding);
+  // Before anything can touch stdio: what COMMAND must inherit.
+  const savedStdioFlags = saveStdioFlags(native.binding);
+  const stop = setStateForCommand(plan) ?? applySettingsForCommand(plan);
+  if (stop !== undefined) return stop;
   try {
-    execve(command[0]!, command.slice(1), env, native.binding, saved, keepFds);
+    execve(plan.command[0]!, plan.command.slice(1), { env: commandEnvironment(plan), binding: native.binding, savedStdioFlags, keepFds: plan.keepFds });
   } catch (err) {
-    if (!(err instanceof ExecError)) throw err;
-    warn(`cannot run ${command[0]}: ${err.message}`);
-    return err.kind === 'not-found' ? EXIT.EXEC_NOT_FOUND : EXIT.EXEC_FAILED;
+    if (!(err instanceof IoFlusherError) || (err.reason !== 'command-not-found' && err.reason !== 'command-not-executable')) throw err;
+    warn(`cannot run ${plan.command[0]}: ${err.message}`);
+    return err.reason === 'command-not-found' ? EXIT.EXEC_NOT_FOUND : EXIT.EXEC_FAILED;
   }
 }
 
@@ -333,7 +379,9 @@ function parseMlock(value: string | true | undefined): string | undefined {
 function parseOomScoreAdj(value: string | true | undefined): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
-  if (typeof value !== 'string' || !/^-?\d{1,4}$/.test(value) || n < -1000 || n > 1000) throw new UsageError(`--oom-score-adj takes -1000..1000; got ${String(value)}`);
+  if (typeof value !== 'string' || !/^-?\d{1,4}$/.test(value) || n < OOM_SCORE_ADJ_MIN || n > OOM_SCORE_ADJ_MAX) {
+    throw new UsageError(`--oom-score-adj takes ${OOM_SCORE_ADJ_MIN}..${OOM_SCORE_ADJ_MAX}; got ${String(value)}`);
+  }
   return n;
 }
 

@@ -18,9 +18,8 @@
  * A registry shared by the threads of the process (a SharedArrayBuffer, also passed through environment data) maps
  * thread ids to their modelled flags, so the flags reader shows every thread's emulated state consistently.
  */
-import * as fs from 'node:fs';
 import * as wt from 'node:worker_threads';
-import { readProcFile, readThreadStat, sysResourceInStatusText, threadSelfId } from './procfs';
+import { ownTaskIds, readSecurityStatus, readThreadStat, threadSelfId } from './procfs';
 import { assertOptionalBoolean, invalidEnvironment } from './validate';
 import {
   EINVAL,
@@ -60,13 +59,8 @@ function envBoolean(name: string): boolean | undefined {
 
 /** Whether this process really holds CAP_SYS_RESOURCE in its effective set. */
 export function realCapSysResource(): boolean {
-  try {
-    const held = sysResourceInStatusText(readProcFile('/proc/self/status'));
-    if (held !== undefined) return held;
-  } catch {
-    // Not Linux (or no /proc): fall through.
-  }
-  return process.getuid?.() === 0;
+  // Not Linux (or no /proc): whether it runs as root.
+  return readSecurityStatus().capSysResource ?? process.getuid?.() === 0;
 }
 
 /** The calling thread's id: the kernel tid on Linux, a stable stand-in elsewhere. */
@@ -75,14 +69,6 @@ function currentThreadId(): number {
     return threadSelfId();
   } catch {
     return wt.isMainThread ? process.pid : process.pid * 100000 + wt.threadId;
-  }
-}
-
-function listOwnThreads(): number[] {
-  try {
-    return fs.readdirSync('/proc/self/task').map(Number);
-  } catch {
-    return [];
   }
 }
 
@@ -139,16 +125,6 @@ class ThreadRegistry {
     // Full: a process with more than REGISTRY_SLOTS emulated threads. The calling thread's own state still works.
   }
 
-  /** Every thread id with a modelled state: [tid, flags, startTime]. */
-  entries(): Array<[number, number, number]> {
-    const out: Array<[number, number, number]> = [];
-    for (let i = 0; i < this.slots.length; i += 3) {
-      const tid = Atomics.load(this.slots, i);
-      if (tid !== 0) out.push([tid, Atomics.load(this.slots, i + 1) >>> 0, Atomics.load(this.slots, i + 2)]);
-    }
-    return out;
-  }
-
   delete(tid: number): void {
     for (let i = 0; i < this.slots.length; i += 3) {
       if (Atomics.load(this.slots, i) === tid) {
@@ -190,7 +166,7 @@ export class EmulatedKernel {
       if (wt.isMainThread && inherited) {
         // This process was started by a thread in emulated IO_FLUSHER state: every thread it has now was created
         // after that by its main thread, so, as with the real kernel, all of them inherited the state.
-        for (const tid of listOwnThreads()) {
+        for (const tid of ownTaskIds()) {
           const startTime = threadStartTime(tid);
           if (startTime !== undefined && this.registry.get(tid, startTime) === undefined) this.registry.set(tid, inherited, startTime);
         }
@@ -207,11 +183,6 @@ export class EmulatedKernel {
     // tid was reused is not taken for the live thread's.
     if (tid === this.tid) return this.registry.get(tid);
     return startTime === undefined ? undefined : this.registry.get(tid, startTime);
-  }
-
-  /** Every thread of this process with a modelled state: [tid, flags]. */
-  knownThreads(): Array<[number, number]> {
-    return this.registry.entries().map(([tid, flags]) => [tid, flags]);
   }
 
   /** The calling thread's id, as the model keys it. */

@@ -3,7 +3,7 @@
  * `code`, negative `errno`, `syscall`; plus `reason` to branch on and `hint` saying what to do about it.
  */
 import * as util from 'node:util';
-import { EINVAL, EPERM, IO_FLUSHER_MIN_KERNEL, PRCTL_OPTION_NAMES } from './kernel-constants';
+import { EINVAL, EPERM, kernelHasIoFlusher, PR_GET_IO_FLUSHER, PR_SET_IO_FLUSHER, PRCTL_OPTION_NAMES } from './kernel-constants';
 
 /**
  * Why a call failed, for callers that branch:
@@ -17,6 +17,8 @@ import { EINVAL, EPERM, IO_FLUSHER_MIN_KERNEL, PRCTL_OPTION_NAMES } from './kern
  * - `prepare-failed`: prepareDaemon(): one or more required steps failed (see `report`).
  * - `signal-in-use`: the process-wide set was asked to use a signal that already has a handler, or none was free.
  * - `reexec-impossible`: reexecWithIoFlusher() cannot run the same program again (it was read from stdin).
+ * - `command-not-found`: exec: no such command (ENOENT), as execvp(3) would find it.
+ * - `command-not-executable`: exec: execve refused the command (EACCES, ENOEXEC, ...).
  * - `unexpected-errno`: any other errno.
  */
 export type IoFlusherErrorReason =
@@ -30,6 +32,8 @@ export type IoFlusherErrorReason =
   | 'limit-exceeded'
   | 'prepare-failed'
   | 'reexec-impossible'
+  | 'command-not-found'
+  | 'command-not-executable'
   | 'unexpected-errno';
 
 export interface IoFlusherErrorFields {
@@ -88,38 +92,70 @@ export interface FailureContext {
   seccompMode: number | undefined;
 }
 
-/** "5.10.0-28-amd64" -> [5, 10]; undefined when it does not look like a Linux release. */
-export function parseKernelRelease(release: string): [number, number] | undefined {
-  const match = /^(\d+)\.(\d+)/.exec(release);
-  return match ? [Number(match[1]), Number(match[2])] : undefined;
-}
-
-export function kernelHasIoFlusher(release: string): boolean | undefined {
-  const version = parseKernelRelease(release);
-  if (!version) return undefined;
-  const [major, minor] = IO_FLUSHER_MIN_KERNEL;
-  return version[0] > major || (version[0] === major && version[1] >= minor);
-}
-
 const GRANT_CAPABILITY =
   'grant CAP_SYS_RESOURCE: run as root with it in the bounding set, `docker run --cap-add SYS_RESOURCE` ' +
   '(Kubernetes: securityContext.capabilities.add: ["SYS_RESOURCE"]), or in a systemd unit ' +
   '`AmbientCapabilities=CAP_SYS_RESOURCE` (and CapabilityBoundingSet must include it)';
 
 let systemErrors: Map<number, [string, string]> | undefined;
-function errnoDescription(errno: number): [string, string] {
+
+/** The name and description of an errno (either sign): ['EPERM', 'operation not permitted'], from Node's own table. */
+export function errnoDescription(errno: number): [string, string] {
   // util.getSystemErrorMap() builds a new Map on every call: keep the first.
   systemErrors ??= util.getSystemErrorMap();
-  const entry = systemErrors.get(-errno);
-  return entry ? [entry[0], entry[1]] : [`E${errno}`, `errno ${errno}`];
+  const positive = Math.abs(errno);
+  const entry = systemErrors.get(-positive);
+  return entry ? [entry[0], entry[1]] : [`E${positive}`, `errno ${positive}`];
+}
+
+/** The name of an errno (either sign): 'EPERM'. */
+export function errnoName(errno: number): string {
+  return errnoDescription(errno)[0];
+}
+
+export interface SystemErrorOptions {
+  syscall: string;
+  /** The errno, as the binding answers it (-errno) or as a positive number. */
+  errno: number;
+  reason: IoFlusherErrorReason;
+  hint: string;
+  /** What the call was made on, shown after the syscall as Node does: a path (quoted) or a prctl option name. */
+  path?: string;
+  option?: string;
+  /** More about the call, shown in parentheses at the end of the message. */
+  detail?: string;
+  emulated?: boolean;
+  cause?: unknown;
+  report?: unknown;
+}
+
+/**
+ * The one factory for a failed system call: message "CODE: description, syscall 'path' (detail)" as in Node's
+ * system errors, `code`, negative `errno`, `syscall`, and the `reason` and `hint` the caller gives.
+ */
+export function systemError(options: SystemErrorOptions): IoFlusherError {
+  const errno = -Math.abs(options.errno);
+  const [code, description] = errnoDescription(errno);
+  const subject = options.path !== undefined ? ` '${options.path}'` : options.option !== undefined ? ` ${options.option}` : '';
+  return new IoFlusherError({
+    code,
+    errno,
+    syscall: options.syscall,
+    option: options.option,
+    path: options.path,
+    reason: options.reason,
+    message: `${code}: ${description}, ${options.syscall}${subject}${options.detail ? ` (${options.detail})` : ''}`,
+    hint: options.hint,
+    emulated: options.emulated,
+    cause: options.cause,
+    report: options.report,
+  });
 }
 
 /** Builds the error for a prctl that returned -errno, with the reason and what to do. */
 export function prctlFailure(option: number, negErrno: number, context: FailureContext): IoFlusherError {
-  const errno = -negErrno;
-  const [code, description] = errnoDescription(errno);
-  const optionName = PRCTL_OPTION_NAMES[option] ?? `option ${option}`;
-  const message = `${code}: ${description}, prctl ${optionName}${context.emulated ? ' (emulated kernel)' : ''}`;
+  const errno = Math.abs(negErrno);
+  const code = errnoName(errno);
   let reason: IoFlusherErrorReason;
   let hint: string;
   if (errno === EPERM && context.inUserNamespace && !context.emulated) {
@@ -133,7 +169,7 @@ export function prctlFailure(option: number, negErrno: number, context: FailureC
     hint =
       'the process holds CAP_SYS_RESOURCE, so a seccomp filter' +
       (context.seccompMode === 2 ? ' (this process has one: Seccomp: 2 in /proc/self/status)' : '') +
-      ' or a security module (AppArmor, SELinux) refused the call; allow prctl options 57 and 58 in its policy';
+      ` or a security module (AppArmor, SELinux) refused the call; allow prctl options ${PR_SET_IO_FLUSHER} and ${PR_GET_IO_FLUSHER} in its policy`;
   } else if (errno === EPERM) {
     reason = 'missing-capability';
     hint = `the process lacks CAP_SYS_RESOURCE, which the kernel requires even to read or clear the flag; ${GRANT_CAPABILITY}`;
@@ -155,13 +191,12 @@ export function prctlFailure(option: number, negErrno: number, context: FailureC
     reason = 'unexpected-errno';
     hint = `prctl answered ${code}, which the kernel's IO_FLUSHER handler never returns itself; something between (a seccomp filter, an LSM) did`;
   }
-  return new IoFlusherError({
-    code,
-    errno: -errno,
+  return systemError({
     syscall: 'prctl',
-    option: optionName,
+    errno,
+    option: PRCTL_OPTION_NAMES[option] ?? `option ${option}`,
+    detail: context.emulated ? 'emulated kernel' : undefined,
     reason,
-    message,
     hint,
     emulated: context.emulated,
   });

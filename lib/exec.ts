@@ -5,19 +5,17 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as util from 'node:util';
-import { isMainThread } from 'node:worker_threads';
-import { IoFlusherError } from './errors';
-import { IoFlusher } from './io-flusher';
-import { NativeBinding, requireNativeBinding } from './native-binding';
 import * as tty from 'node:tty';
-import { readThreadStat } from './procfs';
-import { assertObject, assertOptionalBoolean } from './validate';
+import { isMainThread } from 'node:worker_threads';
+import { IoFlusherError, systemError } from './errors';
+import { IoFlusher } from './io-flusher';
+import { ENOENT } from './kernel-constants';
+import { NativeBinding, requireNativeBinding } from './native-binding';
+import { readDescriptorTarget, readOpenDescriptors, readThreadStat } from './procfs';
+import { assertObject, assertOptionalBoolean, mainThreadOnly } from './validate';
 
 /** Set on the re-executed process (value: its pid and start time, which execve keeps) so reexecWithIoFlusher() runs only once. */
 export const REEXEC_ENV = 'IO_FLUSHER_REEXEC';
-
-const ENOENT = 2;
 
 /** `io-flusher exec --mlock`: the mlock flags for lib/preload.ts in the Node program started. */
 export const PRELOAD_MLOCK_ENV = 'IO_FLUSHER_PRELOAD_MLOCK';
@@ -51,18 +49,9 @@ export function resolveCommand(command: string, envPath = process.env.PATH ?? '/
 
 const requireBinding = (): NativeBinding => requireNativeBinding('execve');
 
-/** The flags of stdin, stdout and stderr now, to be put back before execve (see restoreStdio). */
+/** @internal The flags of stdin, stdout and stderr now, to be put back before execve (see restoreStdio). */
 export function saveStdioFlags(binding: NativeBinding = requireBinding()): number[] {
   return [0, 1, 2].map((fd) => binding.getFdFlags(fd));
-}
-
-/** Where /proc/self/fd/FD points ('anon_inode:[eventpoll]', 'socket:[123]', ...), or undefined when fd is not open. */
-function descriptorTarget(fd: number): string | undefined {
-  try {
-    return fs.readlinkSync(`/proc/self/fd/${fd}`);
-  } catch {
-    return undefined;
-  }
 }
 
 /**
@@ -78,7 +67,7 @@ export function inheritedDescriptors(extra: number[] = []): number[] {
   const listenFds = process.env.LISTEN_FDS ?? '';
   if (process.env.LISTEN_PID === String(process.pid) && /^[1-9][0-9]{0,6}$/.test(listenFds)) {
     for (let fd = 3; fd < 3 + Number(listenFds); fd++) {
-      const target = descriptorTarget(fd);
+      const target = readDescriptorTarget(fd);
       if (target === undefined || target === 'anon_inode:[eventpoll]') break;
       fds.add(fd);
     }
@@ -87,6 +76,7 @@ export function inheritedDescriptors(extra: number[] = []): number[] {
 }
 
 /**
+ * @internal
  * Undoes what Node did to the descriptors the new program inherits: close-on-exec (Node sets it at start-up on every
  * descriptor it inherited, libuv uv_disable_stdio_inheritance), O_NONBLOCK on stdio (libuv sets it on pipes and TTYs
  * it opens; a blocking program would then see EAGAIN) and raw terminal mode.
@@ -95,14 +85,9 @@ export function inheritedDescriptors(extra: number[] = []): number[] {
 export function restoreStdio(binding: NativeBinding, saved?: number[], keep: number[] = inheritedDescriptors()): void {
   // libuv marks inherited descriptors close-on-exec only up to the first gap above fd 15, so one inherited at a high
   // number (a shell's fd 255, a leaked socket) would reach COMMAND: every descriptor not named is closed at exec.
+  // Without /proc none are listed: only the named descriptors are touched.
   const named = new Set(keep);
-  let open: string[] = [];
-  try {
-    open = fs.readdirSync('/proc/self/fd');
-  } catch {
-    // no /proc: only the named descriptors are touched
-  }
-  for (const fd of open.map(Number)) if (!named.has(fd)) binding.setFdCloexec(fd, 1); // -EBADF: the directory's own
+  for (const fd of readOpenDescriptors()) if (!named.has(fd)) binding.setFdCloexec(fd, 1); // -EBADF: the directory's own
   for (const fd of keep) binding.setFdCloexec(fd, 0); // -EBADF for a descriptor that is not open: nothing to keep
   // A terminal left in raw mode by this program would stay raw for the next one. Node restores it only at exit.
   if (tty.isatty(0) && process.stdin.isRaw) process.stdin.setRawMode(false);
@@ -114,47 +99,45 @@ export function restoreStdio(binding: NativeBinding, saved?: number[], keep: num
   });
 }
 
-/** Why exec failed: `not-found` (no such command), `not-executable` (execve refused it). Node-style fields. */
-export class ExecError extends Error {
-  readonly syscall = 'execve';
-  constructor(
-    message: string,
-    readonly code: string,
-    readonly errno: number,
-    readonly kind: 'not-found' | 'not-executable',
-    readonly path: string,
-  ) {
-    super(message);
-    this.name = 'ExecError';
-  }
+/**
+ * @internal
+ * What execve needs besides the command: the environment (default process.env), the binding, the stdio flags saved
+ * before anything touched stdio (see saveStdioFlags), and more descriptors to pass on.
+ */
+export interface ExecveOptions {
+  env?: NodeJS.ProcessEnv;
+  binding?: NativeBinding;
+  savedStdioFlags?: number[];
+  keepFds?: number[];
 }
 
-/** execve(path, argv, env). Returns only by throwing ExecError. */
-export function execve(
-  command: string,
-  args: string[],
-  env: NodeJS.ProcessEnv = process.env,
-  binding = requireBinding(),
-  saved?: number[],
-  keepFds?: number[],
-): never {
+/** The error for a command exec could not run: reason 'command-not-found' (ENOENT) or 'command-not-executable'. */
+function execFailure(errno: number, file: string, detail?: string): IoFlusherError {
+  const notFound = Math.abs(errno) === ENOENT;
+  return systemError({
+    syscall: 'execve',
+    errno,
+    path: file,
+    detail,
+    reason: notFound ? 'command-not-found' : 'command-not-executable',
+    hint: notFound ? 'check the command name and PATH' : 'check that it is an executable file this user may run, with a valid interpreter line',
+  });
+}
+
+/** @internal execve(path, argv, env), the command found as execvp(3) would. Returns only by throwing IoFlusherError. */
+export function execve(command: string, args: string[], options: ExecveOptions = {}): never {
+  const { env = process.env, binding = requireBinding(), savedStdioFlags, keepFds } = options;
   if (!isMainThread) throw mainThreadOnly('execve');
   const file = resolveCommand(command, env.PATH);
-  if (!file) {
-    throw new ExecError(`ENOENT: no such file or directory, execve '${command}' (not found in PATH)`, 'ENOENT', -ENOENT, 'not-found', command);
-  }
+  if (!file) throw execFailure(ENOENT, command, 'not found in PATH');
   const envp = Object.entries(env)
     .filter((entry): entry is [string, string] => entry[1] !== undefined)
     .map(([k, v]) => `${k}=${v}`);
-  restoreStdio(binding, saved, inheritedDescriptors(keepFds));
-  const rc = binding.execve(file, [command, ...args], envp);
-  const code = util.getSystemErrorName(rc);
-  throw new ExecError(`${code}: ${util.getSystemErrorMap().get(rc)?.[1] ?? 'exec failed'}, execve '${file}'`, code, rc, rc === -ENOENT ? 'not-found' : 'not-executable', file);
+  restoreStdio(binding, savedStdioFlags, inheritedDescriptors(keepFds));
+  throw execFailure(binding.execve(file, [command, ...args], envp), file);
 }
 
 export interface ReexecOptions {
-  /** Backend for setting the state (default: the default instance's). */
-  ioFlusher?: IoFlusher;
   /** When the state cannot be set, go on without re-executing (returning the error) instead of throwing. */
   allowUnprotected?: boolean;
 }
@@ -166,11 +149,6 @@ export interface ReexecResult {
   unprotectedThreads: Array<{ tid: number; name: string }>;
   /** Set when allowUnprotected let a failure through. */
   error?: IoFlusherError;
-}
-
-/** The error Node gives for an operation Workers cannot make (process.chdir() in a Worker). */
-export function mainThreadOnly(what: string): TypeError & { code: string } {
-  return Object.assign(new TypeError(`${what} is not supported in workers: call it from the main thread`), { code: 'ERR_WORKER_UNSUPPORTED_OPERATION' });
 }
 
 /**
@@ -242,5 +220,5 @@ export function reexecWithIoFlusher(ioFlusher: IoFlusher, options: ReexecOptions
     throw err;
   }
   const env = { ...process.env, [REEXEC_ENV]: reexecMarker() };
-  return execve(process.execPath, [...process.execArgv, ...process.argv.slice(1)], env, binding);
+  return execve(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { env, binding });
 }

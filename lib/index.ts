@@ -6,7 +6,7 @@
  * (code IO_FLUSHER_EMULATED): protection is then NOT in effect. See README.md.
  */
 import { backendFromEnvironment, BACKEND_ENV } from './backend';
-import { IoFlusher, IoFlusherOptions, probeWith, ProbeResult } from './io-flusher';
+import { IoFlusher, ioFlusherChosenBy, IoFlusherOptions, probeWith, ProbeResult } from './io-flusher';
 import type { ProcessIoFlusherOptions, ProcessIoFlusherReport } from './process-wide';
 import { reexecWithIoFlusher as reexecWith, ReexecResult } from './exec';
 import { PrepareDaemonOptions, PrepareDaemonReport, prepareDaemonWith } from './prepare';
@@ -17,10 +17,15 @@ export { IoFlusher } from './io-flusher';
 export type { IoFlusherOptions, ProbeResult } from './io-flusher';
 export { IoFlusherError } from './errors';
 export type { IoFlusherErrorReason } from './errors';
+/**
+ * @deprecated exec failures are IoFlusherError with `syscall: 'execve'` and reason 'command-not-found' or
+ * 'command-not-executable' (which replace ExecError's `kind`); this name is kept so older imports still resolve.
+ */
+export { IoFlusherError as ExecError } from './errors';
 export type { ThreadFlags, CapabilitySets } from './procfs';
 export type { BackendName, BackendChoice } from './backend';
 export type { EmulatorOptions } from './emulator';
-export { REEXEC_ENV, ExecError } from './exec';
+export { REEXEC_ENV } from './exec';
 export { lockMemory, unlockMemory, lockedBytes, lockedMemory, allocLockedBuffer, unlockBuffer, isLockedBuffer, LockedBufferPool } from './memory';
 export { getMemlockLimit, setMemlockLimit, getOomScoreAdj, setOomScoreAdj } from './memory';
 export type { LockMemoryOptions, MemoryLockReport, MemlockLimit, CodeLockMode, CodeScopeReport, LockedMemory, LockedBufferPoolOptions } from './memory';
@@ -51,7 +56,7 @@ let defaultInstance: IoFlusher | undefined;
 export function defaultIoFlusher(): IoFlusher {
   if (!defaultInstance) {
     const fromEnv = backendFromEnvironment();
-    defaultInstance = new IoFlusher({ backend: fromEnv ?? 'auto' }, fromEnv ? BACKEND_ENV : 'default (auto)');
+    defaultInstance = ioFlusherChosenBy({ backend: fromEnv ?? 'auto' }, fromEnv ? BACKEND_ENV : 'default (auto)');
     emitBackendWarning(defaultInstance);
   }
   return defaultInstance;
@@ -62,7 +67,7 @@ export function defaultIoFlusher(): IoFlusher {
  * or 'auto' (native when the kernel has the feature, else the emulator with a warning).
  */
 export function createIoFlusher(options: IoFlusherOptions = {}): IoFlusher {
-  const instance = new IoFlusher(options, 'option');
+  const instance = new IoFlusher(options);
   emitBackendWarning(instance);
   return instance;
 }
@@ -83,7 +88,8 @@ export function setProcessIoFlusher(enabled: boolean, options?: ProcessIoFlusher
  * Re-executes this Node process (same executable, execArgv, argv, environment, stdio) after putting the main thread
  * in IO_FLUSHER state, so every thread of the new process has it from birth. In the re-executed process it returns
  * `{ reexecuted: true, unprotectedThreads }` at once. Call it first thing, from the main thread.
- * @throws IoFlusherError when the state cannot be set (unless `allowUnprotected`); ExecError when exec fails.
+ * @throws IoFlusherError when the state cannot be set (unless `allowUnprotected`), or when exec fails (reason
+ *   'command-not-found' or 'command-not-executable').
  */
 export function reexecWithIoFlusher(options: { allowUnprotected?: boolean } = {}): ReexecResult {
   return reexecWith(defaultIoFlusher(), options);

@@ -6,7 +6,8 @@ import * as os from 'node:os';
 import { BACKEND_CHOICES, BackendChoice, BackendName, KernelBackend, selectBackend } from './backend';
 import { EmulatorOptions, withModelledIoFlusher } from './emulator';
 import { IoFlusherError, prctlFailure } from './errors';
-import { EINVAL, EPERM, PR_GET_IO_FLUSHER, PR_SET_IO_FLUSHER } from './kernel-constants';
+import { interpretGetAnswer } from './get-answer';
+import { PR_GET_IO_FLUSHER, PR_SET_IO_FLUSHER } from './kernel-constants';
 import { loadNativeBinding } from './native-binding';
 import {
   capabilitiesFromStatus,
@@ -55,6 +56,18 @@ export interface ProbeResult {
   protectionInEffect: boolean;
 }
 
+/**
+ * @internal
+ * What chose the backend, as `backendReason` names it: an environment variable, a CLI flag. Set through
+ * ioFlusherChosenBy(); an instance made with `new IoFlusher()` or createIoFlusher() was chosen by 'option'.
+ */
+const CHOSEN_BY = Symbol('io-flusher.chosenBy');
+
+/** @internal An instance whose `backendReason` says `source` chose its backend (IO_FLUSHER_BACKEND, --backend). */
+export function ioFlusherChosenBy(options: IoFlusherOptions, source: string): IoFlusher {
+  return new IoFlusher({ ...options, [CHOSEN_BY]: source } as IoFlusherOptions);
+}
+
 export class IoFlusher {
   /** 'native' or 'emulated'. */
   readonly backend: BackendName;
@@ -65,8 +78,9 @@ export class IoFlusher {
   /** @internal */
   readonly kernel: KernelBackend;
 
-  constructor(options: IoFlusherOptions = {}, source = 'option') {
+  constructor(options: IoFlusherOptions = {}) {
     assertObject(options, 'options');
+    const source = (options as { [CHOSEN_BY]?: string })[CHOSEN_BY] ?? 'option';
     const choice = options.backend ?? 'auto';
     assertOneOf(choice, 'options.backend', BACKEND_CHOICES);
     if (options.emulator !== undefined) assertObject(options.emulator, 'options.emulator');
@@ -99,7 +113,7 @@ export class IoFlusher {
     // No silent no-ops: read the state back. GET needs the same capability as SET, so a refused GET after a
     // successful SET means a filter treats them differently; then the thread's /proc flags decide.
     const got = this.kernel.get();
-    const actual = got >= 0 ? got === 1 : this.threadFlags().ioFlusher;
+    const actual = interpretGetAnswer(got).ioFlusher ?? this.threadFlags().ioFlusher;
     if (actual !== enabled) {
       throw new IoFlusherError({
         code: 'ERR_IO_FLUSHER_VERIFY',
@@ -131,8 +145,9 @@ export class IoFlusher {
   /** Whether the calling thread is in IO_FLUSHER state (both bits set), as PR_GET_IO_FLUSHER answers. */
   getIoFlusher(): boolean {
     const rc = this.kernel.get();
-    if (rc < 0) throw this.fail(PR_GET_IO_FLUSHER, rc);
-    return rc === 1;
+    const state = interpretGetAnswer(rc).ioFlusher;
+    if (state === null) throw this.fail(PR_GET_IO_FLUSHER, rc);
+    return state;
   }
 
   /**
@@ -177,6 +192,7 @@ export class IoFlusher {
 }
 
 /**
+ * @internal
  * probe() for a backend, or for none (no backend could be made: an invalid IO_FLUSHER_* variable, a native backend
  * required without the addon); then `backend` is null and `backendReason` says why. Never throws.
  */
@@ -211,26 +227,15 @@ export function probeWith(kernel: KernelBackend | undefined, backendReason: stri
   const native = loadNativeBinding();
   if (native.loaded) {
     result.native = { loaded: true, path: native.path, error: null };
-    const rc = native.binding.getIoFlusher();
-    if (rc >= 0) {
-      result.feature = 'present';
-      result.canSet = true;
-      result.featureDetail = `PR_GET_IO_FLUSHER answered ${rc}`;
-    } else if (rc === -EPERM) {
-      result.feature = 'present';
-      result.featureDetail = 'PR_GET_IO_FLUSHER answered EPERM: the kernel has it, the capability check failed';
-    } else if (rc === -EINVAL) {
-      result.feature = 'absent';
-      result.featureDetail = 'PR_GET_IO_FLUSHER answered EINVAL: the kernel lacks it (Linux < 5.6) or a filter hides it';
-    } else {
-      result.featureDetail = `PR_GET_IO_FLUSHER answered errno ${-rc}`;
-    }
+    const answer = interpretGetAnswer(native.binding.getIoFlusher());
+    result.feature = answer.feature;
+    result.canSet = answer.canSet;
+    result.featureDetail = answer.detail;
   } else {
     result.native.error = native.error;
     result.featureDetail = 'native addon not loaded, so the kernel was not asked';
   }
-  const got = kernel ? kernel.get() : -1;
-  result.ioFlusher = got === 1 ? true : got === 0 ? false : null;
+  result.ioFlusher = kernel ? interpretGetAnswer(kernel.get()).ioFlusher : null;
   result.protectionInEffect = kernel?.name === 'native' && result.ioFlusher === true;
   return result;
 }

@@ -17,6 +17,23 @@ export const PRCTL_OPTION_NAMES: Readonly<Record<number, string>> = {
 /** The first kernel release with the prctl pair. */
 export const IO_FLUSHER_MIN_KERNEL: readonly [number, number] = [5, 6];
 
+/** "5.10.0-28-amd64" -> [5, 10]; undefined when it does not look like a Linux release. */
+export function parseKernelRelease(release: string): [number, number] | undefined {
+  const match = /^(\d+)\.(\d+)/.exec(release);
+  return match ? [Number(match[1]), Number(match[2])] : undefined;
+}
+
+/** Whether a kernel release is new enough for the prctl pair; undefined when the release cannot be read. */
+export function kernelHasIoFlusher(release: string): boolean | undefined {
+  const version = parseKernelRelease(release);
+  if (!version) return undefined;
+  const [major, minor] = IO_FLUSHER_MIN_KERNEL;
+  return version[0] > major || (version[0] === major && version[1] >= minor);
+}
+
+/** The highest process or thread id on 64-bit Linux: PID_MAX_LIMIT, 4 * 1024 * 1024 (include/linux/threads.h). */
+export const PID_MAX_LIMIT = 4194304;
+
 /**
  * Task flags shown in field 9 of /proc/PID/task/TID/stat (include/linux/sched.h). Bits can be transient
  * (PF_MEMALLOC during reclaim): always test with a mask.
@@ -52,11 +69,18 @@ export const CAPABILITY_NAMES: readonly string[] = [
   'CAP_SETFCAP', 'CAP_MAC_OVERRIDE', 'CAP_MAC_ADMIN', 'CAP_SYSLOG', 'CAP_WAKE_ALARM', 'CAP_BLOCK_SUSPEND',
   'CAP_AUDIT_READ', 'CAP_PERFMON', 'CAP_BPF', 'CAP_CHECKPOINT_RESTORE',
 ];
+export const CAP_IPC_LOCK = 14;
 export const CAP_SYS_RESOURCE = 24;
 
-/** errno values the kernel model uses (asm-generic/errno-base.h; the same on every Linux architecture). */
+/** errno values the code branches on (asm-generic/errno-base.h; the same on every Linux architecture). */
 export const EPERM = 1;
+export const ENOENT = 2;
+export const ESRCH = 3;
+export const ENOMEM = 12;
+export const EACCES = 13;
+export const EBUSY = 16;
 export const EINVAL = 22;
+export const ENOSPC = 28;
 
 /** mlockall(2) flags (asm-generic/mman-common.h: the same on x86-64 and arm64). MCL_ONFAULT needs Linux 4.4. */
 export const MCL_CURRENT = 1;
@@ -67,11 +91,18 @@ export const MLOCK_ONFAULT = 1;
 
 /** getrlimit(2) resource (asm-generic/resource.h). */
 export const RLIMIT_MEMLOCK = 8;
+/** RLIM_INFINITY as the binding passes it: (rlim_t)~0, 2^64 - 1 (include/uapi/linux/resource.h). */
+export const RLIM_INFINITY = 2n ** 64n - 1n;
 
 /** /proc/PID/oom_score_adj range (include/uapi/linux/oom.h); -1000 exempts the process from the OOM killer. */
 export const OOM_SCORE_ADJ_MIN = -1000;
 export const OOM_SCORE_ADJ_MAX = 1000;
 
-export const CAP_IPC_LOCK = 14;
-export const ENOMEM = 12;
-export const EACCES = 13;
+/**
+ * The signals glibc keeps for itself, SIGCANCEL (32) and SIGSETXID (33) (nptl/pthreadP.h; musl uses 32-34), and
+ * SIGRTMIN..SIGRTMAX as glibc defines them for programs (34..64): for when the addon that asks the C library is not loaded.
+ */
+export const SIGCANCEL = 32;
+export const SIGSETXID = 33;
+export const GLIBC_SIGRTMIN = 34;
+export const GLIBC_SIGRTMAX = 64;

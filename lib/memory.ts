@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as util from 'node:util';
 import { markAsUntransferable } from 'node:worker_threads';
-import { IoFlusherError, IoFlusherErrorReason } from './errors';
+import { IoFlusherError, systemError } from './errors';
 import {
   CAP_IPC_LOCK,
   EACCES,
@@ -17,39 +17,30 @@ import {
   MLOCK_ONFAULT,
   OOM_SCORE_ADJ_MAX,
   OOM_SCORE_ADJ_MIN,
+  RLIM_INFINITY,
   RLIMIT_MEMLOCK,
 } from './kernel-constants';
 import { NativeBinding, requireNativeBinding } from './native-binding';
-import { capabilitiesFromStatus, inUserNamespace, readStatus } from './procfs';
-import { assertObject, assertOneOf } from './validate';
-
-const RLIM_INFINITY = 2n ** 64n - 1n;
+import {
+  capabilitiesFromStatus,
+  hasCapability,
+  inUserNamespace,
+  isMapped,
+  lockedBytesFromStatus,
+  Mapping,
+  oomScoreAdjPath,
+  readMemlockLimit,
+  readOomScoreAdj,
+  readSmaps,
+  readStatus,
+} from './procfs';
+import { assertInteger, assertLimit, assertLimitPair, assertObject, assertOneOf, invalidArgValue, invalidState } from './validate';
 
 const binding = (): NativeBinding => requireNativeBinding('memory locking and limits');
 
-/** A failed system call as an IoFlusherError, with the reason and hint the caller gives. */
-function systemError(syscall: string, negErrno: number, what: string, reason: IoFlusherErrorReason, hint: string, extra: { path?: string } = {}): IoFlusherError {
-  const code = util.getSystemErrorName(negErrno);
-  const description = util.getSystemErrorMap().get(negErrno)?.[1] ?? `errno ${-negErrno}`;
-  return new IoFlusherError({
-    code,
-    errno: negErrno,
-    syscall,
-    reason,
-    message: `${code}: ${description}, ${syscall}${extra.path ? ` '${extra.path}'` : ''} (${what})`,
-    hint,
-    ...extra,
-  });
-}
-
-function typeError(message: string): TypeError {
-  return Object.assign(new TypeError(message), { code: 'ERR_INVALID_ARG_TYPE' });
-}
-
 /** Bytes locked in memory by this process: VmLck in /proc/self/status. */
 export function lockedBytes(): number {
-  const value = readStatus('self').get('VmLck') ?? '0 kB';
-  return Number.parseInt(value, 10) * 1024;
+  return lockedBytesFromStatus(readStatus('self'));
 }
 
 /**
@@ -94,39 +85,6 @@ export interface MemoryLockReport {
   locked: LockedMemory;
 }
 
-export interface Mapping {
-  start: bigint;
-  end: bigint;
-  size: number;
-  perms: string;
-  path: string;
-  /** VM_LOCKED ('lo' in VmFlags). */
-  locked: boolean;
-  /** The `Rss:` line: resident bytes. */
-  rss: number;
-}
-
-/** Parses /proc/PID/smaps text: every mapping with its lock state. */
-export function parseSmaps(text: string): Mapping[] {
-  const mappings: Mapping[] = [];
-  let current: Mapping | undefined;
-  for (const line of text.split('\n')) {
-    const head = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ (\d+)\s*(.*)$/.exec(line);
-    if (head) {
-      const start = BigInt(`0x${head[1]}`);
-      const end = BigInt(`0x${head[2]}`);
-      // An inode of 0 means not file-backed; the path is then empty or a pseudo name like [heap].
-      current = { start, end, size: Number(end - start), perms: head[3]!, path: head[4] === '0' ? '' : head[5]!, locked: false, rss: 0 };
-      mappings.push(current);
-    } else if (current && line.startsWith('Rss:')) {
-      current.rss = Number.parseInt(line.slice(4), 10) * 1024;
-    } else if (current && line.startsWith('VmFlags:')) {
-      current.locked = line.slice(8).trim().split(' ').includes('lo');
-    }
-  }
-  return mappings;
-}
-
 /**
  * The code scope among `mappings`: the mappings of loaded executables and shared objects (files with an executable
  * mapping: node, libc, addons) that are not writable and not PROT_NONE, i.e. their text and read-only data. V8
@@ -141,13 +99,12 @@ export function codeScope(mappings: Mapping[]): Mapping[] {
 
 /** The code scope of this process now. */
 function readCode(): Mapping[] {
-  return codeScope(parseSmaps(fs.readFileSync('/proc/self/smaps', 'latin1')));
+  return codeScope(readSmaps('self'));
 }
 
 function holdsCapIpcLock(): boolean {
   // capable() checks the initial user namespace: in any other one, RLIMIT_MEMLOCK applies to root too.
-  const effective = capabilitiesFromStatus(readStatus('self')).masks.effective;
-  return ((effective >> BigInt(CAP_IPC_LOCK)) & 1n) === 1n && inUserNamespace() === false;
+  return hasCapability(capabilitiesFromStatus(readStatus('self')).masks.effective, CAP_IPC_LOCK) && inUserNamespace() === false;
 }
 
 const MIB = 1024 * 1024;
@@ -168,14 +125,13 @@ function checkMemlockLimit(bytes: number, what: string, syscall: string): void {
   const limit = getMemlockLimit();
   const already = lockedBytes();
   if (already + bytes <= limit.soft) return;
-  throw new IoFlusherError({
-    code: 'ENOMEM',
-    errno: -ENOMEM,
+  throw systemError({
     syscall,
+    errno: ENOMEM,
     reason: 'limit-exceeded',
-    message:
-      `ENOMEM: Cannot allocate memory, ${syscall} (${what}: ${mib(bytes)} more would make ${mib(already + bytes)} locked, ` +
-      `over RLIMIT_MEMLOCK ${limit.soft === Infinity ? 'unlimited' : `${limit.soft} bytes`}; nothing was locked)`,
+    detail:
+      `${what}: ${mib(bytes)} more would make ${mib(already + bytes)} locked, ` +
+      `over RLIMIT_MEMLOCK ${limit.soft === Infinity ? 'unlimited' : `${limit.soft} bytes`}; nothing was locked`,
     hint: RAISE_LIMIT_HINT,
   });
 }
@@ -183,12 +139,12 @@ function checkMemlockLimit(bytes: number, what: string, syscall: string): void {
 /** The error for a failed mlock/mlock2/munlock; ENOMEM and EPERM from mlock mean the limit (mm/mlock.c). */
 function lockError(syscall: string, rc: number, what: string): IoFlusherError {
   if (syscall !== 'munlock' && (rc === -ENOMEM || rc === -EPERM)) {
-    return systemError(syscall, rc, `${what}; RLIMIT_MEMLOCK ${getMemlockLimit().soft} bytes`, 'limit-exceeded', RAISE_LIMIT_HINT);
+    return systemError({ syscall, errno: rc, detail: `${what}; RLIMIT_MEMLOCK ${getMemlockLimit().soft} bytes`, reason: 'limit-exceeded', hint: RAISE_LIMIT_HINT });
   }
   if (rc === -EINVAL && syscall === 'mlock2') {
-    return systemError(syscall, rc, what, 'kernel-lacks-support', "mlock2 with MLOCK_ONFAULT needs Linux 4.4; use { code: 'mapped' }");
+    return systemError({ syscall, errno: rc, detail: what, reason: 'kernel-lacks-support', hint: "mlock2 with MLOCK_ONFAULT needs Linux 4.4; use { code: 'mapped' }" });
   }
-  return systemError(syscall, rc, what, 'unexpected-errno', `${syscall} failed`);
+  return systemError({ syscall, errno: rc, detail: what, reason: 'unexpected-errno', hint: `${syscall} failed` });
 }
 
 function lockCode(mode: CodeLockMode): CodeScopeReport {
@@ -233,36 +189,19 @@ function lockCode(mode: CodeLockMode): CodeScopeReport {
   return { mode, mappings: locked.length, bytes: locked.reduce((sum, m) => sum + m.size, 0), residentBytes: locked.reduce((sum, m) => sum + m.rss, 0) };
 }
 
-/** Whether [start, end) is wholly mapped now (/proc/self/maps). */
-function isMapped(start: bigint, end: bigint): boolean {
-  let covered = start;
-  const ranges = fs
-    .readFileSync('/proc/self/maps', 'latin1')
-    .split('\n')
-    .filter(Boolean)
-    .map((line) => line.slice(0, line.indexOf(' ')).split('-').map((hex) => BigInt(`0x${hex}`)) as [bigint, bigint]);
-  for (const [s, e] of ranges) if (s <= covered && e > covered) covered = e;
-  return covered >= end;
-}
-
 /** Checks lockMemory()'s options (also before prepareDaemon() changes anything); returns the code mode. */
 export function lockMemoryMode(options: unknown, name = 'options'): CodeLockMode | false {
   assertObject(options, name);
   const removed = ['current', 'future', 'onFault'].filter((key) => key in options);
   if (removed.length) {
-    throw Object.assign(
-      new TypeError(
-        `lockMemory() no longer calls mlockall, so "${name}.${removed[0]}" has no meaning: with the V8 heap locked, Node 24 ` +
-          "and 26 abort at a later garbage collection. Lock the code scope ({ code: 'mapped' } or { code: 'touched' }) " +
-          'and take I/O buffers from allocLockedBuffer() or a LockedBufferPool',
-      ),
-      { code: 'ERR_INVALID_ARG_VALUE' },
+    throw invalidArgValue(
+      `lockMemory() no longer calls mlockall, so "${name}.${removed[0]}" has no meaning: with the V8 heap locked, Node 24 ` +
+        "and 26 abort at a later garbage collection. Lock the code scope ({ code: 'mapped' } or { code: 'touched' }) " +
+        'and take I/O buffers from allocLockedBuffer() or a LockedBufferPool',
     );
   }
   const unknown = Object.keys(options).filter((key) => key !== 'code');
-  if (unknown.length) {
-    throw Object.assign(new TypeError(`lockMemory() has no option "${unknown[0]}"; it takes { code: 'mapped' | 'touched' | false }`), { code: 'ERR_INVALID_ARG_VALUE' });
-  }
+  if (unknown.length) throw invalidArgValue(`lockMemory() has no option "${unknown[0]}"; it takes { code: 'mapped' | 'touched' | false }`);
   const mode = options.code ?? 'mapped';
   if (mode !== false) assertOneOf(mode, `${name}.code`, ['mapped', 'touched'] as const);
   return mode;
@@ -330,19 +269,26 @@ function pageRound(bytes: number): number {
   return Math.ceil(bytes / pageSizeCache) * pageSizeCache;
 }
 
+/** A locked Buffer's size: 2^31 - 1 at most, as kMaxLength of Buffer on every supported Node major is at least that. */
+const MAX_LOCKED_BUFFER = 2 ** 31 - 1;
+
 function assertSize(value: unknown, name: string): asserts value is number {
-  if (typeof value !== 'number') throw typeError(`The "${name}" argument must be of type number. Received type ${typeof value}`);
-  // 2^31 - 1: kMaxLength of Buffer on every supported Node major is at least that.
-  if (!Number.isSafeInteger(value) || value < 1 || value > 2 ** 31 - 1) {
-    throw Object.assign(new RangeError(`The value of "${name}" is out of range. It must be an integer from 1 to 2147483647. Received ${value}`), { code: 'ERR_OUT_OF_RANGE' });
-  }
+  assertInteger(value, name, 1, MAX_LOCKED_BUFFER);
 }
 
 /** Maps and locks one Buffer; the limit has been checked by the caller. */
 function mapLocked(size: number): Buffer {
   const native = binding();
   const mapped = native.mapAnonymousBuffer(size);
-  if (typeof mapped === 'number') throw systemError('mmap', mapped, `${size} bytes`, 'unexpected-errno', 'mmap of an anonymous mapping failed: out of memory, or of mappings (each locked Buffer is one; sysctl vm.max_map_count)');
+  if (typeof mapped === 'number') {
+    throw systemError({
+      syscall: 'mmap',
+      errno: mapped,
+      detail: `${size} bytes`,
+      reason: 'unexpected-errno',
+      hint: 'mmap of an anonymous mapping failed: out of memory, or of mappings (each locked Buffer is one; sysctl vm.max_map_count)',
+    });
+  }
   const rc = native.mlockBuffer(mapped, 0);
   // On failure the mapping is left to the garbage collector (its finalizer unmaps it): it is not locked.
   if (rc < 0) throw lockError('mlock', rc, `a ${size}-byte Buffer`);
@@ -376,9 +322,9 @@ export function allocLockedBuffer(size: number): Buffer {
 function stateOf(buffer: unknown, name: string): LockedBufferState {
   const state = Buffer.isBuffer(buffer) ? lockedBuffers.get(buffer) : undefined;
   if (!state) {
-    throw Object.assign(new TypeError(`The "${name}" argument must be a Buffer returned by allocLockedBuffer() or a LockedBufferPool (not a copy or a slice). Received ${util.inspect(buffer, { depth: 0, maxArrayLength: 0 })}`), {
-      code: 'ERR_INVALID_ARG_VALUE',
-    });
+    throw invalidArgValue(
+      `The "${name}" argument must be a Buffer returned by allocLockedBuffer() or a LockedBufferPool (not a copy or a slice). Received ${util.inspect(buffer, { depth: 0, maxArrayLength: 0 })}`,
+    );
   }
   return state;
 }
@@ -397,7 +343,7 @@ export function unlockBuffer(buffer: Buffer): number {
   if (!state.locked) return 0;
   if (buffer.byteLength === 0) {
     // Detached (its memory moved away): the native call would see no memory and unlock nothing.
-    throw Object.assign(new Error('This locked Buffer was detached; its memory is no longer reachable from here'), { code: 'ERR_INVALID_STATE' });
+    throw invalidState('This locked Buffer was detached; its memory is no longer reachable from here');
   }
   const rc = binding().munlockBuffer(buffer);
   if (rc < 0) throw lockError('munlock', rc, `a ${buffer.length}-byte Buffer`);
@@ -464,18 +410,16 @@ export class LockedBufferPool {
 
   /** A locked Buffer of bufferSize bytes (contents left from its last use), or undefined when all are in use. */
   acquire(): Buffer | undefined {
-    if (this.closed) throw Object.assign(new Error('LockedBufferPool is closed'), { code: 'ERR_INVALID_STATE' });
+    if (this.closed) throw invalidState('LockedBufferPool is closed');
     return this.free.pop();
   }
 
   /** Gives back a Buffer from acquire(). */
   release(buffer: Buffer): void {
     if (!this.all.has(buffer)) {
-      throw Object.assign(new TypeError('The "buffer" argument must be a Buffer acquired from this pool (not a slice of one)'), { code: 'ERR_INVALID_ARG_VALUE' });
+      throw invalidArgValue('The "buffer" argument must be a Buffer acquired from this pool (not a slice of one)');
     }
-    if (this.free.includes(buffer)) {
-      throw Object.assign(new Error('This Buffer was released to the pool already'), { code: 'ERR_INVALID_STATE' });
-    }
+    if (this.free.includes(buffer)) throw invalidState('This Buffer was released to the pool already');
     if (!this.closed) this.free.push(buffer);
   }
 
@@ -514,35 +458,32 @@ function toLimit(value: bigint): number {
 export function getMemlockLimit(): MemlockLimit {
   const out = new BigUint64Array(2);
   const rc = binding().getrlimit(RLIMIT_MEMLOCK, out);
-  if (rc < 0) throw systemError('getrlimit', rc, 'RLIMIT_MEMLOCK', 'unexpected-errno', 'getrlimit failed');
+  if (rc < 0) throw systemError({ syscall: 'getrlimit', errno: rc, detail: 'RLIMIT_MEMLOCK', reason: 'unexpected-errno', hint: 'getrlimit failed' });
   return { soft: toLimit(out[0]!), hard: toLimit(out[1]!) };
 }
 
 function limitArg(value: unknown, name: string): bigint {
-  if (value === Infinity) return RLIM_INFINITY;
-  if (typeof value !== 'number') throw typeError(`The "${name}" argument must be of type number. Received type ${typeof value}`);
-  if (!Number.isSafeInteger(value) || value < 0) {
-    throw Object.assign(new RangeError(`The value of "${name}" is out of range. It must be a non-negative integer or Infinity. Received ${value}`), { code: 'ERR_OUT_OF_RANGE' });
-  }
-  return BigInt(value);
+  assertLimit(value, name);
+  return value === Infinity ? RLIM_INFINITY : BigInt(value);
 }
 
 /** setrlimit(RLIMIT_MEMLOCK). Raising the hard limit needs CAP_SYS_RESOURCE. Reads the limit back. */
 export function setMemlockLimit(soft: number, hard: number = soft): MemlockLimit {
   const s = limitArg(soft, 'soft');
   const h = limitArg(hard, 'hard');
-  if (s > h) throw Object.assign(new RangeError(`The soft limit (${soft}) must not exceed the hard limit (${hard})`), { code: 'ERR_OUT_OF_RANGE' });
+  assertLimitPair(soft, hard);
   const rc = binding().setrlimit(RLIMIT_MEMLOCK, s, h);
   if (rc < 0) {
-    throw systemError(
-      'setrlimit',
-      rc,
-      `RLIMIT_MEMLOCK ${soft}/${hard}`,
-      rc === -EPERM ? 'missing-capability' : 'unexpected-errno',
-      rc === -EPERM
-        ? `raising the hard limit (now ${getMemlockLimit().hard}) needs CAP_SYS_RESOURCE; or set it before start: systemd \`LimitMEMLOCK=\`, \`docker run --ulimit memlock=-1\`, \`prlimit --memlock\``
-        : 'setrlimit failed',
-    );
+    throw systemError({
+      syscall: 'setrlimit',
+      errno: rc,
+      detail: `RLIMIT_MEMLOCK ${soft}/${hard}`,
+      reason: rc === -EPERM ? 'missing-capability' : 'unexpected-errno',
+      hint:
+        rc === -EPERM
+          ? `raising the hard limit (now ${getMemlockLimit().hard}) needs CAP_SYS_RESOURCE; or set it before start: systemd \`LimitMEMLOCK=\`, \`docker run --ulimit memlock=-1\`, \`prlimit --memlock\``
+          : 'setrlimit failed',
+    });
   }
   const after = getMemlockLimit();
   if (after.soft !== toLimit(s) || after.hard !== toLimit(h)) {
@@ -557,41 +498,38 @@ export function setMemlockLimit(soft: number, hard: number = soft): MemlockLimit
   return after;
 }
 
-const OOM_PATH = '/proc/self/oom_score_adj';
-
 /** /proc/self/oom_score_adj: -1000 (never OOM-killed) to 1000. */
 export function getOomScoreAdj(): number {
-  return Number(fs.readFileSync(OOM_PATH, 'latin1').trim());
+  return readOomScoreAdj('self');
 }
 
 /** Writes /proc/self/oom_score_adj and reads it back. Going below the lowest value set before needs CAP_SYS_RESOURCE. */
 export function setOomScoreAdj(value: number): number {
-  if (typeof value !== 'number') throw typeError(`The "value" argument must be of type number. Received type ${typeof value}`);
-  if (!Number.isInteger(value) || value < OOM_SCORE_ADJ_MIN || value > OOM_SCORE_ADJ_MAX) {
-    throw Object.assign(new RangeError(`The value of "value" is out of range. It must be an integer from -1000 to 1000. Received ${value}`), { code: 'ERR_OUT_OF_RANGE' });
-  }
+  assertInteger(value, 'value', OOM_SCORE_ADJ_MIN, OOM_SCORE_ADJ_MAX);
+  const path = oomScoreAdjPath('self');
   try {
-    fs.writeFileSync(OOM_PATH, String(value));
+    fs.writeFileSync(path, String(value));
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    const negErrno = typeof e.errno === 'number' ? e.errno : -EACCES;
-    throw systemError(
-      'write',
-      negErrno,
-      `oom_score_adj ${value}`,
-      negErrno === -EACCES ? 'missing-capability' : 'unexpected-errno',
-      negErrno === -EACCES
+    const errno = typeof e.errno === 'number' ? e.errno : -EACCES;
+    const denied = Math.abs(errno) === EACCES;
+    throw systemError({
+      syscall: 'write',
+      errno,
+      path,
+      detail: `oom_score_adj ${value}`,
+      reason: denied ? 'missing-capability' : 'unexpected-errno',
+      hint: denied
         ? `lowering oom_score_adj below the lowest value this process had (now ${getOomScoreAdj()}) needs CAP_SYS_RESOURCE; or set it before start: systemd \`OOMScoreAdjust=${value}\`, \`docker run --oom-score-adj ${value}\`, \`choom -n ${value} -- COMMAND\``
         : 'writing oom_score_adj failed',
-      { path: OOM_PATH },
-    );
+    });
   }
   const after = getOomScoreAdj();
   if (after !== value) {
     throw new IoFlusherError({
       code: 'ERR_IO_FLUSHER_VERIFY',
       syscall: 'write',
-      path: OOM_PATH,
+      path,
       reason: 'verification-failed',
       message: `ERR_IO_FLUSHER_VERIFY: oom_score_adj reads back as ${after}, not ${value}`,
       hint: 'something else wrote it concurrently',
@@ -609,13 +547,9 @@ export interface MemoryState {
 }
 
 export function memoryState(pid: number | 'self' = 'self'): MemoryState {
-  const status = readStatus(pid);
-  const limits = fs.readFileSync(`/proc/${pid}/limits`, 'latin1');
-  const row = /^Max locked memory\s+(\S+)\s+(\S+)/m.exec(limits);
-  const parse = (v: string | undefined): number => (v === undefined || v === 'unlimited' ? Infinity : Number(v));
   return {
-    lockedBytes: Number.parseInt(status.get('VmLck') ?? '0', 10) * 1024,
-    memlockLimit: { soft: parse(row?.[1]), hard: parse(row?.[2]) },
-    oomScoreAdj: Number(fs.readFileSync(`/proc/${pid}/oom_score_adj`, 'latin1').trim()),
+    lockedBytes: lockedBytesFromStatus(readStatus(pid)),
+    memlockLimit: readMemlockLimit(pid),
+    oomScoreAdj: readOomScoreAdj(pid),
   };
 }

@@ -13,8 +13,9 @@ import {
   setMemlockLimit,
   setOomScoreAdj,
 } from './memory';
+import { OOM_SCORE_ADJ_MAX, OOM_SCORE_ADJ_MIN } from './kernel-constants';
 import { ProcessIoFlusherReport } from './process-wide';
-import { assertInteger, assertLimit, assertObject, assertOneOf } from './validate';
+import { assertInteger, assertLimit, assertLimitPair, assertObject, assertOneOf, invalidArgValue } from './validate';
 
 export type PrepareStepName = 'memlockLimit' | 'lockMemory' | 'oomScoreAdj' | 'ioFlusher';
 
@@ -68,44 +69,47 @@ function validateOptions(options: PrepareDaemonOptions): void {
       const { soft, hard } = memlockLimit as Partial<MemlockLimit>;
       assertLimit(soft, 'options.memlockLimit.soft');
       assertLimit(hard, 'options.memlockLimit.hard');
-      if (soft > hard) {
-        throw Object.assign(new RangeError(`The soft limit (${soft}) must not exceed the hard limit (${hard})`), { code: 'ERR_OUT_OF_RANGE' });
-      }
+      assertLimitPair(soft, hard);
     } else {
       assertLimit(memlockLimit, 'options.memlockLimit');
     }
   }
   if (lock !== undefined && typeof lock !== 'boolean') lockMemoryMode(lock, 'options.lockMemory');
-  if (oomScoreAdj !== undefined && oomScoreAdj !== false) assertInteger(oomScoreAdj, 'options.oomScoreAdj', -1000, 1000);
+  if (oomScoreAdj !== undefined && oomScoreAdj !== false) assertInteger(oomScoreAdj, 'options.oomScoreAdj', OOM_SCORE_ADJ_MIN, OOM_SCORE_ADJ_MAX);
   if (ioFlusher !== undefined && ioFlusher !== false) assertOneOf(ioFlusher, 'options.ioFlusher', ['process', 'thread'] as const);
   if (required !== undefined && (!Array.isArray(required) || required.some((r) => !ORDER.includes(r)))) {
-    throw Object.assign(new TypeError(`The "options.required" property must be an array of ${ORDER.map((s) => `'${s}'`).join(', ')}`), { code: 'ERR_INVALID_ARG_VALUE' });
+    throw invalidArgValue(`The "options.required" property must be an array of ${ORDER.map((s) => `'${s}'`).join(', ')}`);
   }
   // A required step that is not asked for would never run, and never fail: say so instead.
   const notAsked = (required ?? []).filter((step) => (step === 'lockMemory' ? lock === false : step === 'memlockLimit' ? memlockLimit === undefined || memlockLimit === false : options[step] === false));
   if (notAsked.length) {
-    throw Object.assign(new TypeError(`The "options.required" property names ${notAsked.map((s) => `'${s}'`).join(', ')}, which this call does not ask for (set options.${notAsked[0]})`), { code: 'ERR_INVALID_ARG_VALUE' });
+    throw invalidArgValue(`The "options.required" property names ${notAsked.map((s) => `'${s}'`).join(', ')}, which this call does not ask for (set options.${notAsked[0]})`);
   }
 }
 
-export function prepareDaemonWith(ioFlusher: IoFlusher, given: PrepareDaemonOptions = {}): PrepareDaemonReport {
+/** Phase 1: one read of every option (a getter answering differently the second time must not get past the checks). */
+function snapshotOptions(given: PrepareDaemonOptions): PrepareDaemonOptions {
   assertObject(given, 'options');
-  // One read of every option (a getter answering differently the second time must not get past the checks).
   const options: PrepareDaemonOptions = { ...given };
   if (typeof options.memlockLimit === 'object' && options.memlockLimit !== null) options.memlockLimit = { ...options.memlockLimit };
   if (typeof options.lockMemory === 'object' && options.lockMemory !== null) options.lockMemory = { ...options.lockMemory };
   if (Array.isArray(options.required)) options.required = [...options.required];
-  validateOptions(options);
-  const wanted: Record<PrepareStepName, unknown> = {
+  return options;
+}
+
+/** Phase 2: what each step is asked to do, with the defaults; false for a step not asked for. */
+function wantedSteps(options: PrepareDaemonOptions): Record<PrepareStepName, unknown> {
+  return {
     memlockLimit: options.memlockLimit ?? false,
     lockMemory: options.lockMemory ?? true,
-    oomScoreAdj: options.oomScoreAdj ?? -1000,
+    oomScoreAdj: options.oomScoreAdj ?? OOM_SCORE_ADJ_MIN,
     ioFlusher: options.ioFlusher ?? 'process',
   };
-  const asked = ORDER.filter((step) => wanted[step] !== false);
-  const required = options.required ?? asked;
+}
 
-  const run: Record<PrepareStepName, (value: never) => unknown> = {
+/** What each step calls, with its wanted value. */
+function stepRunners(ioFlusher: IoFlusher): Record<PrepareStepName, (value: never) => unknown> {
+  return {
     memlockLimit: (value: number | MemlockLimit) =>
       typeof value === 'object' ? setMemlockLimit(value.soft, value.hard) : setMemlockLimit(value, value),
     lockMemory: (value: boolean | LockMemoryOptions) => lockMemory(value === true ? {} : (value as LockMemoryOptions)),
@@ -118,40 +122,43 @@ export function prepareDaemonWith(ioFlusher: IoFlusher, given: PrepareDaemonOpti
       return ioFlusher.setProcessIoFlusher(true);
     },
   };
+}
 
-  const steps: PrepareStepReport[] = [];
-  for (const step of asked) {
-    const entry: PrepareStepReport = {
-      step,
-      wanted: wanted[step],
-      required: required.includes(step),
-      done: false,
-      emulated: step === 'ioFlusher' && ioFlusher.emulated,
-    };
-    try {
-      entry.detail = run[step](wanted[step] as never);
-      // Threads that block every signal cannot be reached by any broadcast (see ProcessIoFlusherReport.unreachable):
-      // they do not fail the step, but the hint says so. Any other uncovered live thread does.
-      const processReport = step === 'ioFlusher' && wanted.ioFlusher === 'process' ? (entry.detail as ProcessIoFlusherReport) : undefined;
-      const reachableGap = processReport ? processReport.uncovered - processReport.unreachable - processReport.threads.filter((t) => t.reason === 'exited').length : 0;
-      entry.done = reachableGap === 0;
-      if (processReport && !processReport.complete) {
-        entry.code = 'ERR_IO_FLUSHER_PARTIAL';
-        entry.reason = reachableGap ? 'partial' : 'unreachable-threads';
-        entry.hint =
-          `${processReport.uncovered} of ${processReport.threads.length} threads are not in IO_FLUSHER state` +
-          (processReport.unreachable ? ` (${processReport.unreachable} block every signal, so no broadcast reaches them)` : '') +
-          '; start the daemon through `io-flusher exec` to cover every thread from birth';
-      }
-    } catch (err) {
-      if (!(err instanceof IoFlusherError)) throw err;
-      entry.code = err.code;
-      entry.reason = err.reason;
-      entry.hint = err.hint;
-      entry.detail = err.report;
-    }
-    steps.push(entry);
+/**
+ * A process-wide ioFlusher step is done when every thread a broadcast can reach is covered. Threads that block
+ * every signal (see ProcessIoFlusherReport.unreachable) do not fail the step, but the hint says so.
+ */
+function judgeProcessCoverage(entry: PrepareStepReport, report: ProcessIoFlusherReport): void {
+  const reachableGap = report.uncovered - report.unreachable - report.threads.filter((t) => t.reason === 'exited').length;
+  entry.done = reachableGap === 0;
+  if (report.complete) return;
+  entry.code = 'ERR_IO_FLUSHER_PARTIAL';
+  entry.reason = reachableGap ? 'partial' : 'unreachable-threads';
+  entry.hint =
+    `${report.uncovered} of ${report.threads.length} threads are not in IO_FLUSHER state` +
+    (report.unreachable ? ` (${report.unreachable} block every signal, so no broadcast reaches them)` : '') +
+    '; start the daemon through `io-flusher exec` to cover every thread from birth';
+}
+
+/** Phase 3: runs one step; an IoFlusherError becomes the step's failure, anything else is thrown. */
+function runStep(ioFlusher: IoFlusher, step: PrepareStepName, wanted: unknown, required: boolean): PrepareStepReport {
+  const entry: PrepareStepReport = { step, wanted, required, done: false, emulated: step === 'ioFlusher' && ioFlusher.emulated };
+  try {
+    entry.detail = stepRunners(ioFlusher)[step](wanted as never);
+    if (step === 'ioFlusher' && wanted === 'process') judgeProcessCoverage(entry, entry.detail as ProcessIoFlusherReport);
+    else entry.done = true;
+  } catch (err) {
+    if (!(err instanceof IoFlusherError)) throw err;
+    entry.code = err.code;
+    entry.reason = err.reason;
+    entry.hint = err.hint;
+    entry.detail = err.report;
   }
+  return entry;
+}
+
+/** Phase 4: the report; throws ERR_IO_FLUSHER_PREPARE (with the report) when a required step failed. */
+function finishReport(steps: PrepareStepReport[]): PrepareDaemonReport {
   const ioStep = steps.find((s) => s.step === 'ioFlusher');
   const report: PrepareDaemonReport = {
     steps,
@@ -169,4 +176,13 @@ export function prepareDaemonWith(ioFlusher: IoFlusher, given: PrepareDaemonOpti
     });
   }
   return report;
+}
+
+export function prepareDaemonWith(ioFlusher: IoFlusher, given: PrepareDaemonOptions = {}): PrepareDaemonReport {
+  const options = snapshotOptions(given);
+  validateOptions(options);
+  const wanted = wantedSteps(options);
+  const asked = ORDER.filter((step) => wanted[step] !== false);
+  const required = options.required ?? asked;
+  return finishReport(asked.map((step) => runStep(ioFlusher, step, wanted[step], required.includes(step))));
 }

@@ -1,10 +1,11 @@
 /**
- * Readers for what the kernel shows in /proc: task flags, thread names, capability sets, seccomp mode.
- * World-readable; no capability needed. See: man 5 proc (/proc/pid/stat, /proc/pid/status).
+ * Every read of /proc in the package: task flags, thread names, task ids, capability sets, seccomp mode, signal
+ * masks, memory mappings and locks, limits, oom_score_adj, open descriptors.
+ * Mostly world-readable; no capability needed. See: man 5 proc (/proc/pid/stat, /proc/pid/status, smaps, limits).
  */
 import * as fs from 'node:fs';
-import { CAPABILITY_NAMES, CAP_SYS_RESOURCE, IO_FLUSHER_FLAGS, MEMALLOC_FLAG_TABLE } from './kernel-constants';
-import { IoFlusherError } from './errors';
+import { CAPABILITY_NAMES, CAP_SYS_RESOURCE, ESRCH, IO_FLUSHER_FLAGS, MEMALLOC_FLAG_TABLE } from './kernel-constants';
+import { IoFlusherError, systemError } from './errors';
 
 /** The memalloc flags of one thread, as /proc/PID/task/TID/stat shows them. */
 export interface ThreadFlags {
@@ -102,13 +103,11 @@ export function readProcFile(path: string): string {
 
 function noSuchThread(pid: number, tid: number | undefined, path: string, cause: unknown): IoFlusherError {
   const what = tid === undefined || tid === pid ? `process ${pid}` : `thread ${tid} of process ${pid}`;
-  return new IoFlusherError({
-    code: 'ESRCH',
-    errno: -3,
+  return systemError({
     syscall: 'open',
+    errno: ESRCH,
     path,
     reason: 'no-such-thread',
-    message: `ESRCH: no such process, open '${path}'`,
     hint: `${what} does not exist (it exited, or never existed); list live threads with listThreads(${pid})`,
     cause,
   });
@@ -167,13 +166,12 @@ export function assertProcessId(pid: number): void {
   if (pid === process.pid) return;
   const tgid = Number(readStatus(pid).get('Tgid'));
   if (Number.isInteger(tgid) && tgid !== pid) {
-    throw new IoFlusherError({
-      code: 'ESRCH',
-      errno: -3,
+    throw systemError({
       syscall: 'open',
+      errno: ESRCH,
       path: `/proc/${pid}`,
+      detail: `${pid} is a thread of process ${tgid}, not a process`,
       reason: 'no-such-thread',
-      message: `ESRCH: no such process: ${pid} is a thread of process ${tgid}, not a process`,
       hint: `pass the process id ${tgid} (and ${pid} as the thread id where one is wanted)`,
     });
   }
@@ -203,6 +201,15 @@ export function readTaskIds(pid: number): number[] {
   } catch (err) {
     if (isGone(err)) throw noSuchThread(pid, undefined, path, err);
     throw err;
+  }
+}
+
+/** The thread ids of this process, or [] where /proc cannot be read (not Linux). */
+export function ownTaskIds(): number[] {
+  try {
+    return readTaskIds(process.pid);
+  } catch {
+    return [];
   }
 }
 
@@ -258,15 +265,70 @@ export function readStatus(pid: number | 'self' = 'self'): Map<string, string> {
 function capabilityNames(mask: bigint): string[] {
   const names: string[] = [];
   for (let bit = 0; bit < 64; bit++) {
-    if ((mask >> BigInt(bit)) & 1n) names.push(CAPABILITY_NAMES[bit] ?? `CAP_${bit}`);
+    if (hasCapability(mask, bit)) names.push(CAPABILITY_NAMES[bit] ?? `CAP_${bit}`);
   }
   return names;
 }
 
+/** Whether capability `bit` is in a capability mask (bit n is capability n). */
+export function hasCapability(mask: bigint, bit: number): boolean {
+  return ((mask >> BigInt(bit)) & 1n) === 1n;
+}
+
+/** Whether signal `signo` is in a signal mask of /proc/PID/status (SigBlk, SigPnd, ShdPnd: bit n-1 is signal n). */
+export function hasSignal(mask: bigint, signo: number): boolean {
+  return ((mask >> BigInt(signo - 1)) & 1n) === 1n;
+}
+
+/** One hexadecimal mask field (CapEff, SigBlk, SigPnd, ShdPnd, ...) of a /proc/PID/status text; undefined when missing. */
+export function statusMask(status: string, field: string): bigint | undefined {
+  const hex = new RegExp(`^${field}:\\s*([0-9a-f]+)$`, 'm').exec(status)?.[1];
+  return hex === undefined ? undefined : BigInt(`0x${hex}`);
+}
+
 /** CAP_SYS_RESOURCE in the CapEff line of a /proc/PID/status text; undefined when the line is missing. */
 export function sysResourceInStatusText(status: string): boolean | undefined {
-  const capEff = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1];
-  return capEff === undefined ? undefined : ((BigInt(`0x${capEff}`) >> BigInt(CAP_SYS_RESOURCE)) & 1n) === 1n;
+  const capEff = statusMask(status, 'CapEff');
+  return capEff === undefined ? undefined : hasCapability(capEff, CAP_SYS_RESOURCE);
+}
+
+/** The Seccomp line of a /proc/PID/status text: 0 disabled, 1 strict, 2 filter; undefined when the kernel hides it. */
+export function seccompModeInStatusText(status: string): number | undefined {
+  const mode = /^Seccomp:\s*(\d+)$/m.exec(status)?.[1];
+  return mode === undefined ? undefined : Number(mode);
+}
+
+/**
+ * What a failed prctl is explained with, read fresh from /proc/self/status in one read (capabilities can change):
+ * CAP_SYS_RESOURCE in the effective set and the seccomp mode; each undefined when unknown (no /proc).
+ */
+export function readSecurityStatus(): { capSysResource: boolean | undefined; seccompMode: number | undefined } {
+  try {
+    const status = readProcFile('/proc/self/status');
+    return { capSysResource: sysResourceInStatusText(status), seccompMode: seccompModeInStatusText(status) };
+  } catch {
+    return { capSysResource: undefined, seccompMode: undefined };
+  }
+}
+
+/** A thread of this process's signal mask (SigBlk or SigPnd) from /proc/self/task/TID/status; undefined when it is gone. */
+export function readThreadSignalMask(tid: number, field: 'SigBlk' | 'SigPnd'): bigint | undefined {
+  let text: string;
+  try {
+    text = readProcFile(`/proc/self/task/${tid}/status`);
+  } catch {
+    return undefined; // gone
+  }
+  return statusMask(text, field);
+}
+
+/** This process's shared pending signals (ShdPnd in /proc/self/status); undefined when unreadable. */
+export function readSharedPendingSignals(): bigint | undefined {
+  try {
+    return statusMask(readProcFile('/proc/self/status'), 'ShdPnd');
+  } catch {
+    return undefined;
+  }
 }
 
 /** Capability sets from a parsed status map. */
@@ -286,7 +348,7 @@ export function capabilitiesFromStatus(status: Map<string, string>): CapabilityS
     bounding: capabilityNames(masks.bounding),
     ambient: capabilityNames(masks.ambient),
     masks,
-    sysResource: ((masks.effective >> BigInt(CAP_SYS_RESOURCE)) & 1n) === 1n,
+    sysResource: hasCapability(masks.effective, CAP_SYS_RESOURCE),
   };
 }
 
@@ -311,4 +373,98 @@ export function inUserNamespace(): boolean | undefined {
     userNamespaceCache = undefined;
   }
   return userNamespaceCache;
+}
+
+// ---- Memory: mappings, locks, limits, oom_score_adj.
+
+/** Bytes in locked mappings: VmLck of a parsed /proc/PID/status. */
+export function lockedBytesFromStatus(status: Map<string, string>): number {
+  return Number.parseInt(status.get('VmLck') ?? '0 kB', 10) * 1024;
+}
+
+export interface Mapping {
+  start: bigint;
+  end: bigint;
+  size: number;
+  perms: string;
+  path: string;
+  /** VM_LOCKED ('lo' in VmFlags). */
+  locked: boolean;
+  /** The `Rss:` line: resident bytes. */
+  rss: number;
+}
+
+/** Parses /proc/PID/smaps text: every mapping with its lock state. */
+export function parseSmaps(text: string): Mapping[] {
+  const mappings: Mapping[] = [];
+  let current: Mapping | undefined;
+  for (const line of text.split('\n')) {
+    const head = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) \S+ \S+ (\d+)\s*(.*)$/.exec(line);
+    if (head) {
+      const start = BigInt(`0x${head[1]}`);
+      const end = BigInt(`0x${head[2]}`);
+      // An inode of 0 means not file-backed; the path is then empty or a pseudo name like [heap].
+      current = { start, end, size: Number(end - start), perms: head[3]!, path: head[4] === '0' ? '' : head[5]!, locked: false, rss: 0 };
+      mappings.push(current);
+    } else if (current && line.startsWith('Rss:')) {
+      current.rss = Number.parseInt(line.slice(4), 10) * 1024;
+    } else if (current && line.startsWith('VmFlags:')) {
+      current.locked = line.slice(8).trim().split(' ').includes('lo');
+    }
+  }
+  return mappings;
+}
+
+/** Every mapping of a process with its lock state, from /proc/PID/smaps (large: read with fs, not the small buffer). */
+export function readSmaps(pid: number | 'self' = 'self'): Mapping[] {
+  return parseSmaps(fs.readFileSync(`/proc/${pid}/smaps`, 'latin1'));
+}
+
+/** Whether [start, end) is wholly mapped in this process now (/proc/self/maps). */
+export function isMapped(start: bigint, end: bigint): boolean {
+  let covered = start;
+  const ranges = fs
+    .readFileSync('/proc/self/maps', 'latin1')
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => line.slice(0, line.indexOf(' ')).split('-').map((hex) => BigInt(`0x${hex}`)) as [bigint, bigint]);
+  for (const [s, e] of ranges) if (s <= covered && e > covered) covered = e;
+  return covered >= end;
+}
+
+/** RLIMIT_MEMLOCK of a process from /proc/PID/limits ("Max locked memory"), in bytes; Infinity for unlimited. */
+export function readMemlockLimit(pid: number | 'self' = 'self'): { soft: number; hard: number } {
+  const row = /^Max locked memory\s+(\S+)\s+(\S+)/m.exec(readProcFile(`/proc/${pid}/limits`));
+  const parse = (v: string | undefined): number => (v === undefined || v === 'unlimited' ? Infinity : Number(v));
+  return { soft: parse(row?.[1]), hard: parse(row?.[2]) };
+}
+
+/** The oom_score_adj file of a process. */
+export function oomScoreAdjPath(pid: number | 'self' = 'self'): string {
+  return `/proc/${pid}/oom_score_adj`;
+}
+
+/** /proc/PID/oom_score_adj: -1000 (never OOM-killed) to 1000. */
+export function readOomScoreAdj(pid: number | 'self' = 'self'): number {
+  return Number(readProcFile(oomScoreAdjPath(pid)).trim());
+}
+
+// ---- Descriptors.
+
+/** The descriptors this process has open now (/proc/self/fd, which lists its own too); [] without /proc. */
+export function readOpenDescriptors(): number[] {
+  try {
+    return fs.readdirSync('/proc/self/fd').map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** Where /proc/self/fd/FD points ('anon_inode:[eventpoll]', 'socket:[123]', ...), or undefined when fd is not open. */
+export function readDescriptorTarget(fd: number): string | undefined {
+  try {
+    return fs.readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return undefined;
+  }
 }

@@ -1,8 +1,10 @@
 /**
  * Argument checks made before any system call, with Node's error codes and message style
  * (ERR_INVALID_ARG_TYPE, ERR_OUT_OF_RANGE, ERR_INVALID_ARG_VALUE). Because of these, an EINVAL from the kernel can
- * only mean "unsupported" (or a filter), never "bad arguments".
+ * only mean "unsupported" (or a filter), never "bad arguments". Every argument error of the package is built here.
  */
+import { PID_MAX_LIMIT } from './kernel-constants';
+
 function received(value: unknown): string {
   if (value === null) return 'Received null';
   if (value === undefined) return 'Received undefined';
@@ -16,6 +18,26 @@ function withCode<E extends Error>(error: E, code: string): E & { code: string }
   return Object.assign(error, { code });
 }
 
+/** ERR_OUT_OF_RANGE with Node's wording: 'The value of "NAME" is out of range. It must be WHAT. Received VALUE'. */
+function outOfRange(name: string, what: string, value: unknown): RangeError & { code: string } {
+  return withCode(new RangeError(`The value of "${name}" is out of range. It must be ${what}. Received ${String(value)}`), 'ERR_OUT_OF_RANGE');
+}
+
+/** ERR_INVALID_ARG_VALUE: an argument of the right type that is not one this call accepts; `message` says why. */
+export function invalidArgValue(message: string): TypeError & { code: string } {
+  return withCode(new TypeError(message), 'ERR_INVALID_ARG_VALUE');
+}
+
+/** ERR_INVALID_STATE: the call is valid, but not in the state its object is in (a closed pool, a detached Buffer). */
+export function invalidState(message: string): Error & { code: string } {
+  return withCode(new Error(message), 'ERR_INVALID_STATE');
+}
+
+/** The error Node gives for an operation Workers cannot make (process.chdir() in a Worker). */
+export function mainThreadOnly(what: string): TypeError & { code: string } {
+  return withCode(new TypeError(`${what} is not supported in workers: call it from the main thread`), 'ERR_WORKER_UNSUPPORTED_OPERATION');
+}
+
 export function assertBoolean(value: unknown, name: string): asserts value is boolean {
   if (typeof value !== 'boolean') {
     throw withCode(new TypeError(`The "${name}" argument must be of type boolean. ${received(value)}`), 'ERR_INVALID_ARG_TYPE');
@@ -24,15 +46,7 @@ export function assertBoolean(value: unknown, name: string): asserts value is bo
 
 /** A process or thread id: an integer from 1 to 2^22 (PID_MAX_LIMIT on 64-bit, include/linux/threads.h). */
 export function assertId(value: unknown, name: string): asserts value is number {
-  if (typeof value !== 'number') {
-    throw withCode(new TypeError(`The "${name}" argument must be of type number. ${received(value)}`), 'ERR_INVALID_ARG_TYPE');
-  }
-  if (!Number.isInteger(value) || value < 1 || value > 4194304) {
-    throw withCode(
-      new RangeError(`The value of "${name}" is out of range. It must be an integer from 1 to 4194304. Received ${value}`),
-      'ERR_OUT_OF_RANGE',
-    );
-  }
+  assertInteger(value, name, 1, PID_MAX_LIMIT);
 }
 
 export function assertOneOf<T extends string>(value: unknown, name: string, choices: readonly T[]): asserts value is T {
@@ -64,23 +78,18 @@ export function assertNumber(value: unknown, name: string): asserts value is num
 /** An integer from min to max. */
 export function assertInteger(value: unknown, name: string, min: number, max: number): asserts value is number {
   assertNumber(value, name);
-  if (!Number.isInteger(value) || value < min || value > max) {
-    throw withCode(
-      new RangeError(`The value of "${name}" is out of range. It must be an integer from ${min} to ${max}. Received ${value}`),
-      'ERR_OUT_OF_RANGE',
-    );
-  }
+  if (!Number.isInteger(value) || value < min || value > max) throw outOfRange(name, `an integer from ${min} to ${max}`, value);
 }
 
 /** A resource limit in bytes: a non-negative safe integer, or Infinity (RLIM_INFINITY). */
 export function assertLimit(value: unknown, name: string): asserts value is number {
   assertNumber(value, name);
-  if (value !== Infinity && (!Number.isSafeInteger(value) || value < 0)) {
-    throw withCode(
-      new RangeError(`The value of "${name}" is out of range. It must be a non-negative integer or Infinity. Received ${value}`),
-      'ERR_OUT_OF_RANGE',
-    );
-  }
+  if (value !== Infinity && (!Number.isSafeInteger(value) || value < 0)) throw outOfRange(name, 'a non-negative integer or Infinity', value);
+}
+
+/** A soft and a hard resource limit (each checked with assertLimit already): the soft one must not exceed the hard one. */
+export function assertLimitPair(soft: number, hard: number): void {
+  if (soft > hard) throw withCode(new RangeError(`The soft limit (${soft}) must not exceed the hard limit (${hard})`), 'ERR_OUT_OF_RANGE');
 }
 
 /** undefined or a boolean: an optional flag in an options object. */

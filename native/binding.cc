@@ -1,6 +1,7 @@
-// Node-API glue only: converts arguments, calls the C functions in prctl_io_flusher.cc, returns their numbers.
+// Node-API glue only: converts arguments, calls the syscall-shaped C functions of prctl_io_flusher.h,
+// thread_broadcast.h, process_exec.h and memory_lock.h, and returns their numbers (a result, or -errno).
 // The TypeScript layer (lib/native-binding.ts mirrors these exports) validates arguments before calling; the checks
-// here only turn a wrong type into a TypeError. No messages, defaults or policy.
+// here only turn a wrong argument into a TypeError (ERR_INVALID_ARG_TYPE) naming it. No defaults or policy.
 #include <napi.h>
 
 #include <errno.h>
@@ -16,13 +17,17 @@
 
 namespace {
 
-// Only lib/native-binding.ts calls these, after validating, but a wrong call must still be a JS TypeError, never an
-// abort (node-addon-api's As<T>() on a wrong type aborts the process) or a write past a buffer.
-Napi::Value ThrowType(const Napi::CallbackInfo& info, size_t index, const char* wanted) {
-  Napi::Error error = Napi::TypeError::New(info.Env(), "argument " + std::to_string(index) + " must be " + wanted);
+// Only lib/ calls these, after validating, but a wrong call must still be a JS TypeError, never an abort
+// (node-addon-api's As<T>() on a wrong type aborts the process) or a write past a buffer. The one way they throw.
+Napi::Value ThrowType(const Napi::CallbackInfo& info, const std::string& message) {
+  Napi::Error error = Napi::TypeError::New(info.Env(), message);
   error.Set("code", Napi::String::New(info.Env(), "ERR_INVALID_ARG_TYPE"));
   error.ThrowAsJavaScriptException();
   return info.Env().Undefined();
+}
+
+Napi::Value ThrowType(const Napi::CallbackInfo& info, size_t index, const char* wanted) {
+  return ThrowType(info, "argument " + std::to_string(index) + " must be " + wanted);
 }
 
 // An integral JS number that fits an int.
@@ -163,13 +168,8 @@ Napi::Value Setrlimit(const Napi::CallbackInfo& info) {
   return Num(info, iof_setrlimit(resource, soft, hard));
 }
 
-// ---- Scoped memory locking (lib/memory.ts). Unlike the glue above, these check their argument types and throw a
-// TypeError on a wrong one: an address or a Buffer taken on trust could lock or unmap memory the caller does not own.
-Napi::Value ThrowType(const Napi::CallbackInfo& info, const char* message) {
-  Napi::TypeError::New(info.Env(), message).ThrowAsJavaScriptException();
-  return info.Env().Undefined();
-}
-
+// ---- Scoped memory locking (lib/memory.ts). Their TypeErrors name the call's whole signature: an address or a
+// Buffer taken on trust could lock or unmap memory the caller does not own.
 bool IsLength(const Napi::Value& value) {
   if (!value.IsNumber()) return false;
   double d = value.As<Napi::Number>().DoubleValue();
@@ -236,73 +236,76 @@ Napi::Value MapAnonymousBuffer(const Napi::CallbackInfo& info) {
   return buffer;
 }
 
-// The page-aligned start and page-rounded length of a Buffer's memory, or false (TypeError pending / not aligned).
-bool BufferPages(const Napi::CallbackInfo& info, uintptr_t* start, size_t* length) {
-  if (info.Length() < 1 || !info[0].IsBuffer()) {
-    ThrowType(info, "the first argument must be a Buffer from mapAnonymousBuffer()");
-    return false;
-  }
+const char kBufferWanted[] = "the first argument must be a Buffer from mapAnonymousBuffer()";
+
+// `call(start, length)` over the page-rounded memory of the Buffer in info[0] (checked by the caller): its result,
+// or -EINVAL when the Buffer's memory is not page-aligned.
+template <typename Call>
+Napi::Value OverBufferPages(const Napi::CallbackInfo& info, Call call) {
   Napi::Buffer<uint8_t> buffer = info[0].As<Napi::Buffer<uint8_t>>();
-  *start = reinterpret_cast<uintptr_t>(buffer.Data());
-  *length = PageRound(buffer.Length());
-  return *start % static_cast<uintptr_t>(iof_page_size()) == 0;
+  uintptr_t start = reinterpret_cast<uintptr_t>(buffer.Data());
+  if (start % static_cast<uintptr_t>(iof_page_size()) != 0) return Num(info, -EINVAL);
+  return Num(info, call(start, PageRound(buffer.Length())));
 }
 
 // mlockBuffer(buffer, flags): mlock2 over the pages of a page-aligned Buffer: 0 or -errno (-EINVAL if not aligned).
 Napi::Value MlockBuffer(const Napi::CallbackInfo& info) {
-  uintptr_t start = 0;
-  size_t length = 0;
-  bool aligned = BufferPages(info, &start, &length);
-  if (info.Env().IsExceptionPending()) return info.Env().Undefined();
+  if (info.Length() < 1 || !info[0].IsBuffer()) return ThrowType(info, kBufferWanted);
   if (info.Length() < 2 || !info[1].IsNumber()) return ThrowType(info, "mlockBuffer(buffer, flags: number)");
-  if (!aligned) return Num(info, -EINVAL);
-  return Num(info, iof_mlock2(start, length, info[1].As<Napi::Number>().Uint32Value()));
+  unsigned int flags = info[1].As<Napi::Number>().Uint32Value();
+  return OverBufferPages(info, [flags](uintptr_t start, size_t length) { return iof_mlock2(start, length, flags); });
 }
 
 // munlockBuffer(buffer): munlock over the pages of a page-aligned Buffer: 0 or -errno (-EINVAL if not aligned).
 Napi::Value MunlockBuffer(const Napi::CallbackInfo& info) {
-  uintptr_t start = 0;
-  size_t length = 0;
-  bool aligned = BufferPages(info, &start, &length);
-  if (info.Env().IsExceptionPending()) return info.Env().Undefined();
-  if (!aligned) return Num(info, -EINVAL);
-  return Num(info, iof_munlock(start, length));
+  if (info.Length() < 1 || !info[0].IsBuffer()) return ThrowType(info, kBufferWanted);
+  return OverBufferPages(info, iof_munlock);
 }
 
 Napi::Value PageSize(const Napi::CallbackInfo& info) { return Num(info, iof_page_size()); }
 // ---- end of scoped memory locking
 
+// Every export: a name and the glue above that serves it.
+using Callback = Napi::Value (*)(const Napi::CallbackInfo&);
+struct Export {
+  const char* name;
+  Callback fn;
+};
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("prctlRaw", Napi::Function::New(env, PrctlRaw, "prctlRaw"));
-  exports.Set("setIoFlusher", Napi::Function::New(env, SetIoFlusher, "setIoFlusher"));
-  exports.Set("getIoFlusher", Napi::Function::New(env, GetIoFlusher, "getIoFlusher"));
-  exports.Set("gettid", Napi::Function::New(env, Gettid, "gettid"));
-  exports.Set("signalDisposition", Napi::Function::New(env, IntFn<iof_signal_disposition>, "signalDisposition"));
-  exports.Set("broadcastInstall", Napi::Function::New(env, BroadcastInstall, "broadcastInstall"));
-  exports.Set("broadcastRestore", Napi::Function::New(env, IntIntFn<int, iof_broadcast_restore>, "broadcastRestore"));
-  exports.Set("tgkill", Napi::Function::New(env, IntIntFn<int, iof_tgkill>, "tgkill"));
-  exports.Set("broadcastResult", Napi::Function::New(env, IntFn<iof_broadcast_result>, "broadcastResult"));
-  exports.Set("broadcastLeave", Napi::Function::New(env, BroadcastLeave, "broadcastLeave"));
-  exports.Set("broadcastSignal", Napi::Function::New(env, BroadcastSignal, "broadcastSignal"));
-  exports.Set("broadcastOwner", Napi::Function::New(env, BroadcastOwner, "broadcastOwner"));
-  exports.Set("sigrtmin", Napi::Function::New(env, Sigrtmin, "sigrtmin"));
-  exports.Set("sigrtmax", Napi::Function::New(env, Sigrtmax, "sigrtmax"));
-  exports.Set("execve", Napi::Function::New(env, Execve, "execve"));
-  exports.Set("getFdFlags", Napi::Function::New(env, IntFn<iof_get_fd_flags>, "getFdFlags"));
-  exports.Set("setFdFlags", Napi::Function::New(env, IntIntFn<long, iof_set_fd_flags>, "setFdFlags"));
-  exports.Set("mlockall", Napi::Function::New(env, IntFn<iof_mlockall>, "mlockall"));
-  exports.Set("munlockall", Napi::Function::New(env, Munlockall, "munlockall"));
-  exports.Set("getrlimit", Napi::Function::New(env, Getrlimit, "getrlimit"));
-  exports.Set("setrlimit", Napi::Function::New(env, Setrlimit, "setrlimit"));
-  exports.Set("getFdCloexec", Napi::Function::New(env, IntFn<iof_get_fd_cloexec>, "getFdCloexec"));
-  exports.Set("setFdCloexec", Napi::Function::New(env, IntIntFn<long, iof_set_fd_cloexec>, "setFdCloexec"));
-  // Scoped memory locking.
-  exports.Set("mlock2", Napi::Function::New(env, Mlock2, "mlock2"));
-  exports.Set("munlock", Napi::Function::New(env, Munlock, "munlock"));
-  exports.Set("mapAnonymousBuffer", Napi::Function::New(env, MapAnonymousBuffer, "mapAnonymousBuffer"));
-  exports.Set("mlockBuffer", Napi::Function::New(env, MlockBuffer, "mlockBuffer"));
-  exports.Set("munlockBuffer", Napi::Function::New(env, MunlockBuffer, "munlockBuffer"));
-  exports.Set("pageSize", Napi::Function::New(env, PageSize, "pageSize"));
+  static const Export kExports[] = {
+    {"prctlRaw", PrctlRaw},
+    {"setIoFlusher", SetIoFlusher},
+    {"getIoFlusher", GetIoFlusher},
+    {"gettid", Gettid},
+    {"signalDisposition", IntFn<iof_signal_disposition>},
+    {"broadcastInstall", BroadcastInstall},
+    {"broadcastRestore", IntIntFn<int, iof_broadcast_restore>},
+    {"tgkill", IntIntFn<int, iof_tgkill>},
+    {"broadcastResult", IntFn<iof_broadcast_result>},
+    {"broadcastLeave", BroadcastLeave},
+    {"broadcastSignal", BroadcastSignal},
+    {"broadcastOwner", BroadcastOwner},
+    {"sigrtmin", Sigrtmin},
+    {"sigrtmax", Sigrtmax},
+    {"execve", Execve},
+    {"getFdFlags", IntFn<iof_get_fd_flags>},
+    {"setFdFlags", IntIntFn<long, iof_set_fd_flags>},
+    {"mlockall", IntFn<iof_mlockall>},
+    {"munlockall", Munlockall},
+    {"getrlimit", Getrlimit},
+    {"setrlimit", Setrlimit},
+    {"getFdCloexec", IntFn<iof_get_fd_cloexec>},
+    {"setFdCloexec", IntIntFn<long, iof_set_fd_cloexec>},
+    // Scoped memory locking.
+    {"mlock2", Mlock2},
+    {"munlock", Munlock},
+    {"mapAnonymousBuffer", MapAnonymousBuffer},
+    {"mlockBuffer", MlockBuffer},
+    {"munlockBuffer", MunlockBuffer},
+    {"pageSize", PageSize},
+  };
+  for (const Export& e : kExports) exports.Set(e.name, Napi::Function::New(env, e.fn, e.name));
   return exports;
 }
 

@@ -6,12 +6,13 @@
 
 #include <sys/prctl.h>
 
-// Older uapi headers (before Linux 5.6) lack these. Define them here so a missing header can never compile the
-// call out (a real failure in the field: a build that silently did nothing). Values: include/uapi/linux/prctl.h.
-#ifndef PR_SET_IO_FLUSHER
+// Older uapi headers (before Linux 5.6, which added both together) lack these. Define them here so a missing header
+// can never compile the call out (a real failure in the field: a build that silently did nothing). Values:
+// include/uapi/linux/prctl.h, and PR_SET_IO_FLUSHER / PR_GET_IO_FLUSHER in lib/kernel-constants.ts.
+#if !defined(PR_SET_IO_FLUSHER) || !defined(PR_GET_IO_FLUSHER)
+#undef PR_SET_IO_FLUSHER
+#undef PR_GET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57
-#endif
-#ifndef PR_GET_IO_FLUSHER
 #define PR_GET_IO_FLUSHER 58
 #endif
 

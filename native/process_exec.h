@@ -1,6 +1,7 @@
 // execve(2) and the stdio descriptor flags to restore before it, for `io-flusher exec` and reexecWithIoFlusher():
 // the state set on the calling thread survives execve, so every thread of the new program inherits it.
-// One system call per function; -errno on failure. See: man 2 execve, man 2 fcntl.
+// Each function makes the system call its name says (iof_set_fd_cloexec makes two: F_GETFD, then F_SETFD); -errno on
+// failure. See: man 2 execve, man 2 fcntl.
 #ifndef IO_FLUSHER_PROCESS_EXEC_H
 #define IO_FLUSHER_PROCESS_EXEC_H
 

@@ -2,8 +2,11 @@
  * Backend selection and the addon loader, each in a fresh process: auto never emulates silently, native never falls
  * back, IO_FLUSHER_BACKEND is honoured, and the addon loads in Workers too.
  */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { runNode } from './helpers';
+import { parseJsonRun as json, ROOT, runNode } from './helpers';
 
 const REPORT = `
 const io = require('./dist/index.js');
@@ -12,11 +15,6 @@ process.on('warning', (w) => warnings.push({ name: w.name, code: w.code, message
 function report(extra) {
   setImmediate(() => process.stdout.write(JSON.stringify({ ...extra, warnings })));
 }`;
-
-function json(r: { status: number | null; stdout: string; stderr: string }): Record<string, unknown> {
-  expect(r.status, r.stderr).toBe(0);
-  return JSON.parse(r.stdout);
-}
 
 describe('backend selection', () => {
   it('auto on this kernel: native, no warning (EPERM is a real answer, not a reason to emulate)', () => {
@@ -80,9 +78,25 @@ describe('backend selection', () => {
 
 describe('the addon loader', () => {
   it('loads the addon named by IO_FLUSHER_BINDING, and reports which file', () => {
-    const out = json(runNode(`${REPORT} report({ path: io.probe().native.path });`, { IO_FLUSHER_BINDING: process.env.IO_FLUSHER_BINDING }));
-    if (process.env.IO_FLUSHER_BINDING) expect(out.path).toBe(require('node:path').resolve(process.env.IO_FLUSHER_BINDING));
-    else expect(out.path).toMatch(/(build\/Release\/io_flusher\.node|prebuilds\/linux-x64\/.*\.node)$/);
+    // A copy outside the package, so only the variable can lead the loader to it; relative paths are resolved.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'io-flusher-binding-'));
+    try {
+      const source = process.env.IO_FLUSHER_BINDING ?? path.join(ROOT, 'build/Release/io_flusher.node');
+      const copy = path.join(dir, 'copy.node');
+      fs.copyFileSync(source, copy);
+      const out = json(runNode(`${REPORT} report({ path: io.probe().native.path, backend: io.defaultIoFlusher().backend });`, {
+        IO_FLUSHER_BINDING: path.relative(ROOT, copy),
+        IO_FLUSHER_BACKEND: 'native',
+      }));
+      expect(out).toEqual({ path: copy, backend: 'native', warnings: [] });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('without IO_FLUSHER_BINDING, finds the addon that node-gyp built (or a prebuild)', () => {
+    const out = json(runNode(`${REPORT} report({ path: io.probe().native.path });`, { IO_FLUSHER_BINDING: undefined }));
+    expect(out.path).toMatch(/(build\/Release\/io_flusher\.node|prebuilds\/linux-x64\/.*\.node)$/);
   });
 
   it('the addon loads and answers in Worker threads', () => {

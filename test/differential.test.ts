@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { IoFlusher } from '../dist/io-flusher.js';
 import { readThreadStat } from '../dist/procfs.js';
 import { firstDifference, fuzzSeed, generateCalls, runDifferential } from './differential';
-import { holdsCapSysResource } from './helpers';
+import { holdsCapSysResource, kernelOf } from './helpers';
 
 const capable = holdsCapSysResource();
 
@@ -14,7 +14,7 @@ describe('differential: native backend and emulator, same generated calls', () =
     const calls = generateCalls(seed, 2000);
     const native = new IoFlusher({ backend: 'native' });
     const emulated = new IoFlusher({ backend: 'emulated', emulator: { capSysResource: capable, kernelSupport: true } });
-    const nativeRun = runDifferential(native, calls, () => readThreadStat(process.pid, native.kernel.threadId()).flags);
+    const nativeRun = runDifferential(native, calls, () => readThreadStat(process.pid, kernelOf(native).threadId()).flags);
     const emulatedRun = runDifferential(emulated, calls, () => emulated.threadFlags().flags);
     expect(firstDifference(nativeRun, emulatedRun), `seed ${seed}`).toBeUndefined();
     // The run exercised refusals and argument errors, not one path only.

@@ -7,6 +7,7 @@
  */
 import type { IoFlusher } from '../dist/io-flusher.js';
 import { IO_FLUSHER_FLAGS, PR_GET_IO_FLUSHER, PR_SET_IO_FLUSHER } from '../dist/kernel-constants.js';
+import { kernelOf } from './helpers';
 
 /** mulberry32: small, fast, and the same sequence for the same seed everywhere. */
 export function prng(seed: number): () => number {
@@ -70,11 +71,11 @@ function describeCall(call: DifferentialCall): string {
 
 /** Runs the calls on the calling thread (cleared first) through one instance. */
 export function runDifferential(instance: IoFlusher, calls: DifferentialCall[], flagsOf: () => number): DifferentialOutcome[] {
-  instance.kernel.raw(PR_SET_IO_FLUSHER, 0n, 0n, 0n, 0n);
+  kernelOf(instance).raw(PR_SET_IO_FLUSHER, 0n, 0n, 0n, 0n);
   return calls.map((call) => {
     let answer: string;
     try {
-      if (call.kind === 'raw') answer = String(instance.kernel.raw(call.option, ...call.args));
+      if (call.kind === 'raw') answer = String(kernelOf(instance).raw(call.option, ...call.args));
       else if (call.kind === 'set') answer = `returned ${String(instance.setIoFlusher(call.value as boolean))}`;
       else answer = `returned ${String(instance.getIoFlusher())}`;
     } catch (err) {

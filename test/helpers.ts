@@ -1,5 +1,8 @@
 import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { expect } from 'vitest';
 
 export const ROOT = path.resolve(__dirname, '..');
 export const DIST = path.join(ROOT, 'dist');
@@ -11,26 +14,101 @@ export interface NodeRun {
   stderr: string;
 }
 
-/** Runs `node -e code` in a fresh process (own env overrides merged over ours, `undefined` deletes). */
-export function runNode(code: string, env: Record<string, string | undefined> = {}, args: string[] = []): NodeRun {
-  const merged: Record<string, string | undefined> = { ...process.env, ...env };
+type Env = Record<string, string | undefined>;
+
+/** Runs `node ARGS` in a fresh process from the repository root (own env overrides merged over ours, `undefined` deletes). */
+function runProcess(args: string[], env: Env): NodeRun {
+  const merged: Env = { ...process.env, ...env };
   for (const [key, value] of Object.entries(env)) if (value === undefined) delete merged[key];
-  const r = spawnSync(process.execPath, ['-e', code, ...args], { cwd: ROOT, env: merged as NodeJS.ProcessEnv, encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(process.execPath, args, { cwd: ROOT, env: merged as NodeJS.ProcessEnv, encoding: 'utf8', timeout: 60_000 });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** Runs `node -e code` in a fresh process (own env overrides merged over ours, `undefined` deletes). */
+export function runNode(code: string, env: Env = {}, args: string[] = []): NodeRun {
+  return runProcess(['-e', code, ...args], env);
+}
+
 /** Runs the CLI in a fresh process. */
-export function runCli(args: string[], env: Record<string, string | undefined> = {}): NodeRun {
-  const merged: Record<string, string | undefined> = { ...process.env, ...env };
-  for (const [key, value] of Object.entries(env)) if (value === undefined) delete merged[key];
-  const r = spawnSync(process.execPath, [CLI, ...args], { cwd: ROOT, env: merged as NodeJS.ProcessEnv, encoding: 'utf8', timeout: 60_000 });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+export function runCli(args: string[], env: Env = {}): NodeRun {
+  return runProcess([CLI, ...args], env);
+}
+
+/** The prelude of runJson's scripts: io-flusher as `io`, and `out(x)` printing x as JSON. */
+export const JSON_PRELUDE = "const io = require('./dist/index.js'); const out = (x) => process.stdout.write(JSON.stringify(x));";
+
+/**
+ * Runs `code` in a fresh Node (after `prelude`, by default JSON_PRELUDE) and parses what it printed as JSON. The run
+ * must exit 0 and, unless `allowStderr`, write nothing to stderr.
+ */
+export function runJson(code: string, env: Env = {}, options: { prelude?: string; allowStderr?: boolean } = {}): any {
+  return parseJsonRun(runNode(`${options.prelude ?? JSON_PRELUDE}\n${code}`, env), options.allowStderr);
+}
+
+/** What a run printed, parsed as JSON, once it is seen to have exited 0 (and, unless `allowStderr`, been silent on stderr). */
+export function parseJsonRun(r: NodeRun, allowStderr = true): any {
+  if (!allowStderr) expect(r.stderr, r.stderr).toBe('');
+  expect(r.status, r.stderr).toBe(0);
+  return JSON.parse(r.stdout);
+}
+
+/** What `call` threw (undefined when it returned): for asserting on every field of an error. */
+export function caught(call: () => unknown): unknown {
+  try {
+    call();
+  } catch (err) {
+    return err;
+  }
+  return undefined;
+}
+
+/** A hexadecimal mask field (CapEff, SigPnd, ...) of /proc/PID/status, read independently of io-flusher; 0 when missing. */
+export function statusMask(field: string, pid: number | 'self' = 'self'): bigint {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'latin1');
+  const hex = new RegExp(`^${field}:\\s*([0-9a-f]+)$`, 'm').exec(status)?.[1];
+  return BigInt(`0x${hex ?? '0'}`);
+}
+
+/** Whether capability `bit` is in this process's effective set (/proc/self/status CapEff). */
+export function holdsCapability(bit: number): boolean {
+  return ((statusMask('CapEff') >> BigInt(bit)) & 1n) === 1n;
 }
 
 /** The process's real CAP_SYS_RESOURCE, read independently of anything io-flusher does. */
 export function holdsCapSysResource(): boolean {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const status = (require('node:fs') as typeof import('node:fs')).readFileSync('/proc/self/status', 'utf8');
-  const eff = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)![1]!;
-  return ((BigInt(`0x${eff}`) >> 24n) & 1n) === 1n;
+  return holdsCapability(24);
+}
+
+/**
+ * A Worker that installs the broadcast handler for `signo` (making prctl value `value`) and keeps it, as if it were
+ * inside its own setProcessIoFlusher() call. `installed` is broadcastInstall's answer; release() restores the
+ * handler, ends the Worker and answers broadcastRestore's.
+ */
+export async function holdBroadcastInWorker(signo: number, value: 0 | 1): Promise<{ installed: unknown; release(): Promise<unknown> }> {
+  const worker = new Worker(
+    `const b = require(${JSON.stringify(path.join(DIST, 'native-binding.js'))}).loadNativeBinding().binding;
+     const { parentPort } = require('node:worker_threads');
+     parentPort.postMessage(b.broadcastInstall(${signo}, ${value}));
+     parentPort.once('message', () => parentPort.postMessage(b.broadcastRestore(${signo}, b.gettid())));`,
+    { eval: true },
+  );
+  const next = (): Promise<unknown> => new Promise((resolve) => worker.once('message', resolve));
+  const installed = await next();
+  return {
+    installed,
+    async release() {
+      worker.postMessage('restore');
+      const restored = await next();
+      await worker.terminate();
+      return restored;
+    },
+  };
+}
+
+/**
+ * The kernel backend behind an instance: internal, so not in the published typings (stripInternal), but the
+ * conformance and differential suites drive it directly.
+ */
+export function kernelOf(instance: object): import('../dist/backend.js').KernelBackend {
+  return (instance as { kernel: import('../dist/backend.js').KernelBackend }).kernel;
 }

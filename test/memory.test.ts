@@ -8,15 +8,10 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CLI, DIST, holdsCapSysResource, ROOT, runCli, runNode } from './helpers';
+import { CLI, DIST, holdsCapSysResource, ROOT, runCli, runJson } from './helpers';
 
 const capable = holdsCapSysResource();
-const run = (code: string, env: Record<string, string | undefined> = {}) => {
-  const r = runNode(`const io = require('./dist/index.js'); const out = (v) => process.stdout.write(JSON.stringify(v));\n${code}`, env);
-  expect(r.stderr, r.stderr).toBe('');
-  expect(r.status).toBe(0);
-  return JSON.parse(r.stdout);
-};
+const run = (code: string, env: Record<string, string | undefined> = {}) => runJson(code, env, { allowStderr: false });
 
 /** Node binaries to prove "no abort" with: this one (the machine's) and the official 22, 24 and 26 builds. */
 const NODE_CACHE = path.join(os.homedir(), '.cache/io-flusher-node');
@@ -222,7 +217,8 @@ describe('scoped memory locking: no abort on any Node major', () => {
   });
 
   it('the code scope is the text and read-only data of loaded objects: not their writable data, not guard pages, not anonymous code, not data files mapped read-only', () => {
-    const { codeScope, parseSmaps } = require(path.join(DIST, 'memory.js'));
+    const { codeScope } = require(path.join(DIST, 'memory.js'));
+    const { parseSmaps } = require(path.join(DIST, 'procfs.js'));
     const head = (range: string, perms: string, inode: string, file: string, lo = false) =>
       `${range} ${perms} 00000000 fe:00 ${inode}    ${file}\nRss:                 8 kB\nVmFlags: rd mr mw me${lo ? ' lo' : ''}\n`;
     const smaps = [

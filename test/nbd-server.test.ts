@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BackingFile } from '../examples/nbd-server/backing-file';
 import { NbdClient, NbdCommandError, NbdOptionError, openExport, type NbdTarget } from '../examples/nbd-server/client';
 import { BufferBudget, DEFAULT_LIMITS, NbdConnection } from '../examples/nbd-server/connection';
+import { holdsCapability } from './helpers';
 import * as P from '../examples/nbd-server/protocol';
 import { holdsCapSysResource, ROOT } from './helpers';
 
@@ -967,8 +968,7 @@ describe('examples/nbd-server against hostile clients (bounded memory, no lockou
 
 /** CAP_IPC_LOCK in the effective set: locking more than RLIMIT_MEMLOCK allows (the code scope alone is ~100 MiB). */
 function holdsCapIpcLock(): boolean {
-  const eff = /^CapEff:\s*([0-9a-f]+)/m.exec(fs.readFileSync('/proc/self/status', 'latin1'))?.[1] ?? '0';
-  return ((BigInt(`0x${eff}`) >> 14n) & 1n) === 1n;
+  return holdsCapability(14);
 }
 
 describe.runIf(holdsCapIpcLock())('examples/nbd-server --mlock [needs CAP_IPC_LOCK]', () => {

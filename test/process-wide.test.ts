@@ -10,7 +10,7 @@ import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import * as io from '../dist/index.js';
 import { loadNativeBinding } from '../dist/native-binding.js';
-import { holdsCapSysResource } from './helpers';
+import { holdBroadcastInWorker, holdsCapSysResource } from './helpers';
 
 const capable = holdsCapSysResource();
 const native = io.createIoFlusher({ backend: 'native' });
@@ -98,21 +98,13 @@ describe.runIf(!capable)('[without CAP_SYS_RESOURCE] setProcessIoFlusher, native
   it('answers EBUSY while another thread is inside a call, without disturbing it, and validates options', async () => {
     const signo = binding.sigrtmax() - 1;
     // A Worker that has installed the broadcast handler and is still alive: as if it were inside its own call.
-    const worker = new Worker(
-      `const b = require(${JSON.stringify(path.resolve(__dirname, '../dist/native-binding.js'))}).loadNativeBinding().binding;
-       const { parentPort } = require('node:worker_threads');
-       parentPort.postMessage(b.broadcastInstall(${signo}, 0));
-       parentPort.once('message', () => parentPort.postMessage(b.broadcastRestore(${signo}, b.gettid())));`,
-      { eval: true },
-    );
-    expect(await new Promise((resolve) => worker.once('message', resolve))).toBe(0);
+    const held = await holdBroadcastInWorker(signo, 0);
+    expect(held.installed).toBe(0);
     try {
       expect(() => native.setProcessIoFlusher(true)).toThrow(expect.objectContaining({ code: 'EBUSY', errno: -16, reason: 'signal-in-use' }));
       expect(binding.signalDisposition(signo)).toBe(2); // still the Worker's
     } finally {
-      worker.postMessage('restore');
-      expect(await new Promise((resolve) => worker.once('message', resolve))).toBe(0);
-      await worker.terminate();
+      expect(await held.release()).toBe(0);
     }
     expect(binding.signalDisposition(signo)).toBe(0);
     expect(() => native.setProcessIoFlusher(true, { signal: 10 })).toThrow(RangeError);

@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import * as io from '../dist/index.js';
 import { parseStatLine } from '../dist/procfs.js';
+import { caught, statusMask } from './helpers';
 
 const STAT_TAIL = '2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23';
 
@@ -69,12 +70,7 @@ describe('flags of real threads', () => {
     const child = spawn('true');
     await new Promise((r) => child.once('exit', r));
     for (const call of [() => io.listThreads(child.pid!), () => io.threadFlags(child.pid!), () => io.threadFlags(process.pid, 4194304)]) {
-      let error: unknown;
-      try {
-        call();
-      } catch (err) {
-        error = err;
-      }
+      const error = caught(call);
       expect(error).toBeInstanceOf(io.IoFlusherError);
       expect(error).toMatchObject({ code: 'ESRCH', errno: -3, syscall: 'open', reason: 'no-such-thread' });
     }
@@ -84,8 +80,7 @@ describe('flags of real threads', () => {
 describe('capabilities()', () => {
   it('names the sets of /proc/self/status', () => {
     const caps = io.capabilities();
-    const status = fs.readFileSync('/proc/self/status', 'latin1');
-    const mask = (f: string) => BigInt(`0x${new RegExp(`^${f}:\\s*(\\S+)`, 'm').exec(status)![1]}`);
+    const mask = (f: string) => statusMask(f);
     expect(caps.masks.effective).toBe(mask('CapEff'));
     expect(caps.masks.bounding).toBe(mask('CapBnd'));
     expect(caps.effective.length).toBe(mask('CapEff').toString(2).split('').filter((b) => b === '1').length);

@@ -4,14 +4,10 @@
  */
 import { describe, expect, it } from 'vitest';
 import * as io from '../dist/index.js';
-import { runNode } from './helpers';
+import { runJson } from './helpers';
 
 /** Runs `code` in a fresh Node with io-flusher as `io`; `out(x)` prints x as JSON. */
-function run(code: string, env: Record<string, string | undefined> = {}): any {
-  const r = runNode(`const io = require('./dist/index.js'); const out = (x) => process.stdout.write(JSON.stringify(x)); ${code}`, env);
-  if (r.status !== 0) throw new Error(`child failed (${r.status}): ${r.stderr}`);
-  return JSON.parse(r.stdout);
-}
+const run = (code: string, env: Record<string, string | undefined> = {}): any => runJson(code, env);
 
 const STATE = `const state = () => ({ limit: io.getMemlockLimit(), locked: require('node:fs').readFileSync('/proc/self/status', 'latin1').match(/^VmLck:\\s*(\\d+)/m)[1], oom: io.getOomScoreAdj() });`;
 

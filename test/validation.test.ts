@@ -1,14 +1,10 @@
 /** Arguments are checked before any system call, with exact messages and Node's error codes. */
 import { describe, expect, it } from 'vitest';
 import * as io from '../dist/index.js';
+import { caught } from './helpers';
 
 function expectNodeError(call: () => unknown, type: ErrorConstructor, code: string, message: string): void {
-  let error: unknown;
-  try {
-    call();
-  } catch (err) {
-    error = err;
-  }
+  const error = caught(call);
   expect(error).toBeInstanceOf(type);
   expect((error as Error).message).toBe(message);
   expect((error as { code?: string }).code).toBe(code);

@@ -9,15 +9,16 @@ import { IoFlusher } from '../../dist/io-flusher.js';
 import { readThreadStat } from '../../dist/procfs.js';
 import { expectedOutcomes, runConformance, type KernelModel } from '../conformance-cases';
 import { assertKernelSuiteEnvironment, holdsCapSysResource, KERNEL_NAME } from './environment';
+import { kernelOf } from '../helpers';
 
 const mode = assertKernelSuiteEnvironment();
 const model: KernelModel = { supported: mode !== 'oldkernel', capable: holdsCapSysResource() };
 
 describe(`conformance on ${KERNEL_NAME} (${os.release()}), mode ${mode}`, () => {
   const native = new IoFlusher({ backend: 'native' });
-  const kernelOutcomes = runConformance(native.kernel, () => readThreadStat(process.pid, native.kernel.threadId()).flags);
+  const kernelOutcomes = runConformance(kernelOf(native), () => readThreadStat(process.pid, kernelOf(native).threadId()).flags);
   const emulated = new IoFlusher({ backend: 'emulated', emulator: { capSysResource: model.capable, kernelSupport: model.supported } });
-  const emulatorOutcomes = runConformance(emulated.kernel, () => emulated.threadFlags().flags);
+  const emulatorOutcomes = runConformance(kernelOf(emulated), () => emulated.threadFlags().flags);
 
   it('the kernel answers every step as the table says', () => {
     expect(kernelOutcomes).toEqual(expectedOutcomes(model));

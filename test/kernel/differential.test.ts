@@ -7,6 +7,7 @@ import { IoFlusher } from '../../dist/io-flusher.js';
 import { readThreadStat } from '../../dist/procfs.js';
 import { firstDifference, fuzzSeed, generateCalls, runDifferential } from '../differential';
 import { assertKernelSuiteEnvironment, holdsCapSysResource, KERNEL_NAME } from './environment';
+import { kernelOf } from '../helpers';
 
 const mode = assertKernelSuiteEnvironment();
 
@@ -17,9 +18,9 @@ describe(`differential on ${KERNEL_NAME}, mode ${mode}`, () => {
     const calls = generateCalls(seed, 2000);
     const native = new IoFlusher({ backend: 'native' });
     const emulated = new IoFlusher({ backend: 'emulated', emulator: { capSysResource: holdsCapSysResource(), kernelSupport: mode !== 'oldkernel' } });
-    const nativeRun = runDifferential(native, calls, () => readThreadStat(process.pid, native.kernel.threadId()).flags);
+    const nativeRun = runDifferential(native, calls, () => readThreadStat(process.pid, kernelOf(native).threadId()).flags);
     const emulatedRun = runDifferential(emulated, calls, () => emulated.threadFlags().flags);
-    native.kernel.raw(57, 0n, 0n, 0n, 0n);
+    kernelOf(native).raw(57, 0n, 0n, 0n, 0n);
     expect(firstDifference(nativeRun, emulatedRun), `seed ${seed}`).toBeUndefined();
     if (mode === 'full') expect(nativeRun.some((o) => o.stateAfter)).toBe(true); // the success path was exercised
   });

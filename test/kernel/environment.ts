@@ -3,6 +3,9 @@
  * that the guest really is what the mode claims, so a misconfigured VM fails instead of testing the wrong thing.
  */
 import * as fs from 'node:fs';
+import { holdsCapSysResource } from '../helpers';
+
+export { holdsCapSysResource };
 
 export type KernelMode = 'full' | 'nocap' | 'oldkernel';
 
@@ -14,9 +17,6 @@ export function statusField(name: string): string {
   return new RegExp(`^${name}:\\s*(\\S+)`, 'm').exec(status)?.[1] ?? '';
 }
 
-export function holdsCapSysResource(): boolean {
-  return ((BigInt(`0x${statusField('CapEff')}`) >> 24n) & 1n) === 1n;
-}
 
 export function assertKernelSuiteEnvironment(): KernelMode {
   if (MODE !== 'full' && MODE !== 'nocap' && MODE !== 'oldkernel') {

@@ -5,6 +5,7 @@ import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import * as io from '../../dist/index.js';
 import { parseStatLine } from '../../dist/procfs.js';
+import { holdBroadcastInWorker } from '../helpers';
 import { assertKernelSuiteEnvironment, KERNEL_NAME } from './environment';
 
 assertKernelSuiteEnvironment();
@@ -251,21 +252,13 @@ describe(`setProcessIoFlusher refuses before it changes anything, real kernel ${
   it('EBUSY while another thread is inside a call: the calling thread is left untouched', async () => {
     const { loadNativeBinding } = await import('../../dist/native-binding.js');
     const signo = (loadNativeBinding() as { binding: { sigrtmax(): number } }).binding.sigrtmax();
-    const worker = new Worker(
-      `const b = require(${JSON.stringify(path.resolve(__dirname, '../../dist/native-binding.js'))}).loadNativeBinding().binding;
-       const { parentPort } = require('node:worker_threads');
-       parentPort.postMessage(b.broadcastInstall(${signo}, 1));
-       parentPort.once('message', () => parentPort.postMessage(b.broadcastRestore(${signo}, b.gettid())));`,
-      { eval: true },
-    );
-    expect(await new Promise((resolve) => worker.once('message', resolve))).toBe(0);
+    const held = await holdBroadcastInWorker(signo, 1);
+    expect(held.installed).toBe(0);
     try {
       expect(() => native.setProcessIoFlusher(true)).toThrow(expect.objectContaining({ code: 'EBUSY' }));
       expect(native.getIoFlusher()).toBe(false);
     } finally {
-      worker.postMessage('restore');
-      expect(await new Promise((resolve) => worker.once('message', resolve))).toBe(0);
-      await worker.terminate();
+      expect(await held.release()).toBe(0);
     }
     const report = native.setProcessIoFlusher(true);
     expect(report.handlerRestored).toBe(true);

@@ -3,6 +3,7 @@ import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import * as io from '../../dist/index.js';
+import { caught } from '../helpers';
 import { assertKernelSuiteEnvironment, KERNEL_NAME } from './environment';
 
 assertKernelSuiteEnvironment();
@@ -16,12 +17,7 @@ describe(`real kernel ${KERNEL_NAME}, CAP_SYS_RESOURCE dropped`, () => {
       [() => native.setIoFlusher(false), 'PR_SET_IO_FLUSHER'],
       [() => native.getIoFlusher(), 'PR_GET_IO_FLUSHER'],
     ] as const) {
-      let error: unknown;
-      try {
-        call();
-      } catch (err) {
-        error = err;
-      }
+      const error = caught(call);
       expect(error).toBeInstanceOf(io.IoFlusherError);
       expect(error).toMatchObject({ code: 'EPERM', errno: -1, syscall: 'prctl', option, reason: 'missing-capability', emulated: false });
       expect((error as io.IoFlusherError).hint).toContain('--cap-add SYS_RESOURCE');

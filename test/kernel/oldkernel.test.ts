@@ -3,6 +3,7 @@ import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import * as io from '../../dist/index.js';
+import { caught } from '../helpers';
 import { assertKernelSuiteEnvironment, KERNEL_NAME } from './environment';
 
 assertKernelSuiteEnvironment();
@@ -15,12 +16,7 @@ describe(`real kernel ${KERNEL_NAME} behind an "older than 5.6" filter`, () => {
 
   it('native pinned: calls throw EINVAL with reason kernel-lacks-support', () => {
     const native = io.createIoFlusher({ backend: 'native' });
-    let error: unknown;
-    try {
-      native.setIoFlusher(true);
-    } catch (err) {
-      error = err;
-    }
+    const error = caught(() => native.setIoFlusher(true));
     expect(error).toMatchObject({ code: 'EINVAL', errno: -22, syscall: 'prctl', reason: 'kernel-lacks-support', emulated: false });
     expect((error as io.IoFlusherError).hint).toMatch(/seccomp filter \(Seccomp: 2\)/);
   });
