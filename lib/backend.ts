@@ -6,9 +6,10 @@
 import * as os from 'node:os';
 import { EmulatedKernel, EmulatorOptions } from './emulator';
 import { FailureContext } from './errors';
-import { EINVAL } from './kernel-constants';
+import { interpretGetAnswer } from './get-answer';
+import { PR_GET_IO_FLUSHER, PR_SET_IO_FLUSHER } from './kernel-constants';
 import { loadNativeBinding, NativeBinding, requireNativeBinding } from './native-binding';
-import { inUserNamespace, readProcFile, sysResourceInStatusText } from './procfs';
+import { inUserNamespace, readSecurityStatus } from './procfs';
 import { invalidEnvironment } from './validate';
 
 export type BackendName = 'native' | 'emulated';
@@ -30,8 +31,6 @@ export interface KernelBackend {
   failureContext(): FailureContext;
   /** The emulator behind an emulated backend. */
   readonly emulator?: EmulatedKernel;
-  /** The addon's file for a native backend. */
-  readonly bindingPath?: string;
   /** The addon itself, for a native backend. */
   readonly binding?: NativeBinding;
 }
@@ -39,24 +38,14 @@ export interface KernelBackend {
 const kernelRelease = os.release();
 
 function realFailureContext(): FailureContext {
-  let capSysResource: boolean | undefined;
-  let seccompMode: number | undefined;
-  try {
-    // Read fresh each time (capabilities can change); two fields only, not the whole status map.
-    const status = readProcFile('/proc/self/status');
-    capSysResource = sysResourceInStatusText(status);
-    const seccomp = /^Seccomp:\s*(\d+)$/m.exec(status)?.[1];
-    if (seccomp) seccompMode = Number(seccomp);
-  } catch {
-    // No /proc: leave unknown.
-  }
+  // Read fresh each time: capabilities and filters can change.
+  const { capSysResource, seccompMode } = readSecurityStatus();
   return { emulated: false, capSysResource, inUserNamespace: inUserNamespace(), kernelRelease, seccompMode };
 }
 
-export function nativeBackend(binding: NativeBinding, bindingPath: string): KernelBackend {
+export function nativeBackend(binding: NativeBinding): KernelBackend {
   return {
     name: 'native',
-    bindingPath,
     binding,
     set: (value) => binding.setIoFlusher(value),
     get: () => binding.getIoFlusher(),
@@ -71,15 +60,16 @@ export function emulatedBackend(options: EmulatorOptions = {}): KernelBackend {
   return {
     name: 'emulated',
     emulator,
-    set: (value) => emulator.prctl(57, BigInt(value), 0n, 0n, 0n),
-    get: () => emulator.prctl(58, 0n, 0n, 0n, 0n),
+    set: (value) => emulator.prctl(PR_SET_IO_FLUSHER, BigInt(value), 0n, 0n, 0n),
+    get: () => emulator.prctl(PR_GET_IO_FLUSHER, 0n, 0n, 0n, 0n),
     raw: (option, a2, a3, a4, a5) => emulator.prctl(option, a2, a3, a4, a5),
     threadId: () => emulator.threadId,
     failureContext: () => ({
       emulated: true,
       capSysResource: emulator.capSysResource,
       inUserNamespace: false,
-      kernelRelease: emulator.kernelSupport ? os.release() : '5.5.0-emulated',
+      kernelRelease: os.release(),
+      kernelHasFeature: emulator.kernelSupport,
       seccompMode: undefined,
     }),
   };
@@ -121,7 +111,7 @@ export function selectBackend(choice: BackendChoice, source: string, emulatorOpt
   const native = loadNativeBinding();
   if (choice === 'native') {
     const binding = requireNativeBinding(`the native backend (chosen by ${source})`);
-    return { backend: nativeBackend(binding, (native as { path: string }).path), reason: `native backend chosen by ${source}` };
+    return { backend: nativeBackend(binding), reason: `native backend chosen by ${source}` };
   }
   let why: string;
   if (process.platform !== 'linux') {
@@ -130,9 +120,10 @@ export function selectBackend(choice: BackendChoice, source: string, emulatorOpt
     why = native.error;
   } else {
     const rc = native.binding.getIoFlusher();
-    if (rc !== -EINVAL) {
+    // Only EINVAL says the feature is missing: EPERM (and any other errno) comes from a kernel that has it.
+    if (interpretGetAnswer(rc).feature !== 'absent') {
       return {
-        backend: nativeBackend(native.binding, native.path),
+        backend: nativeBackend(native.binding),
         reason: `kernel ${os.release()} has IO_FLUSHER (PR_GET_IO_FLUSHER answered ${rc < 0 ? `errno ${-rc}` : rc})`,
       };
     }

@@ -89,6 +89,8 @@ export interface FailureContext {
   capSysResource: boolean | undefined;
   inUserNamespace: boolean | undefined;
   kernelRelease: string;
+  /** Whether the kernel has IO_FLUSHER when that is known without reading the release (the emulator's model). */
+  kernelHasFeature?: boolean;
   seccompMode: number | undefined;
 }
 
@@ -175,9 +177,11 @@ export function prctlFailure(option: number, negErrno: number, context: FailureC
     hint = `the process lacks CAP_SYS_RESOURCE, which the kernel requires even to read or clear the flag; ${GRANT_CAPABILITY}`;
   } else if (errno === EINVAL) {
     reason = 'kernel-lacks-support';
-    const has = kernelHasIoFlusher(context.kernelRelease);
+    const has = context.kernelHasFeature ?? kernelHasIoFlusher(context.kernelRelease);
     if (has === false) {
-      hint = `kernel ${context.kernelRelease} is older than Linux 5.6, which added PR_SET_IO_FLUSHER; upgrade the kernel`;
+      hint = context.emulated
+        ? 'the emulator models a kernel older than Linux 5.6, which added PR_SET_IO_FLUSHER (a real one would need an upgrade)'
+        : `kernel ${context.kernelRelease} is older than Linux 5.6, which added PR_SET_IO_FLUSHER; upgrade the kernel`;
     } else {
       hint =
         `the arguments were valid (io-flusher checks them first), so the kernel as this process sees it lacks ` +

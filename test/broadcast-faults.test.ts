@@ -202,7 +202,7 @@ describe('setProcessIoFlusher: the native result table has no silent limit', () 
     // The real binding, except that every signalled thread's answer finds the table full, as with more threads than
     // its slots (8192): each thread still takes the signal and makes its prctl.
     const full: NativeBinding = { ...binding, broadcastResult: () => -28 };
-    const backend = nativeBackend(full, 'test');
+    const backend = nativeBackend(full);
     const report = reportOf(() => setProcessIoFlusherWith(backend, true, { timeoutMs: 30_000 }));
     const signalled = report.threads.filter((t) => t.via === 'signal');
     expect(signalled.length).toBeGreaterThan(0);
