@@ -132,11 +132,8 @@ function runJson(args: string[], env: NodeJS.ProcessEnv = {}): { status: number 
 }
 
 describe(`every thread of a Node process, real kernel ${KERNEL_NAME}`, () => {
-  // 64 Workers cost minutes under software emulation: measured on the default kernel (bookworm) with the host's Node
-  // only (not again in each `kernel-run --node` run, where Node 24 took over 240 s), unless IO_FLUSHER_KERNEL_WORKERS
-  // lists the counts to run.
-  const onHostNode = (process.env.IO_FLUSHER_KERNEL_NODE ?? 'system') === 'system';
-  const counts = (process.env.IO_FLUSHER_KERNEL_WORKERS ?? (KERNEL_NAME === 'bookworm' && onHostNode ? '8,64' : '8')).split(',').map(Number);
+  // Which counts run where is decided in vitest.kernel.config.mts (64 Workers: bookworm, host's Node only).
+  const counts = (process.env.IO_FLUSHER_KERNEL_WORKERS ?? '8').split(',').map(Number);
   for (const workers of counts) {
     it(`setProcessIoFlusher with ${workers} Workers and the libuv pool busy: every thread covered or explained`, () => {
       const r = runJson([path.join(FIXTURES, 'process-wide-scenario.js'), String(workers)]);
