@@ -109,13 +109,17 @@ describe('setProcessIoFlusher: the broadcast never wedges', () => {
     caller.on('message', (m) => (returned ||= m === 'returned'));
     try {
       await new Promise((resolve) => caller.once('message', resolve));
-      // Inside the call once its handler is installed (under software emulation that can take seconds), then waiting
-      // for the stopped thread.
+      // Inside the call once its handler is installed (under software emulation that can take seconds)
       for (const until = Date.now() + 60_000; binding.broadcastSignal() === 0 && Date.now() < until; ) {
         await new Promise((r) => setTimeout(r, 50));
       }
       const signo = binding.broadcastSignal();
       expect(signo).toBeGreaterThan(0);
+      // ... and has signalled the stopped thread (it lists and signals the threads after installing the handler).
+      for (const until = Date.now() + 60_000; !pendingBit(tid, signo) && Date.now() < until; ) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(pendingBit(tid, signo)).toBe(true);
       await caller.terminate();
       expect(returned).toBe(false);
       // The stopped thread still has the signal pending: answered EBUSY, nothing touched.
