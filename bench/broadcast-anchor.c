@@ -15,16 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
-static int cmp(const void* a, const void* b) {
-  double x = *(const double*)a, y = *(const double*)b;
-  return x < y ? -1 : x > y;
-}
+#include "timing.h"
 
 static void* sleeper(void* arg) {
   (void)arg;
@@ -34,7 +25,7 @@ static void* sleeper(void* arg) {
 
 /* Opens /proc/self/task, and per entry opens, reads and closes its stat file. Returns the number read. */
 static int list_threads(void) {
-  char path[64], buf[1024];
+  char path[300], buf[1024];
   int n = 0;
   DIR* dir = opendir("/proc/self/task");
   if (!dir) return -1;

@@ -41,7 +41,8 @@ const results = { host: os.hostname(), kernel: os.release(), node: process.versi
 function buildC(name, flags = []) {
   const out = path.join(os.tmpdir(), `io-flusher-${name}-${process.getuid?.() ?? 0}`);
   const src = path.join(root, `bench/${name}.c`);
-  if (!fs.existsSync(out) || fs.statSync(out).mtimeMs < fs.statSync(src).mtimeMs) execFileSync('cc', ['-O2', ...flags, '-o', out, src]);
+  const newest = Math.max(...[src, path.join(root, 'bench/timing.h')].map((f) => fs.statSync(f).mtimeMs));
+  if (!fs.existsSync(out) || fs.statSync(out).mtimeMs < newest) execFileSync('cc', ['-O2', ...flags, '-o', out, src]);
   return out;
 }
 
