@@ -287,7 +287,7 @@ type Outcome = Omit<ThreadCoverage, 'name' | 'flags' | 'covered'>;
  */
 function signalPass(binding: NativeBinding, signo: number, tids: number[], timeoutMs: number, outcomes: Map<number, Outcome>, stillPending: number[]): void {
   const ids = Int32Array.from(tids);
-  const noWait = Int32Array.from(stuckInLibcWindow);
+  const noWait = Int32Array.from(tids.filter((tid) => stuckInLibcWindow.has(tid)));
   const answers = new Int32Array(2 * tids.length); // every thread BROADCAST_OUTCOME.new
   const deadline = performance.now() + timeoutMs;
   // The native call waits in slices, so a Worker terminated inside this call stops within one.
