@@ -43,6 +43,11 @@ export interface NativeBinding {
    * is not the installed broadcast's), or -errno.
    */
   broadcastPass(signo: number, tids: Int32Array, noWait: Int32Array, timeoutMs: number, outcomes: Int32Array): number;
+  /**
+   * The read-back: /proc/self/task/TID/stat of each of `tids` (1..BROADCAST_SLOTS), each text followed by a NUL (an
+   * empty text for a thread that is gone, or whose text was too long to be read whole), as one latin1 string; or -errno.
+   */
+  readTaskStats(tids: Int32Array): string | number;
   sigrtmin(): number;
   sigrtmax(): number;
 

@@ -17,7 +17,7 @@ import { withModelledIoFlusher } from './emulator';
 import { FailureContext, IoFlusherError, prctlFailure } from './errors';
 import { BROADCAST_OUTCOME, BROADCAST_SLOTS, IO_FLUSHER_FLAGS, PR_SET_IO_FLUSHER } from './kernel-constants';
 import { loadNativeBinding, NativeBinding } from './native-binding';
-import { escapeName, readProcFile, readTaskIds, readThreadStat } from './procfs';
+import { escapeName, parseStatTexts, readProcFile, readTaskIds, readThreadStat, StatFields } from './procfs';
 import { assertBoolean, assertObject } from './validate';
 
 /** Why a thread is not in the requested state. */
@@ -226,6 +226,31 @@ function restoreOnceTaken(binding: NativeBinding, signo: number): void {
   timer.unref();
 }
 
+/**
+ * The stat fields of each thread (undefined: gone), for the read-back: with the addon, one native call per
+ * BROADCAST_SLOTS threads; a thread it could not read whole (or every thread, without the addon) read on its own.
+ */
+function readStats(binding: NativeBinding | undefined, tids: number[]): Array<StatFields | undefined> {
+  const stats: Array<StatFields | undefined> = [];
+  for (let from = 0; from < tids.length; from += BROADCAST_SLOTS) {
+    const chunk = tids.slice(from, from + BROADCAST_SLOTS);
+    const text = binding?.readTaskStats(Int32Array.from(chunk));
+    const parsed = typeof text === 'string' ? parseStatTexts(text) : [];
+    chunk.forEach((tid, i) => {
+      let stat = parsed[i];
+      if (stat === undefined) {
+        try {
+          stat = readThreadStat(process.pid, tid);
+        } catch {
+          // Gone since.
+        }
+      }
+      stats.push(stat);
+    });
+  }
+  return stats;
+}
+
 /** Verifies every thread from /proc and builds the report. */
 function finish(
   enabled: boolean,
@@ -235,17 +260,13 @@ function finish(
   modelledFlags?: (tid: number, startTime: number) => number | undefined,
 ): ProcessIoFlusherReport {
   const threads: ThreadCoverage[] = [];
-  for (const [tid, outcome] of [...outcomes].sort((a, b) => a[0] - b[0])) {
-    let name = '';
-    let flags: number | null = null;
-    try {
-      const stat = readThreadStat(process.pid, tid);
-      name = stat.name;
-      const modelled = modelledFlags?.(tid, stat.startTime);
-      flags = modelled === undefined ? stat.flags : withModelledIoFlusher(stat.flags, modelled);
-    } catch {
-      // Gone since.
-    }
+  const sorted = [...outcomes].sort((a, b) => a[0] - b[0]);
+  const stats = readStats(backend.binding, sorted.map(([tid]) => tid));
+  for (const [i, [tid, outcome]] of sorted.entries()) {
+    const stat = stats[i];
+    const name = stat?.name ?? '';
+    const modelled = stat && modelledFlags?.(tid, stat.startTime);
+    const flags: number | null = stat === undefined ? null : modelled === undefined ? stat.flags : withModelledIoFlusher(stat.flags, modelled);
     // Coverage is what /proc shows, whatever the handler said: a thread that blocks the signal but already has the
     // requested state (inherited it, or is being cleared and never had it) is covered.
     const inState = flags !== null && ((flags & IO_FLUSHER_FLAGS) === IO_FLUSHER_FLAGS) === enabled;

@@ -198,6 +198,20 @@ export function readThreadStat(pid: number, tid: number): StatFields {
   return parseStatLine(line);
 }
 
+/**
+ * Parses the stat texts of several threads read in one go (the native read-back: each text followed by a NUL; a
+ * thread name cannot hold a NUL). An empty or unparsable text gives undefined: read that thread again on its own.
+ */
+export function parseStatTexts(text: string): Array<StatFields | undefined> {
+  return text.split('\0').slice(0, -1).map((line) => {
+    try {
+      return line === '' ? undefined : parseStatLine(line);
+    } catch {
+      return undefined;
+    }
+  });
+}
+
 /** The thread ids of a process, from /proc/PID/task; throws IoFlusherError 'ESRCH' when it does not exist. */
 export function readTaskIds(pid: number): number[] {
   const path = `/proc/${pid}/task`;

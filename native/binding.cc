@@ -124,6 +124,19 @@ Napi::Value BroadcastPass(const Napi::CallbackInfo& info) {
   if (!Int32ArrayAt(info, 4, 2 * count, SIZE_MAX, &outcomes, &outcome_count)) return ThrowType(info, 4, "an Int32Array of 2 elements per thread id");
   return Num(info, iof_broadcast_pass(signo, tids, static_cast<int>(count), no_wait, static_cast<int>(no_wait_count), timeout_ms, outcomes));
 }
+// readTaskStats(tids: Int32Array (1..slots)): the stat texts, each followed by a NUL, as one latin1 string (the
+// bytes as they are, like lib/procfs.ts reads them), or -errno.
+Napi::Value ReadTaskStats(const Napi::CallbackInfo& info) {
+  int32_t* tids;
+  size_t count;
+  if (!Int32ArrayAt(info, 0, 1, IOF_BROADCAST_SLOTS, &tids, &count)) return ThrowType(info, 0, "an Int32Array of 1 to 8192 thread ids");
+  std::vector<char> text(count * (IOF_STAT_MAX + 1));
+  long length = iof_read_task_stats(tids, static_cast<int>(count), text.data(), text.size());
+  if (length < 0) return Num(info, length);
+  napi_value result;
+  if (napi_create_string_latin1(info.Env(), text.data(), static_cast<size_t>(length), &result) != napi_ok) return Num(info, -ENOMEM);
+  return Napi::Value(info.Env(), result);
+}
 Napi::Value BroadcastLeave(const Napi::CallbackInfo& info) { return Num(info, iof_broadcast_leave()); }
 Napi::Value BroadcastSignal(const Napi::CallbackInfo& info) { return Num(info, iof_broadcast_signal()); }
 Napi::Value BroadcastOwner(const Napi::CallbackInfo& info) { return Num(info, iof_broadcast_owner()); }
@@ -306,6 +319,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("tgkill", Napi::Function::New(env, IntIntFn<int, iof_tgkill>, "tgkill"));
   exports.Set("broadcastResult", Napi::Function::New(env, IntFn<iof_broadcast_result>, "broadcastResult"));
   exports.Set("broadcastPass", Napi::Function::New(env, BroadcastPass, "broadcastPass"));
+  exports.Set("readTaskStats", Napi::Function::New(env, ReadTaskStats, "readTaskStats"));
   exports.Set("broadcastLeave", Napi::Function::New(env, BroadcastLeave, "broadcastLeave"));
   exports.Set("broadcastSignal", Napi::Function::New(env, BroadcastSignal, "broadcastSignal"));
   exports.Set("broadcastOwner", Napi::Function::New(env, BroadcastOwner, "broadcastOwner"));

@@ -8,6 +8,8 @@
 #ifndef IO_FLUSHER_THREAD_BROADCAST_H
 #define IO_FLUSHER_THREAD_BROADCAST_H
 
+#include <stddef.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -69,6 +71,12 @@ long iof_broadcast_result(int tid);
 // count is not 1..IOF_BROADCAST_SLOTS; -errno when /proc/self/task cannot be opened.
 long iof_broadcast_pass(int signo, const int* tids, int count, const int* no_wait, int no_wait_count, long wait_ms,
                         int* outcomes);
+
+// The read-back after a broadcast: /proc/self/task/TID/stat of each of `count` threads, each file's text followed by a
+// NUL byte in `out` (nothing but the NUL for a thread that is gone, or whose text does not fit IOF_STAT_MAX bytes).
+// `size` must be at least count * (IOF_STAT_MAX + 1). Returns the bytes written, or -EINVAL, or -errno.
+#define IOF_STAT_MAX 2047
+long iof_read_task_stats(const int* tids, int count, char* out, size_t size);
 
 // SIGRTMIN and SIGRTMAX as the C library defines them (glibc reserves the first few real-time signals).
 long iof_sigrtmin(void);

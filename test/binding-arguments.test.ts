@@ -26,6 +26,7 @@ describe('native binding argument checks', () => {
           [64, new Int32Array(1), new Int32Array(0), 1.5, new Int32Array(2)], [64, new Int32Array(1), new Int32Array(0), 0, new Int32Array(1)],
           [64, new Int32Array(1), new Int32Array(0), 0, new Float64Array(2)], [64, new Int32Array(2), new Int32Array(0), 0, new Int32Array(3)],
         ],
+        readTaskStats: [[], [[1]], [new Int32Array(0)], [new Uint32Array(1)], [new Int32Array(8193)]],
         execve: [[], ['/bin/true'], ['/bin/true', 'x', []], ['/bin/true', [1], []], ['/bin/true', [], [null]], [1, [], []]],
         getFdFlags: [[], ['0']],
         setFdFlags: [[], [0], [0, 'x']],
@@ -44,7 +45,7 @@ describe('native binding argument checks', () => {
       process.stdout.write(JSON.stringify(out));`);
     expect(r.status, r.stderr).toBe(0);
     const results = JSON.parse(r.stdout) as Array<[string, string, unknown]>;
-    expect(results.length).toBe(65);
+    expect(results.length).toBe(70);
     for (const result of results) expect(result.slice(1), result[0]).toEqual(['TypeError', 'ERR_INVALID_ARG_TYPE']);
   });
 
