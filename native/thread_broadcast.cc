@@ -72,8 +72,9 @@ void BroadcastHandler(int, siginfo_t*, void*) {
   int saved_errno = errno;  // a handler must not change errno under the interrupted code
   int tid = CurrentTid();
   Record(tid, iof_set_io_flusher(g_value.load(std::memory_order_acquire)));
-  int answers = g_answers.fetch_add(1) + 1;
-  if (g_waiting.load() && answers - g_wake_at.load() >= 0) {
+  // Counted modulo 2^32: "reached" is the difference read as signed.
+  unsigned answers = static_cast<unsigned>(g_answers.fetch_add(1)) + 1u;
+  if (g_waiting.load() && static_cast<int>(answers - static_cast<unsigned>(g_wake_at.load())) >= 0) {
     syscall(SYS_futex, reinterpret_cast<int*>(&g_answers), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
   }
   errno = saved_errno;
@@ -289,7 +290,7 @@ long iof_broadcast_pass(int signo, const int* tids, int count, const int* no_wai
       slice = std::min(slice, backoff_ns);
       backoff_ns = std::min(backoff_ns * 2, 5000000L);
     }
-    g_wake_at.store(seen + static_cast<int>(waiting.size()));
+    g_wake_at.store(static_cast<int>(static_cast<unsigned>(seen) + static_cast<unsigned>(waiting.size())));
     g_waiting.store(true);
     struct timespec wait = {slice / 1000000000L, slice % 1000000000L};
     syscall(SYS_futex, reinterpret_cast<int*>(&g_answers), FUTEX_WAIT_PRIVATE, seen, &wait, nullptr, 0);
