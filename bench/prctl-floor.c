@@ -6,23 +6,14 @@
 #include <sys/prctl.h>
 #include <time.h>
 
+#include "timing.h"
+
 #ifndef PR_SET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57
 #endif
 #ifndef PR_GET_IO_FLUSHER
 #define PR_GET_IO_FLUSHER 58
 #endif
-
-static double now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
-static int cmp(const void* a, const void* b) {
-  double x = *(const double*)a, y = *(const double*)b;
-  return x < y ? -1 : x > y;
-}
 
 int main(int argc, char** argv) {
   long iterations = argc > 1 ? atol(argv[1]) : 200000;

@@ -106,3 +106,27 @@ export const SIGCANCEL = 32;
 export const SIGSETXID = 33;
 export const GLIBC_SIGRTMIN = 34;
 export const GLIBC_SIGRTMAX = 64;
+
+/**
+ * The thread broadcast's native side (native/thread_broadcast.h, mirrored here): the most threads one pass takes
+ * (IOF_BROADCAST_SLOTS), and the per-thread outcome codes of broadcastPass (IOF_PASS_*).
+ */
+export const BROADCAST_SLOTS = 8192;
+export const BROADCAST_OUTCOME = {
+  /** Not looked at yet (what a pass starts from). */
+  new: 0,
+  /** Sent the signal, no answer yet (it may be pending there). Not final. */
+  signalled: 1,
+  /** Blocks every signal, the C library's own too (a thread starting or ending): not sent it yet. Not final. */
+  newborn: 2,
+  /** The handler ran there; the value is its prctl result (0 or -errno). */
+  answered: 3,
+  /** Gone before it could be signalled (no /proc entry, or tgkill ESRCH). */
+  exited: 4,
+  /** Blocks the signal itself: never sent it. */
+  blocksSignal: 5,
+  /** Took the signal, but the result table was full: the answer was not recorded (the /proc read-back decides). */
+  unrecorded: 6,
+  /** tgkill failed otherwise; the value is its -errno. */
+  sendFailed: 7,
+} as const;

@@ -35,6 +35,19 @@ export interface NativeBinding {
   tgkill(tid: number, signo: number): number;
   /** The handler's prctl result on `tid` (0 or -errno), 1 while it has not run there, -ENOSPC when the table is full. */
   broadcastResult(tid: number): number;
+  /**
+   * One pass of the installed broadcast over `tids` (1..BROADCAST_SLOTS threads): reads each one's SigBlk, never
+   * signals one that blocks `signo` (a newborn one, blocking the C library's signals too, is looked at again until
+   * the deadline unless it is in `noWait`), tgkills the others and waits up to `timeoutMs` for their answers.
+   * Writes outcomes[2i] (a BROADCAST_OUTCOME code) and outcomes[2i+1] (its value) per thread. 0, or -EINVAL (signo
+   * is not the installed broadcast's), or -errno.
+   */
+  broadcastPass(signo: number, tids: Int32Array, noWait: Int32Array, timeoutMs: number, outcomes: Int32Array): number;
+  /**
+   * The read-back: /proc/self/task/TID/stat of each of `tids` (1..BROADCAST_SLOTS), each text followed by a NUL (an
+   * empty text for a thread that is gone, or whose text was too long to be read whole), as one latin1 string; or -errno.
+   */
+  readTaskStats(tids: Int32Array): string | number;
   sigrtmin(): number;
   sigrtmax(): number;
 

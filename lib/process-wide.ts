@@ -15,9 +15,9 @@ import { performance } from 'node:perf_hooks';
 import { BackendName, KernelBackend } from './backend';
 import { withModelledIoFlusher } from './emulator';
 import { FailureContext, IoFlusherError, prctlFailure } from './errors';
-import { IO_FLUSHER_FLAGS, PR_SET_IO_FLUSHER } from './kernel-constants';
+import { BROADCAST_OUTCOME, BROADCAST_SLOTS, IO_FLUSHER_FLAGS, PR_SET_IO_FLUSHER } from './kernel-constants';
 import { loadNativeBinding, NativeBinding } from './native-binding';
-import { escapeName, readProcFile, readTaskIds, readThreadStat } from './procfs';
+import { escapeName, parseStatTexts, readProcFile, readTaskIds, readThreadStat, StatFields } from './procfs';
 import { assertBoolean, assertObject } from './validate';
 
 /** Why a thread is not in the requested state. */
@@ -72,15 +72,7 @@ export interface ProcessIoFlusherOptions {
   maxPasses?: number;
 }
 
-const ESRCH = 3;
-const ENOSPC = 28;
 const EBUSY = 16;
-const PENDING = 1; // IOF_BROADCAST_PENDING in native/thread_broadcast.h
-
-const sleeper = new Int32Array(new SharedArrayBuffer(4));
-function sleepMs(ms: number): void {
-  Atomics.wait(sleeper, 0, 0, ms);
-}
 
 /** A thread's SigBlk or SigPnd mask from /proc/self/task/TID/status (bit n-1 is signal n); undefined when gone. */
 function signalMask(tid: number, field: 'SigBlk' | 'SigPnd'): bigint | undefined {
@@ -100,17 +92,6 @@ const has = (mask: bigint, signo: number): boolean => ((mask >> BigInt(signo - 1
 function signalMaskHas(tid: number, field: 'SigBlk' | 'SigPnd', signo: number): boolean | undefined {
   const mask = signalMask(tid, field);
   return mask === undefined ? undefined : has(mask, signo);
-}
-
-/**
- * The C library's own signals, 32 and 33 (glibc: SIGCANCEL, SIGSETXID; musl uses 32-34). sigfillset() leaves them
- * out, so a program that blocks every signal itself (Node's signal watchdog thread: SigBlk fffffffe7ffbfeff) never
- * blocks these. Only the C library does, around a thread's start and end: pthread_create() blocks every signal in the
- * new thread until start_thread() has set it up, and a thread blocks them all again on its way out. A thread that
- * blocks them is in that window: it will take signals (or be gone) in a moment.
- */
-function inLibcWindow(blocked: bigint): boolean {
-  return has(blocked, 32) || has(blocked, 33);
 }
 
 function errnoName(negErrno: number): string {
@@ -186,6 +167,12 @@ function broadcastBusy(detail: string): IoFlusherError {
   });
 }
 
+/** An errno the broadcast's native side answered that no caller expects. */
+function broadcastFailure(negErrno: number, syscall: string, what: string, hint: string): IoFlusherError {
+  const code = errnoName(negErrno);
+  return new IoFlusherError({ code, errno: negErrno, syscall, reason: 'unexpected-errno', message: `${code}: ${what}`, hint });
+}
+
 /** Threads of this process (and the process itself, ShdPnd) that have `signo` pending. */
 function threadsWithSignalPending(signo: number): number[] {
   const pending = readTaskIds(process.pid).filter((tid) => signalMaskHas(tid, 'SigPnd', signo) === true);
@@ -239,6 +226,31 @@ function restoreOnceTaken(binding: NativeBinding, signo: number): void {
   timer.unref();
 }
 
+/**
+ * The stat fields of each thread (undefined: gone), for the read-back: with the addon, one native call per
+ * BROADCAST_SLOTS threads; a thread it could not read whole (or every thread, without the addon) read on its own.
+ */
+function readStats(binding: NativeBinding | undefined, tids: number[]): Array<StatFields | undefined> {
+  const stats: Array<StatFields | undefined> = [];
+  for (let from = 0; from < tids.length; from += BROADCAST_SLOTS) {
+    const chunk = tids.slice(from, from + BROADCAST_SLOTS);
+    const text = binding?.readTaskStats(Int32Array.from(chunk));
+    const parsed = typeof text === 'string' ? parseStatTexts(text) : [];
+    chunk.forEach((tid, i) => {
+      let stat = parsed[i];
+      if (stat === undefined) {
+        try {
+          stat = readThreadStat(process.pid, tid);
+        } catch {
+          // Gone since.
+        }
+      }
+      stats.push(stat);
+    });
+  }
+  return stats;
+}
+
 /** Verifies every thread from /proc and builds the report. */
 function finish(
   enabled: boolean,
@@ -248,17 +260,13 @@ function finish(
   modelledFlags?: (tid: number, startTime: number) => number | undefined,
 ): ProcessIoFlusherReport {
   const threads: ThreadCoverage[] = [];
-  for (const [tid, outcome] of [...outcomes].sort((a, b) => a[0] - b[0])) {
-    let name = '';
-    let flags: number | null = null;
-    try {
-      const stat = readThreadStat(process.pid, tid);
-      name = stat.name;
-      const modelled = modelledFlags?.(tid, stat.startTime);
-      flags = modelled === undefined ? stat.flags : withModelledIoFlusher(stat.flags, modelled);
-    } catch {
-      // Gone since.
-    }
+  const sorted = [...outcomes].sort((a, b) => a[0] - b[0]);
+  const stats = readStats(backend.binding, sorted.map(([tid]) => tid));
+  for (const [i, [tid, outcome]] of sorted.entries()) {
+    const stat = stats[i];
+    const name = stat?.name ?? '';
+    const modelled = stat && modelledFlags?.(tid, stat.startTime);
+    const flags: number | null = stat === undefined ? null : modelled === undefined ? stat.flags : withModelledIoFlusher(stat.flags, modelled);
     // Coverage is what /proc shows, whatever the handler said: a thread that blocks the signal but already has the
     // requested state (inherited it, or is being cleared and never had it) is covered.
     const inState = flags !== null && ((flags & IO_FLUSHER_FLAGS) === IO_FLUSHER_FLAGS) === enabled;
@@ -288,7 +296,63 @@ function finish(
  */
 const stuckInLibcWindow = new Set<number>();
 
+/** The longest one native broadcastPass call waits before JavaScript runs again. */
+const PASS_WAIT_SLICE_MS = 10;
+
 type Outcome = Omit<ThreadCoverage, 'name' | 'flags' | 'covered'>;
+
+/**
+ * One pass of the broadcast over `tids`, in one native call (see broadcastPass in lib/native-binding.ts): what each
+ * thread answered, or why it was not reached, into `outcomes`; threads that may still have the signal pending into
+ * `stillPending`.
+ */
+function signalPass(binding: NativeBinding, signo: number, tids: number[], timeoutMs: number, outcomes: Map<number, Outcome>, stillPending: number[]): void {
+  const ids = Int32Array.from(tids);
+  const noWait = Int32Array.from(tids.filter((tid) => stuckInLibcWindow.has(tid)));
+  const answers = new Int32Array(2 * tids.length); // every thread BROADCAST_OUTCOME.new
+  const deadline = performance.now() + timeoutMs;
+  // The native call waits in slices, so a Worker terminated inside this call stops within one.
+  for (let waitMs = Math.min(PASS_WAIT_SLICE_MS, timeoutMs); ; ) {
+    const unsettled = binding.broadcastPass(signo, ids, noWait, waitMs, answers);
+    if (unsettled < 0) {
+      throw broadcastFailure(unsettled, 'tgkill', `the broadcast pass on signal ${signo} failed`, 'threads not yet signalled by this pass were left as they were');
+    }
+    const left = deadline - performance.now();
+    if (unsettled === 0 || left <= 0) break;
+    waitMs = Math.min(PASS_WAIT_SLICE_MS, Math.ceil(left));
+  }
+  tids.forEach((tid, i) => {
+    const code = answers[2 * i];
+    const value = answers[2 * i + 1]!;
+    switch (code) {
+      case BROADCAST_OUTCOME.answered:
+        outcomes.set(tid, value === 0 ? { tid, via: 'signal' } : { tid, via: 'signal', reason: 'refused', code: errnoName(value) });
+        break;
+      case BROADCAST_OUTCOME.unrecorded:
+        // More threads answered than the native table holds: this answer was not recorded. The signal has been
+        // taken, so the handler has made the prctl, and the /proc read-back decides coverage (never `timed-out`).
+        outcomes.set(tid, { tid, via: 'signal' });
+        break;
+      case BROADCAST_OUTCOME.exited:
+        outcomes.set(tid, { tid, via: 'none', reason: 'exited' });
+        break;
+      case BROADCAST_OUTCOME.sendFailed:
+        outcomes.set(tid, { tid, via: 'none', reason: 'refused', code: errnoName(value) });
+        break;
+      case BROADCAST_OUTCOME.newborn:
+        // Blocked every signal for a whole pass: later calls report it at once instead of waiting for it again.
+        stuckInLibcWindow.add(tid);
+        outcomes.set(tid, { tid, via: 'none', reason: 'blocks-signal' });
+        break;
+      case BROADCAST_OUTCOME.blocksSignal:
+        outcomes.set(tid, { tid, via: 'none', reason: 'blocks-signal' }); // its own choice: no signal reaches it
+        break;
+      default: // BROADCAST_OUTCOME.signalled: no answer by the deadline
+        outcomes.set(tid, { tid, via: 'none', reason: 'timed-out' });
+        stillPending.push(tid);
+    }
+  });
+}
 
 /**
  * Puts every thread of this process in the requested state. Throws IoFlusherError when the calling thread itself
@@ -353,16 +417,7 @@ export function setProcessIoFlusherWith(
   const signo = chooseSignal(binding, requestedSignal, backend.failureContext());
   const installed = binding.broadcastInstall(signo, value);
   if (installed === -EBUSY) throw broadcastBusy('another setProcessIoFlusher() in this process (another Worker) has just installed its handler');
-  if (installed < 0) {
-    throw new IoFlusherError({
-      code: errnoName(installed),
-      errno: installed,
-      syscall: 'sigaction',
-      reason: 'unexpected-errno',
-      message: `${errnoName(installed)}: could not install the broadcast handler for signal ${signo}`,
-      hint: 'sigaction failed; nothing was changed',
-    });
-  }
+  if (installed < 0) throw broadcastFailure(installed, 'sigaction', `could not install the broadcast handler for signal ${signo}`, 'sigaction failed; nothing was changed');
   let passes = 0;
   const stillPending: number[] = [];
   let handlerRestored = false;
@@ -378,60 +433,8 @@ export function setProcessIoFlusherWith(
         break;
       }
       passes++;
-      const waiting: number[] = [];
-      let blocking: number[] = [];
-      const signal = (tid: number): void => {
-        const sent = binding.tgkill(tid, signo);
-        if (sent === 0) waiting.push(tid);
-        else outcomes.set(tid, { tid, via: 'none', reason: sent === -ESRCH ? 'exited' : 'refused', code: errnoName(sent) });
-      };
-      for (const tid of fresh) {
-        const blocked = signalMask(tid, 'SigBlk');
-        if (blocked === undefined) outcomes.set(tid, { tid, via: 'none', reason: 'exited' });
-        else if (!has(blocked, signo)) signal(tid);
-        // Newborn (or ending): checked again below until it takes signals, exits, or the pass times out.
-        else if (inLibcWindow(blocked) && !stuckInLibcWindow.has(tid)) blocking.push(tid);
-        else outcomes.set(tid, { tid, via: 'none', reason: 'blocks-signal' }); // its own choice: no signal reaches it
-      }
-      const deadline = performance.now() + timeoutMs;
-      let pollMs = 0.05;
-      while (waiting.length || blocking.length) {
-        for (let i = waiting.length - 1; i >= 0; i--) {
-          const tid = waiting[i]!;
-          const result = binding.broadcastResult(tid);
-          if (result === PENDING) continue;
-          if (result === -ENOSPC) {
-            // More threads answered than the native table holds: this answer was not recorded. Once the signal has
-            // been taken the handler has made the prctl, and the /proc read-back decides coverage (never `timed-out`).
-            if (signalMaskHas(tid, 'SigPnd', signo) === true) continue;
-            outcomes.set(tid, { tid, via: 'signal' });
-          } else {
-            outcomes.set(tid, result === 0 ? { tid, via: 'signal' } : { tid, via: 'signal', reason: 'refused', code: errnoName(result) });
-          }
-          waiting.splice(i, 1);
-        }
-        const stillBlocking: number[] = [];
-        for (const tid of blocking) {
-          const blocked = signalMaskHas(tid, 'SigBlk', signo);
-          if (blocked === undefined) outcomes.set(tid, { tid, via: 'none', reason: 'exited' });
-          else if (blocked) stillBlocking.push(tid);
-          else signal(tid); // a newborn thread that has started running
-        }
-        blocking = stillBlocking;
-        if (!waiting.length && !blocking.length) break;
-        if (performance.now() > deadline) {
-          for (const tid of blocking) {
-            outcomes.set(tid, { tid, via: 'none', reason: 'blocks-signal' });
-            stuckInLibcWindow.add(tid);
-          }
-          for (const tid of waiting) {
-            outcomes.set(tid, { tid, via: 'none', reason: 'timed-out' });
-            stillPending.push(tid);
-          }
-          break;
-        }
-        sleepMs(pollMs);
-        pollMs = Math.min(pollMs * 2, 5);
+      for (let from = 0; from < fresh.length; from += BROADCAST_SLOTS) {
+        signalPass(binding, signo, fresh.slice(from, from + BROADCAST_SLOTS), timeoutMs, outcomes, stillPending);
       }
     }
   } finally {

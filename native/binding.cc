@@ -106,6 +106,42 @@ Napi::Value BroadcastInstall(const Napi::CallbackInfo& info) {
   if (!ULongAt(info, 1, &value)) return ThrowType(info, 1, "an integer or a bigint");
   return Num(info, iof_broadcast_install(signo, value));
 }
+// An Int32Array of at most `max` elements (at least `min`): its elements and length, or false.
+bool Int32ArrayAt(const Napi::CallbackInfo& info, size_t index, size_t min, size_t max, int32_t** data, size_t* length) {
+  if (info.Length() <= index || !info[index].IsTypedArray()) return false;
+  Napi::TypedArray array = info[index].As<Napi::TypedArray>();
+  if (array.TypedArrayType() != napi_int32_array || array.ElementLength() < min || array.ElementLength() > max) return false;
+  *data = reinterpret_cast<int32_t*>(static_cast<uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset());
+  *length = array.ElementLength();
+  return true;
+}
+
+// broadcastPass(signo, tids: Int32Array (1..slots), noWait: Int32Array (0..slots), timeoutMs, outcomes: Int32Array
+// (2 per tid)): see iof_broadcast_pass.
+Napi::Value BroadcastPass(const Napi::CallbackInfo& info) {
+  int signo, timeout_ms;
+  int32_t *tids, *no_wait, *outcomes;
+  size_t count, no_wait_count, outcome_count;
+  if (!IntAt(info, 0, &signo)) return ThrowType(info, 0, "an int");
+  if (!Int32ArrayAt(info, 1, 1, IOF_BROADCAST_SLOTS, &tids, &count)) return ThrowType(info, 1, "an Int32Array of 1 to 8192 thread ids");
+  if (!Int32ArrayAt(info, 2, 0, IOF_BROADCAST_SLOTS, &no_wait, &no_wait_count)) return ThrowType(info, 2, "an Int32Array of at most 8192 thread ids");
+  if (!IntAt(info, 3, &timeout_ms)) return ThrowType(info, 3, "an int");
+  if (!Int32ArrayAt(info, 4, 2 * count, SIZE_MAX, &outcomes, &outcome_count)) return ThrowType(info, 4, "an Int32Array of 2 elements per thread id");
+  return Num(info, iof_broadcast_pass(signo, tids, static_cast<int>(count), no_wait, static_cast<int>(no_wait_count), timeout_ms, outcomes));
+}
+// readTaskStats(tids: Int32Array (1..slots)): the stat texts, each followed by a NUL, as one latin1 string (the
+// bytes as they are, like lib/procfs.ts reads them), or -errno.
+Napi::Value ReadTaskStats(const Napi::CallbackInfo& info) {
+  int32_t* tids;
+  size_t count;
+  if (!Int32ArrayAt(info, 0, 1, IOF_BROADCAST_SLOTS, &tids, &count)) return ThrowType(info, 0, "an Int32Array of 1 to 8192 thread ids");
+  std::vector<char> text(count * (IOF_STAT_MAX + 1));
+  long length = iof_read_task_stats(tids, static_cast<int>(count), text.data(), text.size());
+  if (length < 0) return Num(info, length);
+  napi_value result;
+  if (napi_create_string_latin1(info.Env(), text.data(), static_cast<size_t>(length), &result) != napi_ok) return Num(info, -ENOMEM);
+  return Napi::Value(info.Env(), result);
+}
 Napi::Value BroadcastLeave(const Napi::CallbackInfo& info) { return Num(info, iof_broadcast_leave()); }
 Napi::Value BroadcastSignal(const Napi::CallbackInfo& info) { return Num(info, iof_broadcast_signal()); }
 Napi::Value BroadcastOwner(const Napi::CallbackInfo& info) { return Num(info, iof_broadcast_owner()); }
@@ -283,6 +319,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     {"broadcastRestore", IntIntFn<int, iof_broadcast_restore>},
     {"tgkill", IntIntFn<int, iof_tgkill>},
     {"broadcastResult", IntFn<iof_broadcast_result>},
+    {"broadcastPass", BroadcastPass},
+    {"readTaskStats", ReadTaskStats},
     {"broadcastLeave", BroadcastLeave},
     {"broadcastSignal", BroadcastSignal},
     {"broadcastOwner", BroadcastOwner},

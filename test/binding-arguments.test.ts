@@ -18,6 +18,15 @@ describe('native binding argument checks', () => {
         broadcastRestore: [[], [64], ['64', 0]],
         tgkill: [[], [1], [1, null]],
         broadcastResult: [[], [{}]],
+        broadcastPass: [
+          [], [64], ['64', new Int32Array(1), new Int32Array(0), 0, new Int32Array(2)],
+          [64, [1], new Int32Array(0), 0, new Int32Array(2)], [64, new Uint32Array(1), new Int32Array(0), 0, new Int32Array(2)],
+          [64, new Int32Array(0), new Int32Array(0), 0, new Int32Array(0)], [64, new Int32Array(8193), new Int32Array(0), 0, new Int32Array(16386)],
+          [64, new Int32Array(1), undefined, 0, new Int32Array(2)], [64, new Int32Array(1), new Int32Array(8193), 0, new Int32Array(2)],
+          [64, new Int32Array(1), new Int32Array(0), 1.5, new Int32Array(2)], [64, new Int32Array(1), new Int32Array(0), 0, new Int32Array(1)],
+          [64, new Int32Array(1), new Int32Array(0), 0, new Float64Array(2)], [64, new Int32Array(2), new Int32Array(0), 0, new Int32Array(3)],
+        ],
+        readTaskStats: [[], [[1]], [new Int32Array(0)], [new Uint32Array(1)], [new Int32Array(8193)]],
         execve: [[], ['/bin/true'], ['/bin/true', 'x', []], ['/bin/true', [1], []], ['/bin/true', [], [null]], [1, [], []]],
         getFdFlags: [[], ['0']],
         setFdFlags: [[], [0], [0, 'x']],
@@ -36,8 +45,24 @@ describe('native binding argument checks', () => {
       process.stdout.write(JSON.stringify(out));`);
     expect(r.status, r.stderr).toBe(0);
     const results = JSON.parse(r.stdout) as Array<[string, string, unknown]>;
-    expect(results.length).toBe(52);
+    expect(results.length).toBe(70);
     for (const result of results) expect(result.slice(1), result[0]).toEqual(['TypeError', 'ERR_INVALID_ARG_TYPE']);
+  });
+
+  it('broadcastPass runs only on the installed broadcast\'s signal, and with a non-negative wait: -EINVAL, nobody signalled', () => {
+    const r = runNode(`
+      const b = require('./dist/native-binding.js').loadNativeBinding().binding;
+      const self = new Int32Array([b.gettid()]);
+      const outcomes = new Int32Array(2);
+      const out = [b.broadcastPass(64, self, new Int32Array(0), 0, outcomes)]; // nothing installed
+      out.push(b.broadcastInstall(64, 0));
+      out.push(b.broadcastPass(63, self, new Int32Array(0), 0, outcomes)); // another signal
+      out.push(b.broadcastPass(64, self, new Int32Array(0), -1, outcomes)); // a negative wait
+      out.push(...outcomes); // untouched
+      out.push(b.broadcastRestore(64, b.gettid()));
+      process.stdout.write(JSON.stringify(out));`);
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual([-22, 0, -22, -22, 0, 0, 0]);
   });
 
   it('no broadcast handler on a signal that is not real-time (SIGSEGV, SIGCHLD): -EINVAL, disposition untouched', () => {

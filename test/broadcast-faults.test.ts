@@ -205,7 +205,17 @@ describe('setProcessIoFlusher: the native result table has no silent limit', () 
     const { setProcessIoFlusherWith } = await import('../dist/process-wide.js');
     // The real binding, except that every signalled thread's answer finds the table full, as with more threads than
     // its slots (8192): each thread still takes the signal and makes its prctl.
-    const full: NativeBinding = { ...binding, broadcastResult: () => -28 };
+    const { BROADCAST_OUTCOME } = await import('../dist/kernel-constants.js');
+    const full: NativeBinding = {
+      ...binding,
+      broadcastPass: (signo, tids, noWait, timeoutMs, outcomes) => {
+        const rc = binding.broadcastPass(signo, tids, noWait, timeoutMs, outcomes);
+        for (let i = 0; i < outcomes.length; i += 2) {
+          if (outcomes[i] === BROADCAST_OUTCOME.answered) outcomes.set([BROADCAST_OUTCOME.unrecorded, 0], i);
+        }
+        return rc;
+      },
+    };
     const backend = nativeBackend(full);
     const report = reportOf(() => setProcessIoFlusherWith(backend, true, { timeoutMs: 30_000 }));
     const signalled = report.threads.filter((t) => t.via === 'signal');

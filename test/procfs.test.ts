@@ -3,7 +3,8 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import * as io from '../dist/index.js';
-import { parseStatLine } from '../dist/procfs.js';
+import { loadNativeBinding, NativeBinding } from '../dist/native-binding.js';
+import { parseStatLine, parseStatTexts, readTaskIds, readThreadStat } from '../dist/procfs.js';
 import { caught, statusMask } from './helpers';
 
 const STAT_TAIL = '2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23';
@@ -27,6 +28,27 @@ describe('parseStatLine', () => {
     expect(() => parseStatLine('')).toThrow(SyntaxError);
     expect(() => parseStatLine('12 node S 1')).toThrow(SyntaxError);
     expect(() => parseStatLine('12 (node) S 1 2')).toThrow(SyntaxError);
+  });
+});
+
+describe('the native read-back (readTaskStats, one call for many threads)', () => {
+  it('gives what reading each stat file gives, and undefined for a thread that does not exist', () => {
+    const binding = (loadNativeBinding() as { binding: NativeBinding }).binding;
+    const tids = [...readTaskIds(process.pid), 2 ** 30];
+    const text = binding.readTaskStats(Int32Array.from(tids));
+    expect(typeof text).toBe('string');
+    const stats = parseStatTexts(text as string);
+    expect(stats.length).toBe(tids.length);
+    expect(stats.at(-1)).toBeUndefined();
+    for (const [i, tid] of tids.slice(0, -1).entries()) {
+      const { name, tid: statTid } = readThreadStat(process.pid, tid);
+      expect(stats[i]).toMatchObject({ tid: statTid, name });
+    }
+  });
+
+  it('a name with a newline or bytes above 0x7f reads the same as one file at a time (texts end at a NUL)', () => {
+    const stats = parseStatTexts(`1 (a\nb) S 1 1 1 0 -1 64 ${STAT_TAIL}\0\0` + `2 (\xc3\xa9) S 1 1 1 0 -1 64 ${STAT_TAIL}\0`);
+    expect(stats.map((s) => s?.name)).toEqual(['a\nb', undefined, '\u00e9']);
   });
 });
 
