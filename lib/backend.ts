@@ -17,6 +17,7 @@ export type BackendChoice = BackendName | 'auto';
 export const BACKEND_ENV = 'IO_FLUSHER_BACKEND';
 export const BACKEND_CHOICES: readonly BackendChoice[] = ['auto', 'native', 'emulated'];
 
+/** @internal */
 export interface KernelBackend {
   readonly name: BackendName;
   /** prctl(PR_SET_IO_FLUSHER, value, 0, 0, 0): 0 or -errno. */
@@ -43,6 +44,7 @@ function realFailureContext(): FailureContext {
   return { emulated: false, capSysResource, inUserNamespace: inUserNamespace(), kernelRelease, seccompMode };
 }
 
+/** @internal */
 export function nativeBackend(binding: NativeBinding): KernelBackend {
   return {
     name: 'native',
@@ -55,6 +57,7 @@ export function nativeBackend(binding: NativeBinding): KernelBackend {
   };
 }
 
+/** @internal */
 export function emulatedBackend(options: EmulatorOptions = {}): KernelBackend {
   const emulator = new EmulatedKernel(options);
   return {
@@ -75,7 +78,7 @@ export function emulatedBackend(options: EmulatorOptions = {}): KernelBackend {
   };
 }
 
-/** A chosen backend, with why it was chosen; `warning` is set when the choice means protection is NOT in effect. */
+/** A chosen backend, with why it was chosen; `warning` is set when the choice means protection is NOT in effect. @internal */
 export interface BackendSelection {
   backend: KernelBackend;
   reason: string;
@@ -96,6 +99,7 @@ export function backendFromEnvironment(): BackendChoice | undefined {
  * Chooses a backend. `native` never falls back: a missing addon throws. `auto` takes native when the addon loads
  * and the kernel has the feature (PR_GET_IO_FLUSHER answers anything but EINVAL: EPERM is a real answer from a
  * kernel that has it); otherwise the emulator, with a warning.
+ * @internal
  */
 export function selectBackend(choice: BackendChoice, source: string, emulatorOptions?: EmulatorOptions): BackendSelection {
   if (choice === 'emulated') {

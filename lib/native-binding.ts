@@ -5,6 +5,7 @@
 import * as path from 'node:path';
 import { IoFlusherError } from './errors';
 
+/** @internal */
 export interface NativeBinding {
   /** prctl(option, arg2, arg3, arg4, arg5), arguments passed through unchanged as unsigned long. */
   prctlRaw(option: number, arg2: number | bigint, arg3: number | bigint, arg4: number | bigint, arg5: number | bigint): number;
@@ -88,6 +89,7 @@ export interface NativeBinding {
   pageSize(): number;
 }
 
+/** @internal */
 export type NativeLoadResult =
   | { loaded: true; binding: NativeBinding; path: string }
   | { loaded: false; error: string; tried: string[] };
@@ -101,6 +103,7 @@ let cached: NativeLoadResult | undefined;
  * Loads the addon once per thread (each Worker loads its own instance). Order: IO_FLUSHER_BINDING (an explicit path
  * to a .node file, e.g. a cmake-js build elsewhere), then node-gyp-build's search of build/Release, build/Debug and
  * prebuilds/PLATFORM-ARCH. Never throws: the caller decides whether a missing addon is fatal.
+ * @internal
  */
 export function loadNativeBinding(): NativeLoadResult {
   if (cached) return cached;
@@ -158,7 +161,7 @@ export function loadNativeBinding(): NativeLoadResult {
   return cached;
 }
 
-/** The addon, or IoFlusherError ERR_IO_FLUSHER_NATIVE_UNAVAILABLE saying what needed it and how to get it. */
+/** The addon, or IoFlusherError ERR_IO_FLUSHER_NATIVE_UNAVAILABLE saying what needed it and how to get it. @internal */
 export function requireNativeBinding(neededFor: string): NativeBinding {
   const native = loadNativeBinding();
   if (!native.loaded) {

@@ -10,15 +10,14 @@
  * restored, and a thread that blocks the signal is never sent it (it would stay pending and, once the previous
  * SIG_DFL is back, kill the process): it is reported uncovered instead.
  */
-import * as util from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { BackendName, KernelBackend } from './backend';
 import { withModelledIoFlusher } from './emulator';
-import { FailureContext, IoFlusherError, prctlFailure } from './errors';
-import { BROADCAST_OUTCOME, BROADCAST_SLOTS, IO_FLUSHER_FLAGS, PR_SET_IO_FLUSHER } from './kernel-constants';
+import { errnoName, FailureContext, IoFlusherError, prctlFailure, systemError } from './errors';
+import { BROADCAST_OUTCOME, BROADCAST_SLOTS, EBUSY, GLIBC_SIGRTMAX, GLIBC_SIGRTMIN, IO_FLUSHER_FLAGS, PR_SET_IO_FLUSHER } from './kernel-constants';
 import { loadNativeBinding, NativeBinding } from './native-binding';
-import { escapeName, parseStatTexts, readProcFile, readTaskIds, readThreadStat, StatFields } from './procfs';
-import { assertBoolean, assertObject } from './validate';
+import { escapeName, hasSignal, parseStatTexts, readSharedPendingSignals, readTaskIds, readThreadSignalMask, readThreadStat, StatFields } from './procfs';
+import { assertBoolean, assertInteger, assertNumber, assertObject } from './validate';
 
 /** Why a thread is not in the requested state. */
 export type UncoveredReason = 'blocks-signal' | 'exited' | 'refused' | 'timed-out' | 'not-verified';
@@ -72,55 +71,27 @@ export interface ProcessIoFlusherOptions {
   maxPasses?: number;
 }
 
-const EBUSY = 16;
-
-/** A thread's SigBlk or SigPnd mask from /proc/self/task/TID/status (bit n-1 is signal n); undefined when gone. */
-function signalMask(tid: number, field: 'SigBlk' | 'SigPnd'): bigint | undefined {
-  let text: string;
-  try {
-    text = readProcFile(`/proc/self/task/${tid}/status`);
-  } catch {
-    return undefined; // gone
-  }
-  const hex = new RegExp(`^${field}:\\s*([0-9a-f]+)$`, 'm').exec(text)?.[1];
-  return hex === undefined ? undefined : BigInt(`0x${hex}`);
-}
-
-const has = (mask: bigint, signo: number): boolean => ((mask >> BigInt(signo - 1)) & 1n) === 1n;
-
 /** Whether a thread blocks or has pending a signal; undefined when it is gone. */
 function signalMaskHas(tid: number, field: 'SigBlk' | 'SigPnd', signo: number): boolean | undefined {
-  const mask = signalMask(tid, field);
-  return mask === undefined ? undefined : has(mask, signo);
-}
-
-function errnoName(negErrno: number): string {
-  return util.getSystemErrorName(negErrno);
+  const mask = readThreadSignalMask(tid, field);
+  return mask === undefined ? undefined : hasSignal(mask, signo);
 }
 
 /** The `signal` option's type, checked before anything else is done; its range needs the binding (chooseSignal). */
 function readSignalOption(value: unknown): number | undefined {
-  if (value === undefined) return undefined;
-  if (typeof value !== 'number') {
-    throw Object.assign(new TypeError(`The "options.signal" property must be of type number. Received type ${typeof value}`), { code: 'ERR_INVALID_ARG_TYPE' });
-  }
+  if (value !== undefined) assertNumber(value, 'options.signal');
   return value;
 }
 
 /** SIGRTMIN..SIGRTMAX as the C library defines them; glibc's values (34..64) where the addon is not loaded. */
 function realtimeSignals(binding: NativeBinding | undefined): [number, number] {
-  return binding ? [binding.sigrtmin(), binding.sigrtmax()] : [34, 64];
+  return binding ? [binding.sigrtmin(), binding.sigrtmax()] : [GLIBC_SIGRTMIN, GLIBC_SIGRTMAX];
 }
 
 function assertSignalInRange(binding: NativeBinding | undefined, requested: number | undefined): void {
   if (requested === undefined) return;
   const [min, max] = realtimeSignals(binding);
-  if (!Number.isInteger(requested) || requested < min || requested > max) {
-    throw Object.assign(
-      new RangeError(`The value of "options.signal" is out of range. It must be an integer from ${min} to ${max}. Received ${requested}`),
-      { code: 'ERR_OUT_OF_RANGE' },
-    );
-  }
+  assertInteger(requested, 'options.signal', min, max);
 }
 
 function chooseSignal(binding: NativeBinding, requested: number | undefined, context: FailureContext): number {
@@ -145,45 +116,30 @@ function chooseSignal(binding: NativeBinding, requested: number | undefined, con
 
 function readNumberOption(value: unknown, name: string, fallback: number, max: number): number {
   if (value === undefined) return fallback;
-  if (typeof value !== 'number') {
-    throw Object.assign(new TypeError(`The "options.${name}" property must be of type number. Received type ${typeof value}`), { code: 'ERR_INVALID_ARG_TYPE' });
-  }
-  if (!Number.isInteger(value) || value < 1 || value > max) {
-    throw Object.assign(new RangeError(`The value of "options.${name}" is out of range. It must be an integer from 1 to ${max}. Received ${String(value)}`), {
-      code: 'ERR_OUT_OF_RANGE',
-    });
-  }
+  assertInteger(value, `options.${name}`, 1, max);
   return value;
 }
 
 function broadcastBusy(detail: string): IoFlusherError {
-  return new IoFlusherError({
-    code: 'EBUSY',
-    errno: -EBUSY,
+  return systemError({
     syscall: 'sigaction',
+    errno: EBUSY,
     reason: 'signal-in-use',
-    message: `EBUSY: resource busy or locked, sigaction: ${detail}`,
+    detail,
     hint: 'nothing was changed; call again later (an earlier call\'s handler is restored as soon as no thread has its signal pending)',
   });
 }
 
 /** An errno the broadcast's native side answered that no caller expects. */
 function broadcastFailure(negErrno: number, syscall: string, what: string, hint: string): IoFlusherError {
-  const code = errnoName(negErrno);
-  return new IoFlusherError({ code, errno: negErrno, syscall, reason: 'unexpected-errno', message: `${code}: ${what}`, hint });
+  return systemError({ syscall, errno: negErrno, reason: 'unexpected-errno', detail: what, hint });
 }
 
 /** Threads of this process (and the process itself, ShdPnd) that have `signo` pending. */
 function threadsWithSignalPending(signo: number): number[] {
   const pending = readTaskIds(process.pid).filter((tid) => signalMaskHas(tid, 'SigPnd', signo) === true);
-  let shared = false;
-  try {
-    const hex = /^ShdPnd:\s*([0-9a-f]+)$/m.exec(readProcFile('/proc/self/status'))?.[1];
-    shared = hex !== undefined && ((BigInt(`0x${hex}`) >> BigInt(signo - 1)) & 1n) === 1n;
-  } catch {
-    // no /proc/self/status: the per-thread answers stand
-  }
-  return shared ? [process.pid, ...pending] : pending;
+  const shared = readSharedPendingSignals(); // undefined (no /proc/self/status): the per-thread answers stand
+  return shared !== undefined && hasSignal(shared, signo) ? [process.pid, ...pending] : pending;
 }
 
 /**
@@ -360,6 +316,7 @@ function signalPass(binding: NativeBinding, signo: number, tids: number[], timeo
  * when some live thread is left uncovered, also emits a process warning (code IO_FLUSHER_PARTIAL).
  * Every argument is checked, and the broadcast handler installed (or EBUSY answered), before the calling thread's
  * state is touched.
+ * @internal
  */
 export function setProcessIoFlusherWith(
   backend: KernelBackend,
