@@ -4,12 +4,13 @@
  * treat them alike. Not part of the public API (the conformance tests use `raw`).
  */
 import * as os from 'node:os';
-import { EmulatedKernel, EmulatorOptions } from './emulator';
+import { EmulatedKernel, EmulatorOptions, withModelledIoFlusher } from './emulator';
 import { FailureContext } from './errors';
 import { interpretGetAnswer } from './get-answer';
 import { PR_GET_IO_FLUSHER, PR_SET_IO_FLUSHER } from './kernel-constants';
 import { loadNativeBinding, NativeBinding, requireNativeBinding } from './native-binding';
 import { inUserNamespace, readSecurityStatus } from './procfs';
+import { emulatedThreadBroadcast, nativeThreadBroadcast, ThreadBroadcast } from './thread-broadcast';
 import { invalidEnvironment } from './validate';
 
 export type BackendName = 'native' | 'emulated';
@@ -30,10 +31,15 @@ export interface KernelBackend {
   threadId(): number;
   /** Context for explaining a failure; gathered only after one. */
   failureContext(): FailureContext;
+  /** How setProcessIoFlusher() reaches the other threads, and reads back their flags. */
+  readonly broadcast: ThreadBroadcast;
+  /**
+   * A thread's flags word (stat field 9) as this backend sees it, and whether that is the model's: the kernel's own,
+   * or, for a thread of this process under the emulator, the model's IO_FLUSHER bits over the kernel's.
+   */
+  flagsAsSeen(pid: number, tid: number, kernelFlags: number, startTime: number): { flags: number; emulated: boolean };
   /** The emulator behind an emulated backend. */
   readonly emulator?: EmulatedKernel;
-  /** The addon itself, for a native backend. */
-  readonly binding?: NativeBinding;
 }
 
 const kernelRelease = os.release();
@@ -48,12 +54,13 @@ function realFailureContext(): FailureContext {
 export function nativeBackend(binding: NativeBinding): KernelBackend {
   return {
     name: 'native',
-    binding,
     set: (value) => binding.setIoFlusher(value),
     get: () => binding.getIoFlusher(),
     raw: (option, a2, a3, a4, a5) => binding.prctlRaw(option, a2, a3, a4, a5),
     threadId: () => binding.gettid(),
     failureContext: realFailureContext,
+    broadcast: nativeThreadBroadcast(binding),
+    flagsAsSeen: (_pid, _tid, flags) => ({ flags, emulated: false }),
   };
 }
 
@@ -67,6 +74,9 @@ export function emulatedBackend(options: EmulatorOptions = {}): KernelBackend {
     get: () => emulator.prctl(PR_GET_IO_FLUSHER, 0n, 0n, 0n, 0n),
     raw: (option, a2, a3, a4, a5) => emulator.prctl(option, a2, a3, a4, a5),
     threadId: () => emulator.threadId,
+    broadcast: emulatedThreadBroadcast(emulator),
+    flagsAsSeen: (pid, tid, flags, startTime) =>
+      pid === process.pid ? { flags: withModelledIoFlusher(flags, emulator.flagsOf(tid, startTime) ?? 0), emulated: true } : { flags, emulated: false },
     failureContext: () => ({
       emulated: true,
       capSysResource: emulator.capSysResource,

@@ -4,7 +4,7 @@
  */
 import * as os from 'node:os';
 import { BACKEND_CHOICES, BackendChoice, BackendName, KernelBackend, selectBackend } from './backend';
-import { EmulatorOptions, withModelledIoFlusher } from './emulator';
+import type { EmulatorOptions } from './emulator';
 import { IoFlusherError, prctlFailure } from './errors';
 import { interpretGetAnswer } from './get-answer';
 import { PR_GET_IO_FLUSHER, PR_SET_IO_FLUSHER } from './kernel-constants';
@@ -178,11 +178,10 @@ export class IoFlusher {
   }
 
   private describe(pid: number, tid: number, name: string, kernelFlags: number, startTime: number): ThreadFlags {
-    const emulator = this.kernel.emulator;
-    if (!emulator || pid !== process.pid) return describeFlags(pid, tid, name, kernelFlags, false);
-    // Under the emulator the kernel has not set these bits; show the model's, marked as emulated.
-    const modelled = emulator.flagsOf(tid, startTime) ?? 0;
-    return describeFlags(pid, tid, name, withModelledIoFlusher(kernelFlags, modelled), true);
+    // Under the emulator the kernel has not set the IO_FLUSHER bits of this process's threads: the model's are shown,
+    // marked as emulated.
+    const seen = this.kernel.flagsAsSeen(pid, tid, kernelFlags, startTime);
+    return describeFlags(pid, tid, name, seen.flags, seen.emulated);
   }
 
   /** What the kernel offers this process and what this instance uses. Never throws. */
