@@ -11,22 +11,16 @@ import type { BackendName, KernelBackend } from './backend';
 import { errnoName, prctlFailure } from './errors';
 import { IO_FLUSHER_FLAGS, PR_SET_IO_FLUSHER } from './kernel-constants';
 import { escapeName, readTaskIds } from './procfs';
-import type { Outcome } from './thread-broadcast';
+import type { Outcome, ThreadVia, UncoveredReason } from './thread-broadcast';
 import { assertBoolean, assertInteger, assertNumber, assertObject } from './validate';
 
-/** Why a thread is not in the requested state. */
-export type UncoveredReason = 'blocks-signal' | 'exited' | 'refused' | 'timed-out' | 'not-verified';
+export type { UncoveredReason, ThreadVia };
 
-export interface ThreadCoverage {
-  tid: number;
+/** One thread in a report: what it answered (see Outcome) and what /proc shows. */
+export interface ThreadCoverage extends Outcome {
   name: string;
   /** The thread's /proc flags show the requested state. */
   covered: boolean;
-  /** How the prctl reached it: made directly (the calling thread), through the signal handler, or in the model. */
-  via: 'direct' | 'signal' | 'emulated' | 'none';
-  reason?: UncoveredReason;
-  /** For `refused`: the errno name the thread's prctl got. */
-  code?: string;
   /** The flags word read back, or null when the thread is gone. */
   flags: number | null;
 }

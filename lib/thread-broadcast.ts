@@ -18,7 +18,6 @@ import { withModelledIoFlusher } from './emulator';
 import { errnoName, FailureContext, IoFlusherError, systemError } from './errors';
 import { BROADCAST_OUTCOME, BROADCAST_SLOTS, EBUSY, GLIBC_SIGRTMAX, GLIBC_SIGRTMIN, IO_FLUSHER_FLAGS } from './kernel-constants';
 import { loadNativeBinding, NativeBinding } from './native-binding';
-import type { ThreadCoverage } from './process-wide';
 import { hasSignal, parseStatTexts, readSharedPendingSignals, readTaskIds, readThreadSignalMask, readThreadStat, StatFields } from './procfs';
 import { assertInteger } from './validate';
 
@@ -178,8 +177,20 @@ const stuckInLibcWindow = new Set<number>();
 /** The longest one native broadcastPass call waits before JavaScript runs again. */
 const PASS_WAIT_SLICE_MS = 10;
 
+/** Why a thread is not in the requested state. */
+export type UncoveredReason = 'blocks-signal' | 'exited' | 'refused' | 'timed-out' | 'not-verified';
+
+/** How the prctl reached a thread: made directly (the calling thread), through the signal handler, or in the model. */
+export type ThreadVia = 'direct' | 'signal' | 'emulated' | 'none';
+
 /** What one thread answered, or why it was not reached; the /proc read-back completes it into a ThreadCoverage. */
-export type Outcome = Omit<ThreadCoverage, 'name' | 'flags' | 'covered'>;
+export interface Outcome {
+  tid: number;
+  via: ThreadVia;
+  reason?: UncoveredReason;
+  /** For `refused`: the errno name the thread's prctl got. */
+  code?: string;
+}
 
 /**
  * One pass of the broadcast over `tids`, in one native call (see broadcastPass in lib/native-binding.ts): what each
