@@ -132,3 +132,42 @@ describe('setProcessIoFlusher, emulated', () => {
     expect(emu.listThreads().some((t) => t.ioFlusher)).toBe(false);
   });
 });
+
+// The contract every backend keeps, run once per backend (as bufferutil runs its suite once per implementation): native
+// with this process's own capability, the emulator with the same one and with the other, so both branches run here.
+describe.each([
+  ['native', capable, () => native],
+  ['emulated', capable, () => io.createIoFlusher({ backend: 'emulated', emulator: { capSysResource: capable } })],
+  ['emulated', !capable, () => io.createIoFlusher({ backend: 'emulated', emulator: { capSysResource: !capable } })],
+] as const)('setProcessIoFlusher, the contract of every backend: %s, CAP_SYS_RESOURCE %s', (name, withCapability, make) => {
+  const reportOf = (call: () => io.ProcessIoFlusherReport): io.ProcessIoFlusherReport => (withCapability ? call() : refusedReport(call));
+
+  it('reports exactly the threads /proc lists, the calling thread set directly, and coverage as listThreads() reads it', () => {
+    const instance = make();
+    const report = reportOf(() => instance.setProcessIoFlusher(true));
+    expect(report.backend).toBe(name);
+    const tids = fs.readdirSync('/proc/self/task').map(Number).sort((a, b) => a - b);
+    expect(report.threads.map((t) => t.tid)).toEqual(tids);
+    expect(report.threads.find((t) => t.tid === process.pid)).toMatchObject({ via: 'direct' });
+    expect(report.passes).toBeGreaterThanOrEqual(1);
+    const seen = new Map(instance.listThreads().map((t) => [t.tid, t.ioFlusher]));
+    for (const t of report.threads) expect(t.covered, `thread ${t.tid}`).toBe(seen.get(t.tid) === true);
+    expect(report.covered).toBe(report.threads.filter((t) => t.covered).length);
+    // Refused: nobody; allowed: everybody but threads no broadcast reaches (Node's signal-blocking watchdog).
+    if (!withCapability) expect(report.covered).toBe(0);
+    else expect(report.threads.filter((t) => !t.covered && t.reason !== 'blocks-signal')).toEqual([]);
+    expect(report.handlerRestored).toBe(true);
+    reportOf(() => instance.setProcessIoFlusher(false));
+    expect(instance.listThreads().some((t) => t.ioFlusher)).toBe(false);
+  });
+
+  it('refuses bad options alike, before anything is touched', () => {
+    const instance = make();
+    expect(() => instance.setProcessIoFlusher(true, { signal: 10 })).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
+    expect(() => instance.setProcessIoFlusher(true, { signal: '40' as unknown as number })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    expect(() => instance.setProcessIoFlusher(true, { timeoutMs: 0 })).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
+    expect(() => instance.setProcessIoFlusher(true, { maxPasses: 1.5 })).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
+    expect(() => instance.setProcessIoFlusher('yes' as unknown as boolean)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    expect(instance.listThreads().some((t) => t.ioFlusher)).toBe(false);
+  });
+});
