@@ -191,9 +191,10 @@ describe('scoped memory locking: no abort on any Node major', () => {
     expect(out.inWorker).toMatchObject({ buffers: MIB, other: 0 });
     expect(out.inWorker.code).toBeGreaterThan(32 * MIB);
     // The Worker's Buffer went with it. The code lock is the process's and stays, except for the Worker's own copy of
-    // V8's embedded builtins (V8 maps them per isolate from the node binary), unmapped when the Worker exits.
+    // V8's embedded builtins when V8 maps one for its isolate (usually, not always: Node 22 once mapped none in CI),
+    // unmapped when the Worker exits. From a Worker, lockMemory() covers at least all the code the main thread's did.
     expect(out.after).toMatchObject({ code: out.mapped.bytes, buffers: 0, other: 0, total: out.mapped.bytes });
-    expect(out.inWorker.code).toBeGreaterThan(out.mapped.bytes);
+    expect(out.inWorker.code).toBeGreaterThanOrEqual(out.mapped.bytes);
   });
 
   it('lockMemory() while Workers exit concurrently: their vanishing builtins mappings are skipped, not reported as the memlock limit', async () => {
