@@ -99,11 +99,9 @@ export const OOM_SCORE_ADJ_MIN = -1000;
 export const OOM_SCORE_ADJ_MAX = 1000;
 
 /**
- * The signals glibc keeps for itself, SIGCANCEL (32) and SIGSETXID (33) (nptl/pthreadP.h; musl uses 32-34), and
- * SIGRTMIN..SIGRTMAX as glibc defines them for programs (34..64): for when the addon that asks the C library is not loaded.
+ * SIGRTMIN..SIGRTMAX as glibc defines them for programs (34..64; it keeps 32 and 33 for itself, nptl/pthreadP.h): for
+ * when the addon that asks the C library is not loaded.
  */
-export const SIGCANCEL = 32;
-export const SIGSETXID = 33;
 export const GLIBC_SIGRTMIN = 34;
 export const GLIBC_SIGRTMAX = 64;
 

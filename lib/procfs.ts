@@ -306,26 +306,19 @@ export function statusMask(status: string, field: string): bigint | undefined {
   return hex === undefined ? undefined : BigInt(`0x${hex}`);
 }
 
-/** CAP_SYS_RESOURCE in the CapEff line of a /proc/PID/status text; undefined when the line is missing. */
-export function sysResourceInStatusText(status: string): boolean | undefined {
-  const capEff = statusMask(status, 'CapEff');
-  return capEff === undefined ? undefined : hasCapability(capEff, CAP_SYS_RESOURCE);
-}
-
-/** The Seccomp line of a /proc/PID/status text: 0 disabled, 1 strict, 2 filter; undefined when the kernel hides it. */
-export function seccompModeInStatusText(status: string): number | undefined {
-  const mode = /^Seccomp:\s*(\d+)$/m.exec(status)?.[1];
-  return mode === undefined ? undefined : Number(mode);
-}
-
 /**
- * What a failed prctl is explained with, read fresh from /proc/self/status in one read (capabilities can change):
+ * What a failed prctl is explained with, read fresh from /proc/self/status in one read (capabilities can change), with
+ * the same parser as probe():
  * CAP_SYS_RESOURCE in the effective set and the seccomp mode; each undefined when unknown (no /proc).
  */
 export function readSecurityStatus(): { capSysResource: boolean | undefined; seccompMode: number | undefined } {
   try {
-    const status = readProcFile('/proc/self/status');
-    return { capSysResource: sysResourceInStatusText(status), seccompMode: seccompModeInStatusText(status) };
+    const status = readStatus('self');
+    const capEff = status.get('CapEff');
+    return {
+      capSysResource: capEff === undefined ? undefined : hasCapability(BigInt(`0x${capEff}`), CAP_SYS_RESOURCE),
+      seccompMode: seccompModeFromStatus(status),
+    };
   } catch {
     return { capSysResource: undefined, seccompMode: undefined };
   }
