@@ -1,7 +1,8 @@
 /**
  * Backends: where a prctl goes. `native` is the kernel through the addon; `emulated` is lib/emulator.ts.
  * Both expose the same syscall-shaped calls (result or -errno), so the public API and the conformance table
- * treat them alike. Not part of the public API (the conformance tests use `raw`).
+ * treat them alike. The one door to the addon for the rest of lib/: the memory kit, exec and the CLI get their
+ * system calls here (`system`, systemCalls()). Not part of the public API (the conformance tests use `raw`).
  */
 import * as os from 'node:os';
 import { EmulatedKernel, EmulatorOptions, withModelledIoFlusher } from './emulator';
@@ -17,6 +18,64 @@ export type BackendName = 'native' | 'emulated';
 export type BackendChoice = BackendName | 'auto';
 export const BACKEND_ENV = 'IO_FLUSHER_BACKEND';
 export const BACKEND_CHOICES: readonly BackendChoice[] = ['auto', 'native', 'emulated'];
+
+/**
+ * The addon's calls that are real system calls whichever backend models IO_FLUSHER: memory locks and limits
+ * (lib/memory.ts), descriptors and execve (lib/exec.ts). The binding's own members, so the addon itself is one.
+ * @internal
+ */
+export type SystemCalls = Pick<
+  NativeBinding,
+  | 'mlock2'
+  | 'munlock'
+  | 'mapAnonymousBuffer'
+  | 'mlockBuffer'
+  | 'munlockBuffer'
+  | 'pageSize'
+  | 'getrlimit'
+  | 'setrlimit'
+  | 'execve'
+  | 'getFdFlags'
+  | 'setFdFlags'
+  | 'getFdCloexec'
+  | 'setFdCloexec'
+>;
+
+/** What needs the addon, per system call: the words of the error when it is not loaded (see requireNativeBinding). */
+const MEMORY_CALLS = 'memory locking and limits';
+const EXEC_CALLS = 'execve';
+const SYSTEM_CALL_PURPOSES: { readonly [name in keyof SystemCalls]: string } = {
+  mlock2: MEMORY_CALLS,
+  munlock: MEMORY_CALLS,
+  mapAnonymousBuffer: MEMORY_CALLS,
+  mlockBuffer: MEMORY_CALLS,
+  munlockBuffer: MEMORY_CALLS,
+  pageSize: MEMORY_CALLS,
+  getrlimit: MEMORY_CALLS,
+  setrlimit: MEMORY_CALLS,
+  execve: EXEC_CALLS,
+  getFdFlags: EXEC_CALLS,
+  setFdFlags: EXEC_CALLS,
+  getFdCloexec: EXEC_CALLS,
+  setFdCloexec: EXEC_CALLS,
+};
+
+/**
+ * The system calls for callers without a backend instance (lockMemory(), getMemlockLimit(), execve, the CLI): the
+ * addon, or IoFlusherError ERR_IO_FLUSHER_NATIVE_UNAVAILABLE saying `purpose` needs it.
+ * @internal
+ */
+export function systemCalls(purpose: string): SystemCalls {
+  return requireNativeBinding(purpose);
+}
+
+/** Without the addon: each call throws what requireNativeBinding throws for it, when it is made. */
+const systemCallsWithoutAddon = Object.fromEntries(
+  Object.entries(SYSTEM_CALL_PURPOSES).map(([name, purpose]) => [
+    name,
+    (...args: unknown[]) => (requireNativeBinding(purpose) as unknown as Record<string, (...a: unknown[]) => unknown>)[name]!(...args),
+  ]),
+) as unknown as SystemCalls;
 
 /** @internal */
 export interface KernelBackend {
@@ -38,6 +97,8 @@ export interface KernelBackend {
    * or, for a thread of this process under the emulator, the model's IO_FLUSHER bits over the kernel's.
    */
   flagsAsSeen(pid: number, tid: number, kernelFlags: number, startTime: number): { flags: number; emulated: boolean };
+  /** The system calls that are not prctl (memory locks and limits, descriptors, execve): the real kernel's. */
+  readonly system: SystemCalls;
   /** The emulator behind an emulated backend. */
   readonly emulator?: EmulatedKernel;
 }
@@ -61,6 +122,7 @@ export function nativeBackend(binding: NativeBinding): KernelBackend {
     failureContext: realFailureContext,
     broadcast: nativeThreadBroadcast(binding),
     flagsAsSeen: (_pid, _tid, flags) => ({ flags, emulated: false }),
+    system: binding,
   };
 }
 
@@ -75,6 +137,12 @@ export function emulatedBackend(options: EmulatorOptions = {}): KernelBackend {
     raw: (option, a2, a3, a4, a5) => emulator.prctl(option, a2, a3, a4, a5),
     threadId: () => emulator.threadId,
     broadcast: emulatedThreadBroadcast(emulator),
+    // The emulator models IO_FLUSHER only: memory locks, limits and exec are the real kernel's whichever backend
+    // models it, so they go to the addon. Looked up at each use, so a missing addon fails the call, not the backend.
+    get system() {
+      const native = loadNativeBinding();
+      return native.loaded ? native.binding : systemCallsWithoutAddon;
+    },
     flagsAsSeen: (pid, tid, flags, startTime) =>
       pid === process.pid ? { flags: withModelledIoFlusher(flags, emulator.flagsOf(tid, startTime) ?? 0), emulated: true } : { flags, emulated: false },
     failureContext: () => ({
@@ -86,6 +154,15 @@ export function emulatedBackend(options: EmulatorOptions = {}): KernelBackend {
       seccompMode: undefined,
     }),
   };
+}
+
+/** @internal The real kernel behind the addon, or why the addon did not load. */
+export type RealKernel = { loaded: true; path: string; backend: KernelBackend } | { loaded: false; error: string };
+
+/** The native backend whichever backend an instance uses (probe() asks the real kernel), or why there is none. @internal */
+export function realKernel(): RealKernel {
+  const native = loadNativeBinding();
+  return native.loaded ? { loaded: true, path: native.path, backend: nativeBackend(native.binding) } : { loaded: false, error: native.error };
 }
 
 /** A chosen backend, with why it was chosen; `warning` is set when the choice means protection is NOT in effect. @internal */
