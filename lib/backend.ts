@@ -2,7 +2,7 @@
  * Backends: where a prctl goes. `native` is the kernel through the addon; `emulated` is lib/emulator.ts.
  * Both expose the same syscall-shaped calls (result or -errno), so the public API and the conformance table
  * treat them alike. The one door to the addon for the rest of lib/: the memory kit, exec and the CLI get their
- * system calls here (`system`, systemCalls()). Not part of the public API (the conformance tests use `raw`).
+ * system calls here (systemCalls()). Not part of the public API (the conformance tests use `raw`).
  */
 import * as os from 'node:os';
 import { EmulatedKernel, EmulatorOptions, withModelledIoFlusher } from './emulator';
@@ -41,41 +41,16 @@ export type SystemCalls = Pick<
   | 'setFdCloexec'
 >;
 
-/** What needs the addon, per system call: the words of the error when it is not loaded (see requireNativeBinding). */
-const MEMORY_CALLS = 'memory locking and limits';
-const EXEC_CALLS = 'execve';
-const SYSTEM_CALL_PURPOSES: { readonly [name in keyof SystemCalls]: string } = {
-  mlock2: MEMORY_CALLS,
-  munlock: MEMORY_CALLS,
-  mapAnonymousBuffer: MEMORY_CALLS,
-  mlockBuffer: MEMORY_CALLS,
-  munlockBuffer: MEMORY_CALLS,
-  pageSize: MEMORY_CALLS,
-  getrlimit: MEMORY_CALLS,
-  setrlimit: MEMORY_CALLS,
-  execve: EXEC_CALLS,
-  getFdFlags: EXEC_CALLS,
-  setFdFlags: EXEC_CALLS,
-  getFdCloexec: EXEC_CALLS,
-  setFdCloexec: EXEC_CALLS,
-};
-
 /**
  * The system calls for callers without a backend instance (lockMemory(), getMemlockLimit(), execve, the CLI): the
- * addon, or IoFlusherError ERR_IO_FLUSHER_NATIVE_UNAVAILABLE saying `purpose` needs it.
+ * addon, or IoFlusherError ERR_IO_FLUSHER_NATIVE_UNAVAILABLE saying `purpose` needs it. They are not a member of
+ * KernelBackend: the emulator models IO_FLUSHER only, and memory locks, limits and exec are the real kernel's
+ * whichever backend models it.
  * @internal
  */
 export function systemCalls(purpose: string): SystemCalls {
   return requireNativeBinding(purpose);
 }
-
-/** Without the addon: each call throws what requireNativeBinding throws for it, when it is made. */
-const systemCallsWithoutAddon = Object.fromEntries(
-  Object.entries(SYSTEM_CALL_PURPOSES).map(([name, purpose]) => [
-    name,
-    (...args: unknown[]) => (requireNativeBinding(purpose) as unknown as Record<string, (...a: unknown[]) => unknown>)[name]!(...args),
-  ]),
-) as unknown as SystemCalls;
 
 /** @internal */
 export interface KernelBackend {
@@ -97,8 +72,6 @@ export interface KernelBackend {
    * or, for a thread of this process under the emulator, the model's IO_FLUSHER bits over the kernel's.
    */
   flagsAsSeen(pid: number, tid: number, kernelFlags: number, startTime: number): { flags: number; emulated: boolean };
-  /** The system calls that are not prctl (memory locks and limits, descriptors, execve): the real kernel's. */
-  readonly system: SystemCalls;
   /** The emulator behind an emulated backend. */
   readonly emulator?: EmulatedKernel;
 }
@@ -122,7 +95,6 @@ export function nativeBackend(binding: NativeBinding): KernelBackend {
     failureContext: realFailureContext,
     broadcast: nativeThreadBroadcast(binding),
     flagsAsSeen: (_pid, _tid, flags) => ({ flags, emulated: false }),
-    system: binding,
   };
 }
 
@@ -137,12 +109,6 @@ export function emulatedBackend(options: EmulatorOptions = {}): KernelBackend {
     raw: (option, a2, a3, a4, a5) => emulator.prctl(option, a2, a3, a4, a5),
     threadId: () => emulator.threadId,
     broadcast: emulatedThreadBroadcast(emulator),
-    // The emulator models IO_FLUSHER only: memory locks, limits and exec are the real kernel's whichever backend
-    // models it, so they go to the addon. Looked up at each use, so a missing addon fails the call, not the backend.
-    get system() {
-      const native = loadNativeBinding();
-      return native.loaded ? native.binding : systemCallsWithoutAddon;
-    },
     flagsAsSeen: (pid, tid, flags, startTime) =>
       pid === process.pid ? { flags: withModelledIoFlusher(flags, emulator.flagsOf(tid, startTime) ?? 0), emulated: true } : { flags, emulated: false },
     failureContext: () => ({
