@@ -1,7 +1,8 @@
 /**
  * Backends: where a prctl goes. `native` is the kernel through the addon; `emulated` is lib/emulator.ts.
  * Both expose the same syscall-shaped calls (result or -errno), so the public API and the conformance table
- * treat them alike. Not part of the public API (the conformance tests use `raw`).
+ * treat them alike. The one door to the addon for the rest of lib/: the memory kit, exec and the CLI get their
+ * system calls here (systemCalls()). Not part of the public API (the conformance tests use `raw`).
  */
 import * as os from 'node:os';
 import { EmulatedKernel, EmulatorOptions, withModelledIoFlusher } from './emulator';
@@ -17,6 +18,39 @@ export type BackendName = 'native' | 'emulated';
 export type BackendChoice = BackendName | 'auto';
 export const BACKEND_ENV = 'IO_FLUSHER_BACKEND';
 export const BACKEND_CHOICES: readonly BackendChoice[] = ['auto', 'native', 'emulated'];
+
+/**
+ * The addon's calls that are real system calls whichever backend models IO_FLUSHER: memory locks and limits
+ * (lib/memory.ts), descriptors and execve (lib/exec.ts). The binding's own members, so the addon itself is one.
+ * @internal
+ */
+export type SystemCalls = Pick<
+  NativeBinding,
+  | 'mlock2'
+  | 'munlock'
+  | 'mapAnonymousBuffer'
+  | 'mlockBuffer'
+  | 'munlockBuffer'
+  | 'pageSize'
+  | 'getrlimit'
+  | 'setrlimit'
+  | 'execve'
+  | 'getFdFlags'
+  | 'setFdFlags'
+  | 'getFdCloexec'
+  | 'setFdCloexec'
+>;
+
+/**
+ * The system calls for callers without a backend instance (lockMemory(), getMemlockLimit(), execve, the CLI): the
+ * addon, or IoFlusherError ERR_IO_FLUSHER_NATIVE_UNAVAILABLE saying `purpose` needs it. They are not a member of
+ * KernelBackend: the emulator models IO_FLUSHER only, and memory locks, limits and exec are the real kernel's
+ * whichever backend models it.
+ * @internal
+ */
+export function systemCalls(purpose: string): SystemCalls {
+  return requireNativeBinding(purpose);
+}
 
 /** @internal */
 export interface KernelBackend {
@@ -86,6 +120,15 @@ export function emulatedBackend(options: EmulatorOptions = {}): KernelBackend {
       seccompMode: undefined,
     }),
   };
+}
+
+/** @internal The real kernel behind the addon, or why the addon did not load. */
+export type RealKernel = { loaded: true; path: string; backend: KernelBackend } | { loaded: false; error: string };
+
+/** The native backend whichever backend an instance uses (probe() asks the real kernel), or why there is none. @internal */
+export function realKernel(): RealKernel {
+  const native = loadNativeBinding();
+  return native.loaded ? { loaded: true, path: native.path, backend: nativeBackend(native.binding) } : { loaded: false, error: native.error };
 }
 
 /** A chosen backend, with why it was chosen; `warning` is set when the choice means protection is NOT in effect. @internal */

@@ -3,14 +3,13 @@
  * The io-flusher command line. Modes follow util-linux's setpriv/prlimit/choom: show state, change it, or run a
  * command with it. Every command has a --json form for scripts; exit statuses are documented in USAGE and README.
  */
-import { BACKEND_CHOICES, BackendChoice } from './backend';
+import { BACKEND_CHOICES, BackendChoice, systemCalls, SystemCalls } from './backend';
 import { IoFlusherError } from './errors';
 import { ioFlusherChosenBy, ProbeResult } from './io-flusher';
 import { OOM_SCORE_ADJ_MAX, OOM_SCORE_ADJ_MIN } from './kernel-constants';
 import { describeFlags, escapeName, readProcessThreads, readThreadWait, ThreadFlags, ThreadWait } from './procfs';
 import { execve, preloadOption, PRELOAD_MLOCK_ENV, resolveCommand, saveStdioFlags } from './exec';
 import { memoryState, setMemlockLimit, setOomScoreAdj } from './memory';
-import { loadNativeBinding, NativeBinding } from './native-binding';
 import { vm } from './vm';
 
 /** Exit statuses of `io-flusher check` (and the other commands where they apply). */
@@ -283,9 +282,9 @@ function parseExecArgs(argv: string[]): ExecPlan {
 }
 
 /** Phase 2: what can only be checked with the addon: the --keep-fds descriptors are open, --mlock has a Node COMMAND. */
-function checkExecPlan(plan: ExecPlan, binding: NativeBinding): void {
+function checkExecPlan(plan: ExecPlan, system: SystemCalls): void {
   for (const fd of plan.keepFds) {
-    if (binding.getFdCloexec(fd) < 0) throw new UsageError(`--keep-fds ${fd}: not an open descriptor of this process`);
+    if (system.getFdCloexec(fd) < 0) throw new UsageError(`--keep-fds ${fd}: not an open descriptor of this process`);
   }
   if (plan.mlock) {
     // mlockall's locks end at execve (man 2 mlockall): only a Node program can be made to lock itself, by preload.
@@ -348,18 +347,22 @@ function commandEnvironment(plan: ExecPlan): NodeJS.ProcessEnv {
 
 function exec(argv: string[]): number {
   const plan = parseExecArgs(argv);
-  const native = loadNativeBinding();
-  if (!native.loaded) {
-    warn(`cannot exec: ${native.error}`);
+  let system: SystemCalls;
+  try {
+    system = systemCalls('execve');
+  } catch (err) {
+    // The addon did not load: its hint is the loader's error, which says what was tried and how to get the addon.
+    if (!(err instanceof IoFlusherError) || err.reason !== 'native-unavailable') throw err;
+    warn(`cannot exec: ${err.hint}`);
     return EXIT.EXEC_FAILED;
   }
-  checkExecPlan(plan, native.binding);
+  checkExecPlan(plan, system);
   // Before anything can touch stdio: what COMMAND must inherit.
-  const savedStdioFlags = saveStdioFlags(native.binding);
+  const savedStdioFlags = saveStdioFlags(system);
   const stop = setStateForCommand(plan) ?? applySettingsForCommand(plan);
   if (stop !== undefined) return stop;
   try {
-    execve(plan.command[0]!, plan.command.slice(1), { env: commandEnvironment(plan), binding: native.binding, savedStdioFlags, keepFds: plan.keepFds });
+    execve(plan.command[0]!, plan.command.slice(1), { env: commandEnvironment(plan), system, savedStdioFlags, keepFds: plan.keepFds });
   } catch (err) {
     if (!(err instanceof IoFlusherError) || (err.reason !== 'command-not-found' && err.reason !== 'command-not-executable')) throw err;
     warn(`cannot run ${plan.command[0]}: ${err.message}`);

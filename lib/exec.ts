@@ -7,10 +7,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tty from 'node:tty';
 import { isMainThread } from 'node:worker_threads';
+import { systemCalls, SystemCalls } from './backend';
 import { IoFlusherError, systemError } from './errors';
 import { IoFlusher } from './io-flusher';
 import { ENOENT } from './kernel-constants';
-import { NativeBinding, requireNativeBinding } from './native-binding';
 import { readDescriptorTarget, readOpenDescriptors, readThreadStat } from './procfs';
 import { assertObject, assertOptionalBoolean, mainThreadOnly } from './validate';
 
@@ -47,11 +47,11 @@ export function resolveCommand(command: string, envPath = process.env.PATH ?? '/
   return denied;
 }
 
-const requireBinding = (): NativeBinding => requireNativeBinding('execve');
+const execCalls = (): SystemCalls => systemCalls('execve');
 
 /** @internal The flags of stdin, stdout and stderr now, to be put back before execve (see restoreStdio). */
-export function saveStdioFlags(binding: NativeBinding = requireBinding()): number[] {
-  return [0, 1, 2].map((fd) => binding.getFdFlags(fd));
+export function saveStdioFlags(system: SystemCalls = execCalls()): number[] {
+  return [0, 1, 2].map((fd) => system.getFdFlags(fd));
 }
 
 /**
@@ -82,31 +82,32 @@ export function inheritedDescriptors(extra: number[] = []): number[] {
  * it opens; a blocking program would then see EAGAIN) and raw terminal mode.
  * With `saved` flags, stdio gets its saved file status flags back; otherwise O_NONBLOCK is cleared.
  */
-export function restoreStdio(binding: NativeBinding, saved?: number[], keep: number[] = inheritedDescriptors()): void {
+export function restoreStdio(system: SystemCalls, saved?: number[], keep: number[] = inheritedDescriptors()): void {
   // libuv marks inherited descriptors close-on-exec only up to the first gap above fd 15, so one inherited at a high
   // number (a shell's fd 255, a leaked socket) would reach COMMAND: every descriptor not named is closed at exec.
   // Without /proc none are listed: only the named descriptors are touched.
   const named = new Set(keep);
-  for (const fd of readOpenDescriptors()) if (!named.has(fd)) binding.setFdCloexec(fd, 1); // -EBADF: the directory's own
-  for (const fd of keep) binding.setFdCloexec(fd, 0); // -EBADF for a descriptor that is not open: nothing to keep
+  for (const fd of readOpenDescriptors()) if (!named.has(fd)) system.setFdCloexec(fd, 1); // -EBADF: the directory's own
+  for (const fd of keep) system.setFdCloexec(fd, 0); // -EBADF for a descriptor that is not open: nothing to keep
   // A terminal left in raw mode by this program would stay raw for the next one. Node restores it only at exit.
   if (tty.isatty(0) && process.stdin.isRaw) process.stdin.setRawMode(false);
   [0, 1, 2].forEach((fd, i) => {
-    const flags = binding.getFdFlags(fd);
+    const flags = system.getFdFlags(fd);
     if (flags < 0) return;
     const wanted = saved && saved[i]! >= 0 ? saved[i]! : flags & ~fs.constants.O_NONBLOCK;
-    if (wanted !== flags) binding.setFdFlags(fd, wanted);
+    if (wanted !== flags) system.setFdFlags(fd, wanted);
   });
 }
 
 /**
  * @internal
- * What execve needs besides the command: the environment (default process.env), the binding, the stdio flags saved
- * before anything touched stdio (see saveStdioFlags), and more descriptors to pass on.
+ * What execve needs besides the command: the environment (default process.env), the system calls (default the
+ * addon's: systemCalls('execve')), the stdio flags saved before anything touched stdio (see saveStdioFlags), and
+ * more descriptors to pass on.
  */
 export interface ExecveOptions {
   env?: NodeJS.ProcessEnv;
-  binding?: NativeBinding;
+  system?: SystemCalls;
   savedStdioFlags?: number[];
   keepFds?: number[];
 }
@@ -126,15 +127,15 @@ function execFailure(errno: number, file: string, detail?: string): IoFlusherErr
 
 /** @internal execve(path, argv, env), the command found as execvp(3) would. Returns only by throwing IoFlusherError. */
 export function execve(command: string, args: string[], options: ExecveOptions = {}): never {
-  const { env = process.env, binding = requireBinding(), savedStdioFlags, keepFds } = options;
+  const { env = process.env, system = execCalls(), savedStdioFlags, keepFds } = options;
   if (!isMainThread) throw mainThreadOnly('execve');
   const file = resolveCommand(command, env.PATH);
   if (!file) throw execFailure(ENOENT, command, 'not found in PATH');
   const envp = Object.entries(env)
     .filter((entry): entry is [string, string] => entry[1] !== undefined)
     .map(([k, v]) => `${k}=${v}`);
-  restoreStdio(binding, savedStdioFlags, inheritedDescriptors(keepFds));
-  throw execFailure(binding.execve(file, [command, ...args], envp), file);
+  restoreStdio(system, savedStdioFlags, inheritedDescriptors(keepFds));
+  throw execFailure(system.execve(file, [command, ...args], envp), file);
 }
 
 export interface ReexecOptions {
@@ -212,7 +213,8 @@ export function reexecWithIoFlusher(ioFlusher: IoFlusher, options: ReexecOptions
       hint: 'run the program from a file, or start it through `io-flusher exec -- node FILE`',
     });
   }
-  const binding = requireBinding();
+  // Taken before the state changes, so that without the addon (no execve) nothing is changed.
+  const system = execCalls();
   try {
     ioFlusher.setIoFlusher(true);
   } catch (err) {
@@ -220,5 +222,5 @@ export function reexecWithIoFlusher(ioFlusher: IoFlusher, options: ReexecOptions
     throw err;
   }
   const env = { ...process.env, [REEXEC_ENV]: reexecMarker() };
-  return execve(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { env, binding });
+  return execve(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { env, system });
 }

@@ -3,12 +3,11 @@
  * else auto) through plain functions.
  */
 import * as os from 'node:os';
-import { BACKEND_CHOICES, BackendChoice, BackendName, KernelBackend, selectBackend } from './backend';
+import { BACKEND_CHOICES, BackendChoice, BackendName, KernelBackend, realKernel, selectBackend } from './backend';
 import type { EmulatorOptions } from './emulator';
 import { IoFlusherError, prctlFailure } from './errors';
 import { interpretGetAnswer } from './get-answer';
 import { PR_GET_IO_FLUSHER, PR_SET_IO_FLUSHER } from './kernel-constants';
-import { loadNativeBinding } from './native-binding';
 import {
   capabilitiesFromStatus,
   describeFlags,
@@ -223,15 +222,16 @@ export function probeWith(kernel: KernelBackend | undefined, backendReason: stri
   } catch {
     // No /proc (not Linux): leave null.
   }
-  const native = loadNativeBinding();
-  if (native.loaded) {
-    result.native = { loaded: true, path: native.path, error: null };
-    const answer = interpretGetAnswer(native.binding.getIoFlusher());
+  // The feature is the real kernel's to say, whichever backend this instance uses.
+  const real = realKernel();
+  if (real.loaded) {
+    result.native = { loaded: true, path: real.path, error: null };
+    const answer = interpretGetAnswer(real.backend.get());
     result.feature = answer.feature;
     result.canSet = answer.canSet;
     result.featureDetail = answer.detail;
   } else {
-    result.native.error = native.error;
+    result.native.error = real.error;
     result.featureDetail = 'native addon not loaded, so the kernel was not asked';
   }
   result.ioFlusher = kernel ? interpretGetAnswer(kernel.get()).ioFlusher : null;

@@ -7,6 +7,7 @@
 import * as fs from 'node:fs';
 import * as util from 'node:util';
 import { markAsUntransferable } from 'node:worker_threads';
+import { systemCalls, SystemCalls } from './backend';
 import { IoFlusherError, systemError } from './errors';
 import {
   CAP_IPC_LOCK,
@@ -20,7 +21,6 @@ import {
   RLIM_INFINITY,
   RLIMIT_MEMLOCK,
 } from './kernel-constants';
-import { NativeBinding, requireNativeBinding } from './native-binding';
 import {
   capabilitiesFromStatus,
   hasCapability,
@@ -36,7 +36,7 @@ import {
 } from './procfs';
 import { assertInteger, assertLimit, assertLimitPair, assertObject, assertOneOf, invalidArgValue, invalidState } from './validate';
 
-const binding = (): NativeBinding => requireNativeBinding('memory locking and limits');
+const memoryCalls = (): SystemCalls => systemCalls('memory locking and limits');
 
 /** Bytes locked in memory by this process: VmLck in /proc/self/status. */
 export function lockedBytes(): number {
@@ -148,7 +148,7 @@ function lockError(syscall: string, rc: number, what: string): IoFlusherError {
 }
 
 function lockCode(mode: CodeLockMode): CodeScopeReport {
-  const native = binding();
+  const calls = memoryCalls();
   const code = readCode();
   const syscall = mode === 'touched' ? 'mlock2' : 'mlock';
   // Only mappings not locked yet count against the limit (mm/mlock.c subtracts what is locked already).
@@ -161,12 +161,12 @@ function lockCode(mode: CodeLockMode): CodeScopeReport {
   // Every mapping, locked or not: locking again with the other mode switches it (touched -> mapped reads it in).
   const done: Mapping[] = [];
   for (const m of code) {
-    const rc = native.mlock2(m.start, m.size, mode === 'touched' ? MLOCK_ONFAULT : 0);
+    const rc = calls.mlock2(m.start, m.size, mode === 'touched' ? MLOCK_ONFAULT : 0);
     // ENOMEM also means "not mapped": a Worker exiting meanwhile unmaps its copy of V8's builtins (a code mapping).
     if (rc === -ENOMEM && !isMapped(m.start, m.end)) continue;
     if (rc < 0) {
       // Nothing half-locked: undo the locks this call added before reporting.
-      for (const d of done) if (!d.locked) native.munlock(d.start, d.size);
+      for (const d of done) if (!d.locked) calls.munlock(d.start, d.size);
       throw lockError(syscall, rc, `${m.path} at 0x${m.start.toString(16)}, ${m.size} bytes`);
     }
     done.push(m);
@@ -229,9 +229,9 @@ export function lockMemory(options: LockMemoryOptions = {}): MemoryLockReport {
 
 /** Unlocks the code scope (locked Buffers stay locked: see unlockBuffer, LockedBufferPool.close). */
 export function unlockMemory(): MemoryLockReport {
-  const native = binding();
+  const calls = memoryCalls();
   for (const m of readCode().filter((m) => m.locked)) {
-    const rc = native.munlock(m.start, m.size);
+    const rc = calls.munlock(m.start, m.size);
     // A mapping gone since the read is not an error: it is not locked either.
     if (rc < 0 && rc !== -ENOMEM) throw lockError('munlock', rc, `${m.path} at 0x${m.start.toString(16)}`);
   }
@@ -265,7 +265,7 @@ let pageSizeCache = 0;
 const NODE_MAJOR = Number(process.versions.node.split('.')[0]);
 
 function pageRound(bytes: number): number {
-  pageSizeCache ||= binding().pageSize();
+  pageSizeCache ||= memoryCalls().pageSize();
   return Math.ceil(bytes / pageSizeCache) * pageSizeCache;
 }
 
@@ -278,8 +278,8 @@ function assertSize(value: unknown, name: string): asserts value is number {
 
 /** Maps and locks one Buffer; the limit has been checked by the caller. */
 function mapLocked(size: number): Buffer {
-  const native = binding();
-  const mapped = native.mapAnonymousBuffer(size);
+  const calls = memoryCalls();
+  const mapped = calls.mapAnonymousBuffer(size);
   if (typeof mapped === 'number') {
     throw systemError({
       syscall: 'mmap',
@@ -289,7 +289,7 @@ function mapLocked(size: number): Buffer {
       hint: 'mmap of an anonymous mapping failed: out of memory, or of mappings (each locked Buffer is one; sysctl vm.max_map_count)',
     });
   }
-  const rc = native.mlockBuffer(mapped, 0);
+  const rc = calls.mlockBuffer(mapped, 0);
   // On failure the mapping is left to the garbage collector (its finalizer unmaps it): it is not locked.
   if (rc < 0) throw lockError('mlock', rc, `a ${size}-byte Buffer`);
   // The mapping belongs to this thread's Node environment, which unmaps it when torn down (a Worker exiting), so it
@@ -345,7 +345,7 @@ export function unlockBuffer(buffer: Buffer): number {
     // Detached (its memory moved away): the native call would see no memory and unlock nothing.
     throw invalidState('This locked Buffer was detached; its memory is no longer reachable from here');
   }
-  const rc = binding().munlockBuffer(buffer);
+  const rc = memoryCalls().munlockBuffer(buffer);
   if (rc < 0) throw lockError('munlock', rc, `a ${buffer.length}-byte Buffer`);
   state.locked = false;
   return state.bytes;
@@ -457,7 +457,7 @@ function toLimit(value: bigint): number {
 /** RLIMIT_MEMLOCK of this process. */
 export function getMemlockLimit(): MemlockLimit {
   const out = new BigUint64Array(2);
-  const rc = binding().getrlimit(RLIMIT_MEMLOCK, out);
+  const rc = memoryCalls().getrlimit(RLIMIT_MEMLOCK, out);
   if (rc < 0) throw systemError({ syscall: 'getrlimit', errno: rc, detail: 'RLIMIT_MEMLOCK', reason: 'unexpected-errno', hint: 'getrlimit failed' });
   return { soft: toLimit(out[0]!), hard: toLimit(out[1]!) };
 }
@@ -472,7 +472,7 @@ export function setMemlockLimit(soft: number, hard: number = soft): MemlockLimit
   const s = limitArg(soft, 'soft');
   const h = limitArg(hard, 'hard');
   assertLimitPair(soft, hard);
-  const rc = binding().setrlimit(RLIMIT_MEMLOCK, s, h);
+  const rc = memoryCalls().setrlimit(RLIMIT_MEMLOCK, s, h);
   if (rc < 0) {
     throw systemError({
       syscall: 'setrlimit',

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseJsonRun as json, ROOT, runNode } from './helpers';
+import { parseJsonRun as json, ROOT, runCli, runNode } from './helpers';
 
 const REPORT = `
 const io = require('./dist/index.js');
@@ -110,5 +110,58 @@ describe('the addon loader', () => {
     );
     expect(out).toMatchObject({ backend: 'native', probe: 'present' });
     expect(out.tid).not.toBe(out.pid);
+  });
+});
+
+describe('the system calls (memory locks and limits, descriptors, execve): the real kernel\'s whichever backend', () => {
+  it('are the addon itself (no wrapper), whichever backend IO_FLUSHER_BACKEND chooses', () => {
+    const out = json(
+      runNode(
+        `
+        const { systemCalls } = require('./dist/backend.js');
+        const binding = require('./dist/native-binding.js').loadNativeBinding().binding;
+        process.stdout.write(JSON.stringify({ same: systemCalls('execve') === binding }));`,
+        { IO_FLUSHER_BACKEND: 'emulated' },
+      ),
+    );
+    expect(out).toEqual({ same: true });
+  });
+
+  it('without the addon, each call fails naming what needed the addon; the emulated backend is still made', () => {
+    const out = json(
+      runNode(
+        `
+        const io = require('./dist/index.js');
+        const { emulatedBackend, systemCalls } = require('./dist/backend.js');
+        const failure = (call) => { try { call(); return null; } catch (e) { return { name: e.name, code: e.code, reason: e.reason, message: e.message } } };
+        const backend = emulatedBackend();
+        process.stdout.write(JSON.stringify({
+          getrlimit: failure(() => systemCalls('memory locking and limits').getrlimit(8, new BigUint64Array(2))),
+          execve: failure(() => systemCalls('execve').execve('/bin/true', [], [])),
+          getMemlockLimit: failure(() => io.getMemlockLimit()),
+          made: backend.name,
+        }));`,
+        { IO_FLUSHER_BINDING: '/nonexistent/io_flusher.node', IO_FLUSHER_BACKEND: undefined },
+      ),
+    );
+    const unavailable = (neededFor: string) => ({
+      name: 'IoFlusherError',
+      code: 'ERR_IO_FLUSHER_NATIVE_UNAVAILABLE',
+      reason: 'native-unavailable',
+      message: expect.stringMatching(new RegExp(`^ERR_IO_FLUSHER_NATIVE_UNAVAILABLE: ${neededFor} needs the native addon: could not load`)),
+    });
+    expect(out).toEqual({
+      getrlimit: unavailable('memory locking and limits'),
+      execve: unavailable('execve'),
+      getMemlockLimit: unavailable('memory locking and limits'),
+      made: 'emulated',
+    });
+  });
+
+  it('`io-flusher exec` without the addon: exit 126, saying why the addon did not load, and nothing is run', () => {
+    const r = runCli(['exec', '--', 'sh', '-c', 'echo ran'], { IO_FLUSHER_BINDING: '/nonexistent/io_flusher.node' });
+    expect(r.status).toBe(126);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/^io-flusher: cannot exec: could not load the io-flusher native addon \(.*\); tried: IO_FLUSHER_BINDING=\/nonexistent\/io_flusher\.node\. /);
   });
 });
