@@ -50,9 +50,18 @@ function buildC(name, flags = []) {
 const floor = JSON.parse(execFileSync(buildC('prctl-floor'), [String(ITER), String(REPEATS)], { encoding: 'utf8' }));
 let koffiGet = null;
 let koffiSet = null;
+// glibc's setxid broadcast in this process, over the same threads as setProcessIoFlusher() (koffi calls libc's
+// setresuid; -1 keeps every id, and glibc still signals every thread). Waking a Node thread costs more than waking a
+// C thread that sleeps in pause(), so this is the like-for-like anchor.
+let glibcSetxidHere = null;
 try {
   const koffi = require('koffi');
-  const prctl = koffi.load('libc.so.6').func('int prctl(int, unsigned long, unsigned long, unsigned long, unsigned long)');
+  const libc = koffi.load('libc.so.6');
+  const prctl = libc.func('int prctl(int, unsigned long, unsigned long, unsigned long, unsigned long)');
+  const setresuid = libc.func('int setresuid(unsigned int, unsigned int, unsigned int)');
+  glibcSetxidHere = () => {
+    if (setresuid(0xffffffff, 0xffffffff, 0xffffffff) !== 0) throw new Error('setresuid(-1, -1, -1) failed');
+  };
   koffiGet = perCall(() => prctl(58, 0, 0, 0, 0));
   koffiSet = perCall(() => prctl(57, 0, 0, 0, 0));
 } catch (err) {
@@ -125,6 +134,7 @@ for (const count of workerCounts) {
     covered = report.threads.filter((t) => t.via === 'signal' || t.via === 'direct').length;
   }
   const ms = median(samples);
+  const glibcHereMs = glibcSetxidHere && timedMs(glibcSetxidHere);
   const listMs = timedMs(() => io.listThreads());
   // After the io-flusher figures: a call made just after the anchor process (hundreds of threads) has exited measured
   // several times slower here, so the two are not interleaved.
@@ -136,6 +146,9 @@ for (const count of workerCounts) {
     totalMs: ms,
     perThreadUs: (ms * 1000) / threads,
     glibcSetxidPerThreadUs: anchor.setxidPerThreadUs,
+    glibcSetxidHerePerThreadUs: glibcHereMs == null ? null : (glibcHereMs * 1000) / threads,
+    guaranteedFloorPerThreadUs: anchor.guaranteedFloorPerThreadUs,
+    checkedFloorPerThreadUs: anchor.checkedFloorPerThreadUs,
     listMs,
     cListMs: anchor.listMs,
   });
@@ -188,6 +201,7 @@ if (json) {
   process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
 } else {
   const c = results.calls;
+  const last = results.processWide.at(-1);
   const lines = [
     `io-flusher benchmarks: kernel ${results.kernel}, node ${results.node}, ${results.cpus}; CAP_SYS_RESOURCE ${results.capSysResource ? 'held' : 'missing'} (prctl answers ${c.kernelAnswer})`,
     `medians of ${REPEATS} repetitions`,
@@ -202,6 +216,8 @@ if (json) {
     '',
     'process-wide set             workers  threads  reached  total        per thread  glibc setxid  vs glibc',
     ...results.processWide.map((p) => `                             ${String(p.workers).padEnd(8)} ${String(p.threads).padEnd(8)} ${String(p.reached).padEnd(8)} ${p.totalMs.toFixed(2).padStart(8)} ms  ${p.perThreadUs.toFixed(1).padStart(7)} us  ${p.glibcSetxidPerThreadUs.toFixed(1).padStart(9)} us  ${ratio(p.perThreadUs, p.glibcSetxidPerThreadUs)}`),
+    '  per thread, against        threads  glibc setxid in this process   C, SigBlk check + signal   C, + stat read-back (all guarantees)',
+    ...results.processWide.map((p) => `                             ${String(p.threads).padEnd(8)} ${(p.glibcSetxidHerePerThreadUs == null ? 'n/a' : `${p.glibcSetxidHerePerThreadUs.toFixed(1)} us`).padStart(9)}  io-flusher ${ratio(p.perThreadUs, p.glibcSetxidHerePerThreadUs).padEnd(6)}  ${p.checkedFloorPerThreadUs.toFixed(1).padStart(6)} us = ${ratio(p.checkedFloorPerThreadUs, p.glibcSetxidPerThreadUs).padEnd(6)} glibc  ${p.guaranteedFloorPerThreadUs.toFixed(1).padStart(6)} us = ${ratio(p.guaranteedFloorPerThreadUs, p.glibcSetxidPerThreadUs)} glibc, io-flusher ${ratio(p.perThreadUs, p.guaranteedFloorPerThreadUs)}`),
     '',
     'listThreads()                threads  io-flusher   C /proc/self/task/*/stat  vs C',
     ...results.processWide.map((p) => `                             ${String(p.threads).padEnd(8)} ${p.listMs.toFixed(3).padStart(7)} ms  ${p.cListMs.toFixed(3).padStart(9)} ms               ${ratio(p.listMs, p.cListMs)}`),
@@ -214,7 +230,8 @@ if (json) {
     `module load (require to first call): ${results.moduleLoad.ms.toFixed(2)} ms, +${results.moduleLoad.rssKiB.toFixed(0)} KiB RSS`,
     '',
     'targets: native GET <= 1.25x floor and <= 0.8x koffi; process-wide <= 20 us/thread and <= 1.5x glibc setxid per thread; listThreads() <= 2x the C loop',
-    `  native GET ${ratio(c.nativeGetNs, c.floorGetNs)} floor, ${ratio(c.nativeGetNs, c.koffiGetNs)} koffi; process-wide at ${results.processWide.at(-1).workers} workers ${results.processWide.at(-1).perThreadUs.toFixed(1)} us/thread, ${ratio(results.processWide.at(-1).perThreadUs, results.processWide.at(-1).glibcSetxidPerThreadUs)} glibc; listing ${results.listThreads.threads} threads ${results.listThreads.ms.toFixed(2)} ms`,
+    `  native GET ${ratio(c.nativeGetNs, c.floorGetNs)} floor, ${ratio(c.nativeGetNs, c.koffiGetNs)} koffi; process-wide at ${last.workers} workers ${last.perThreadUs.toFixed(1)} us/thread, ${ratio(last.perThreadUs, last.glibcSetxidPerThreadUs)} glibc (C process), ${ratio(last.perThreadUs, last.glibcSetxidHerePerThreadUs)} glibc (this process); listing ${results.listThreads.threads} threads ${results.listThreads.ms.toFixed(2)} ms`,
+    `  the guarantees alone, in C, cost ${ratio(last.guaranteedFloorPerThreadUs, last.glibcSetxidPerThreadUs)} glibc per thread (the SigBlk check alone ${ratio(last.checkedFloorPerThreadUs, last.glibcSetxidPerThreadUs)}): see docs/performance.md`,
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
 }

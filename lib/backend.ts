@@ -10,8 +10,8 @@ import { FailureContext } from './errors';
 import { interpretGetAnswer } from './get-answer';
 import { PR_GET_IO_FLUSHER, PR_SET_IO_FLUSHER } from './kernel-constants';
 import { loadNativeBinding, NativeBinding, requireNativeBinding } from './native-binding';
-import { inUserNamespace, readSecurityStatus } from './procfs';
-import { emulatedThreadBroadcast, nativeThreadBroadcast, ThreadBroadcast } from './thread-broadcast';
+import { inUserNamespace, readSecurityStatus, StatFields } from './procfs';
+import { emulatedThreadBroadcast, nativeThreadBroadcast, readOwnThreadStats, ThreadBroadcast } from './thread-broadcast';
 import { invalidEnvironment } from './validate';
 
 export type BackendName = 'native' | 'emulated';
@@ -67,6 +67,8 @@ export interface KernelBackend {
   failureContext(): FailureContext;
   /** How setProcessIoFlusher() reaches the other threads, and reads back their flags. */
   readonly broadcast: ThreadBroadcast;
+  /** The kernel's stat fields of threads of this process (undefined: gone), as listThreads() shows them. */
+  ownThreadStats(tids: number[]): Array<StatFields | undefined>;
   /**
    * A thread's flags word (stat field 9) as this backend sees it, and whether that is the model's: the kernel's own,
    * or, for a thread of this process under the emulator, the model's IO_FLUSHER bits over the kernel's.
@@ -94,6 +96,7 @@ export function nativeBackend(binding: NativeBinding): KernelBackend {
     threadId: () => binding.gettid(),
     failureContext: realFailureContext,
     broadcast: nativeThreadBroadcast(binding),
+    ownThreadStats: (tids) => readOwnThreadStats(binding, tids),
     flagsAsSeen: (_pid, _tid, flags) => ({ flags, emulated: false }),
   };
 }
@@ -109,6 +112,7 @@ export function emulatedBackend(options: EmulatorOptions = {}): KernelBackend {
     raw: (option, a2, a3, a4, a5) => emulator.prctl(option, a2, a3, a4, a5),
     threadId: () => emulator.threadId,
     broadcast: emulatedThreadBroadcast(emulator),
+    ownThreadStats: (tids) => readOwnThreadStats(undefined, tids),
     flagsAsSeen: (pid, tid, flags, startTime) =>
       pid === process.pid ? { flags: withModelledIoFlusher(flags, emulator.flagsOf(tid, startTime) ?? 0), emulated: true } : { flags, emulated: false },
     failureContext: () => ({

@@ -144,10 +144,11 @@ function restoreOnceTaken(binding: NativeBinding, signo: number): void {
 }
 
 /**
- * The stat fields of each thread (undefined: gone), for the read-back: with the addon, one native call per
- * BROADCAST_SLOTS threads; a thread it could not read whole (or every thread, without the addon) read on its own.
+ * The kernel's stat fields of each of this process's threads `tids` (undefined: gone), for the read-back and for
+ * listThreads(): with the addon, one native call per BROADCAST_SLOTS threads; a thread it could not read whole (or
+ * every thread, without the addon) read on its own.
  */
-function readStats(binding: NativeBinding | undefined, tids: number[]): Array<StatFields | undefined> {
+export function readOwnThreadStats(binding: NativeBinding | undefined, tids: number[]): Array<StatFields | undefined> {
   const stats: Array<StatFields | undefined> = [];
   for (let from = 0; from < tids.length; from += BROADCAST_SLOTS) {
     const chunk = tids.slice(from, from + BROADCAST_SLOTS);
@@ -275,7 +276,7 @@ export function nativeThreadBroadcast(binding: NativeBinding): ThreadBroadcast {
         },
       };
     },
-    readStats: (tids) => readStats(binding, tids),
+    readStats: (tids) => readOwnThreadStats(binding, tids),
   };
 }
 
@@ -305,7 +306,7 @@ export function emulatedThreadBroadcast(emulator: EmulatedKernel): ThreadBroadca
       };
     },
     readStats: (tids) =>
-      readStats(undefined, tids).map((stat, i) => {
+      readOwnThreadStats(undefined, tids).map((stat, i) => {
         const modelled = stat && emulator.flagsOf(tids[i]!, stat.startTime);
         return stat === undefined || modelled === undefined ? stat : { ...stat, flags: withModelledIoFlusher(stat.flags, modelled) };
       }),

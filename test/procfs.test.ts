@@ -74,6 +74,33 @@ describe('flags of real threads', () => {
     expect(threads.length).toBeGreaterThan(1); // V8 platform threads exist before user code
   });
 
+  it('listThreads() of this process (read in one native call) shows what threadFlags() reads of each thread, name included', async () => {
+    const { Worker } = await import('node:worker_threads');
+    // A thread with a name of its own, so a mix-up of rows would show.
+    const worker = new Worker(
+      `const { parentPort } = require('node:worker_threads'); require('node:fs').writeFileSync('/proc/thread-self/comm', 'iof-list-test'); parentPort.postMessage(0); setInterval(() => {}, 1000);`,
+      { eval: true },
+    );
+    try {
+      await new Promise((r) => worker.once('message', r));
+      for (const instance of [io.createIoFlusher({ backend: 'native' }), io.createIoFlusher({ backend: 'emulated' })]) {
+        const listed = instance.listThreads();
+        expect(listed.some((t) => t.name === 'iof-list-test')).toBe(true);
+        for (const t of listed) {
+          let single;
+          try {
+            single = instance.threadFlags(process.pid, t.tid);
+          } catch {
+            continue; // exited since the listing
+          }
+          expect(t).toEqual(single);
+        }
+      }
+    } finally {
+      await worker.terminate();
+    }
+  });
+
   it('reads another process and its thread name', async () => {
     const child = spawn('sleep', ['30']);
     try {
