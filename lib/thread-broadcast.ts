@@ -61,7 +61,7 @@ function assertSignalInRange(binding: NativeBinding | undefined, requested: numb
   assertInteger(requested, 'options.signal', min, max);
 }
 
-function chooseSignal(binding: NativeBinding, requested: number | undefined, context: FailureContext): number {
+function chooseSignal(binding: NativeBinding, requested: number | undefined, context: () => FailureContext): number {
   const min = binding.sigrtmin();
   const max = binding.sigrtmax();
   const inUse = (signo: number): IoFlusherError =>
@@ -69,7 +69,7 @@ function chooseSignal(binding: NativeBinding, requested: number | undefined, con
       code: 'ERR_IO_FLUSHER_SIGNAL_IN_USE',
       reason: 'signal-in-use',
       syscall: 'sigaction',
-      emulated: context.emulated,
+      emulated: context().emulated, // gathered only for the error: it reads /proc
       message: `ERR_IO_FLUSHER_SIGNAL_IN_USE: signal ${signo} already has a handler or is ignored`,
       hint: `choose a real-time signal (${min}..${max}) that nothing else in the process uses, with the \`signal\` option`,
     });
@@ -253,14 +253,22 @@ export function nativeThreadBroadcast(binding: NativeBinding): ThreadBroadcast {
     assertSignal: (requested) => assertSignalInRange(binding, requested),
     begin(value, requested, self, context) {
       restoreAbandonedBroadcast(binding, self);
-      const signo = chooseSignal(binding, requested, context());
+      const signo = chooseSignal(binding, requested, context);
       const installed = binding.broadcastInstall(signo, value);
       if (installed === -EBUSY) throw broadcastBusy('another setProcessIoFlusher() in this process (another Worker) has just installed its handler');
       if (installed < 0) throw broadcastFailure(installed, 'sigaction', `could not install the broadcast handler for signal ${signo}`, 'sigaction failed; nothing was changed');
       const stillPending: number[] = [];
+      let firstPass = true;
       return {
         signal: signo,
         reach(tids, _selfResult, timeoutMs, outcomes) {
+          if (firstPass) {
+            // The first pass lists every thread but this one: a stuck tid not among them has exited (its tid may be
+            // reused by a thread that is not stuck).
+            firstPass = false;
+            const live = new Set(tids);
+            for (const tid of stuckInLibcWindow) if (!live.has(tid) && tid !== self) stuckInLibcWindow.delete(tid);
+          }
           // Even when the calling thread was refused, the others are asked: the report shows each thread's own answer.
           for (let from = 0; from < tids.length; from += BROADCAST_SLOTS) {
             signalPass(binding, signo, tids.slice(from, from + BROADCAST_SLOTS), timeoutMs, outcomes, stillPending);
