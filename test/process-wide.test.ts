@@ -3,6 +3,7 @@
  * mechanism still runs: the handler is installed, each thread is signalled and answers with its own EPERM, the
  * previous signal dispositions come back, and concurrent fs work sees no EINTR. The success path is in the kernel suite.
  */
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -10,7 +11,7 @@ import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import * as io from '../dist/index.js';
 import { loadNativeBinding } from '../dist/native-binding.js';
-import { holdBroadcastInWorker, holdsCapSysResource } from './helpers';
+import { holdBroadcastInWorker, holdsCapSysResource, ROOT } from './helpers';
 
 const capable = holdsCapSysResource();
 const native = io.createIoFlusher({ backend: 'native' });
@@ -110,6 +111,25 @@ describe.runIf(!capable)('[without CAP_SYS_RESOURCE] setProcessIoFlusher, native
     expect(() => native.setProcessIoFlusher(true, { signal: 10 })).toThrow(RangeError);
     expect(() => native.setProcessIoFlusher(true, { timeoutMs: 0 })).toThrow(/"options.timeoutMs" is out of range/);
     expect(() => native.setProcessIoFlusher('yes' as unknown as boolean)).toThrow(TypeError);
+  });
+
+  it('never takes a signal the process ignores: asked for, ERR_IO_FLUSHER_SIGNAL_IN_USE before anything changes; by default, the next free one', () => {
+    // Node resets only signals 1-31 at start-up, so a real-time signal ignored by the parent (here the shell's trap)
+    // stays ignored, as it would for a daemon started that way.
+    const max = binding.sigrtmax();
+    const script = `
+      const io = require('./dist/index.js');
+      const native = io.createIoFlusher({ backend: 'native' });
+      const { binding } = require('./dist/native-binding.js').loadNativeBinding();
+      const run = (options) => { try { return { signal: native.setProcessIoFlusher(false, options).signal }; } catch (e) { return e.report ? { signal: e.report.signal } : { code: e.code, reason: e.reason, syscall: e.syscall, message: e.message } } };
+      process.stdout.write(JSON.stringify({ asked: run({ signal: ${max} }), chosen: run(), disposition: binding.signalDisposition(${max}) }));`;
+    const r = spawnSync('sh', ['-c', `trap '' ${max}; exec "$0" -e "$1"`, process.execPath, script], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, IO_FLUSHER_BACKEND: undefined } });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.asked).toMatchObject({ code: 'ERR_IO_FLUSHER_SIGNAL_IN_USE', reason: 'signal-in-use', syscall: 'sigaction' });
+    expect(out.asked.message).toContain(`signal ${max} already has a handler or is ignored`);
+    expect(out.chosen).toEqual({ signal: max - 1 });
+    expect(out.disposition).toBe(1); // still ignored: SIG_IGN
   });
 });
 
