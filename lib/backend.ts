@@ -67,7 +67,10 @@ export interface KernelBackend {
   failureContext(): FailureContext;
   /** How setProcessIoFlusher() reaches the other threads, and reads back their flags. */
   readonly broadcast: ThreadBroadcast;
-  /** The kernel's stat fields of threads of this process (undefined: gone), as listThreads() shows them. */
+  /**
+   * The kernel's stat fields of threads of this process (undefined: gone), read for listThreads(), which lays the
+   * backend's view of the IO_FLUSHER bits over them (flagsAsSeen). Native: one addon call per 8192 threads.
+   */
   ownThreadStats(tids: number[]): Array<StatFields | undefined>;
   /**
    * A thread's flags word (stat field 9) as this backend sees it, and whether that is the model's: the kernel's own,

@@ -146,7 +146,8 @@ function restoreOnceTaken(binding: NativeBinding, signo: number): void {
 /**
  * The kernel's stat fields of each of this process's threads `tids` (undefined: gone), for the read-back and for
  * listThreads(): with the addon, one native call per BROADCAST_SLOTS threads; a thread it could not read whole (or
- * every thread, without the addon) read on its own.
+ * every thread, without the addon) read on its own. Throws what reading one fails with, except a thread that is gone.
+ * @internal
  */
 export function readOwnThreadStats(binding: NativeBinding | undefined, tids: number[]): Array<StatFields | undefined> {
   const stats: Array<StatFields | undefined> = [];
@@ -159,8 +160,9 @@ export function readOwnThreadStats(binding: NativeBinding | undefined, tids: num
       if (stat === undefined) {
         try {
           stat = readThreadStat(process.pid, tid);
-        } catch {
-          // Gone since.
+        } catch (err) {
+          // Gone since: left out. Anything else (EMFILE, EACCES, an unreadable text) is not a thread that exited.
+          if ((err as IoFlusherError).code !== 'ESRCH') throw err;
         }
       }
       stats.push(stat);
@@ -263,11 +265,12 @@ export function nativeThreadBroadcast(binding: NativeBinding): ThreadBroadcast {
         signal: signo,
         reach(tids, _selfResult, timeoutMs, outcomes) {
           if (firstPass) {
-            // The first pass lists every thread but this one: a stuck tid not among them has exited (its tid may be
-            // reused by a thread that is not stuck).
+            // The first pass lists every thread but this one: a stuck tid not among them (or this one's) has exited.
+            // A tid reused before this call is not told apart: the new thread is then reported at once if it too is
+            // found in the window, rather than waited for.
             firstPass = false;
             const live = new Set(tids);
-            for (const tid of stuckInLibcWindow) if (!live.has(tid) && tid !== self) stuckInLibcWindow.delete(tid);
+            for (const tid of stuckInLibcWindow) if (!live.has(tid)) stuckInLibcWindow.delete(tid);
           }
           // Even when the calling thread was refused, the others are asked: the report shows each thread's own answer.
           for (let from = 0; from < tids.length; from += BROADCAST_SLOTS) {

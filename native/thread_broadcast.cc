@@ -140,9 +140,11 @@ long iof_broadcast_owner(void) {
   return g_installed ? g_owner : 0;
 }
 
-long iof_tgkill(int tid, int signo) {
-  return syscall(SYS_tgkill, getpid(), tid, signo) == 0 ? 0 : -errno;
-}
+namespace {
+long Tgkill(pid_t pid, int tid, int signo) { return syscall(SYS_tgkill, pid, tid, signo) == 0 ? 0 : -errno; }
+}  // namespace
+
+long iof_tgkill(int tid, int signo) { return Tgkill(getpid(), tid, signo); }
 
 long iof_broadcast_result(int tid) {
   for (int i = 0; i < kSlots; i++) {
@@ -221,8 +223,9 @@ long iof_broadcast_pass(int signo, const int* tids, int count, const int* no_wai
   };
   std::vector<int> waiting;  // indexes of threads sent the signal, not answered yet
   std::vector<int> newborn;  // indexes of threads in the C library's window, looked at again
+  const pid_t pid = getpid();  // once: glibc does not cache it, and each call is a system call
   auto send = [&](int i) {
-    long sent = iof_tgkill(tids[i], signo);
+    long sent = Tgkill(pid, tids[i], signo);
     if (sent == 0) {
       set(i, IOF_PASS_SIGNALLED, 0);
       waiting.push_back(i);

@@ -127,7 +127,7 @@ describe('the system calls (memory locks and limits, descriptors, execve): the r
     expect(out).toEqual({ same: true });
   });
 
-  it('without the addon, each call fails naming what needed the addon; the emulated backend is still made', () => {
+  it('without the addon, asking for the system calls fails naming what needed the addon; the emulated backend is still made', () => {
     const out = json(
       runNode(
         `
