@@ -193,6 +193,8 @@ export function readThreadStat(pid: number, tid: number): StatFields {
     if (isGone(err)) throw noSuchThread(pid, tid, path, err);
     throw err;
   }
+  // A thread that exits while its file is read can leave nothing to read: gone, like an open that fails.
+  if (line === '') throw noSuchThread(pid, tid, path, undefined);
   return parseStatLine(line);
 }
 

@@ -190,4 +190,33 @@ describe.each([
     expect(() => instance.setProcessIoFlusher('yes' as unknown as boolean)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
     expect(instance.listThreads().some((t) => t.ioFlusher)).toBe(false);
   });
+
+  it('threads starting and exiting during the calls: every call ends with a report, a thread gone is `exited`, never an error of its own', async () => {
+    const instance = make();
+    const churn: Worker[] = [];
+    let started = 0;
+    // A Worker that exits at once, every 2 ms, for the whole test (bounded: 400 at most).
+    const timer = setInterval(() => {
+      if (started++ < 400) churn.push(new Worker('setTimeout(() => {}, Math.random() * 3)', { eval: true }));
+    }, 2);
+    const reasons = new Set<string>();
+    let calls = 0;
+    try {
+      for (const deadline = Date.now() + 1500; Date.now() < deadline; calls++) {
+        const report = reportOf(() => instance.setProcessIoFlusher(calls % 2 === 0, { timeoutMs: 5000 }));
+        for (const t of report.threads) if (t.reason) reasons.add(t.reason);
+        expect(report.threads.filter((t) => t.reason === 'timed-out')).toEqual([]);
+        expect(instance.listThreads().length).toBeGreaterThan(0);
+        await new Promise((r) => setTimeout(r, 3));
+      }
+    } finally {
+      clearInterval(timer);
+      await Promise.all(churn.map((w) => w.terminate()));
+    }
+    expect(calls).toBeGreaterThan(5);
+    expect(started).toBeGreaterThan(20);
+    // Refused everywhere, or reached: nothing but these reasons (a thread gone mid-call is `exited`).
+    for (const reason of reasons) expect(['exited', 'refused', 'blocks-signal', 'not-verified']).toContain(reason);
+    reportOf(() => instance.setProcessIoFlusher(false));
+  });
 });
