@@ -65,11 +65,12 @@ export interface KernelBackend {
   threadId(): number;
   /** Context for explaining a failure; gathered only after one. */
   failureContext(): FailureContext;
-  /** How setProcessIoFlusher() reaches the other threads, and reads back their flags. */
+  /** How setProcessIoFlusher() reaches the other threads. */
   readonly broadcast: ThreadBroadcast;
   /**
-   * The kernel's stat fields of threads of this process (undefined: gone), read for listThreads(), which lays the
-   * backend's view of the IO_FLUSHER bits over them (flagsAsSeen). Native: one addon call per 8192 threads.
+   * The kernel's stat fields of threads of this process (undefined: gone), read for listThreads() and for
+   * setProcessIoFlusher()'s read-back, which both lay the backend's view of the IO_FLUSHER bits over them
+   * (flagsAsSeen). Native: one addon call per 8192 threads.
    */
   ownThreadStats(tids: number[]): Array<StatFields | undefined>;
   /**

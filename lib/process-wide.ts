@@ -81,11 +81,12 @@ function finish(
 ): ProcessIoFlusherReport {
   const threads: ThreadCoverage[] = [];
   const sorted = [...outcomes].sort((a, b) => a[0] - b[0]);
-  const stats = backend.broadcast.readStats(sorted.map(([tid]) => tid));
+  // Read back as listThreads() reads it: the kernel's stat, with the backend's view of the IO_FLUSHER bits.
+  const stats = backend.ownThreadStats(sorted.map(([tid]) => tid));
   for (const [i, [tid, outcome]] of sorted.entries()) {
     const stat = stats[i];
     const name = stat?.name ?? '';
-    const flags: number | null = stat === undefined ? null : stat.flags;
+    const flags: number | null = stat === undefined ? null : backend.flagsAsSeen(process.pid, tid, stat.flags, stat.startTime).flags;
     // Coverage is what /proc shows, whatever the handler said: a thread that blocks the signal but already has the
     // requested state (inherited it, or is being cleared and never had it) is covered.
     const inState = flags !== null && ((flags & IO_FLUSHER_FLAGS) === IO_FLUSHER_FLAGS) === enabled;

@@ -14,7 +14,6 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { EmulatedKernel } from './emulator';
-import { withModelledIoFlusher } from './emulator';
 import { errnoName, FailureContext, IoFlusherError, systemError } from './errors';
 import { BROADCAST_OUTCOME, BROADCAST_SLOTS, EBUSY, GLIBC_SIGRTMAX, GLIBC_SIGRTMIN, IO_FLUSHER_FLAGS } from './kernel-constants';
 import { loadNativeBinding, NativeBinding } from './native-binding';
@@ -30,8 +29,6 @@ export interface ThreadBroadcast {
    * for setting every thread to `value`.
    */
   begin(value: 0 | 1, requested: number | undefined, self: number, context: () => FailureContext): BroadcastCall;
-  /** Each thread's stat fields (undefined: gone), its IO_FLUSHER bits as this backend sees them. */
-  readStats(tids: number[]): Array<StatFields | undefined>;
 }
 
 /** @internal */
@@ -287,7 +284,6 @@ export function nativeThreadBroadcast(binding: NativeBinding): ThreadBroadcast {
         },
       };
     },
-    readStats: (tids) => readOwnThreadStats(binding, tids),
   };
 }
 
@@ -316,10 +312,5 @@ export function emulatedThreadBroadcast(emulator: EmulatedKernel): ThreadBroadca
         end: () => true,
       };
     },
-    readStats: (tids) =>
-      readOwnThreadStats(undefined, tids).map((stat, i) => {
-        const modelled = stat && emulator.flagsOf(tids[i]!, stat.startTime);
-        return stat === undefined || modelled === undefined ? stat : { ...stat, flags: withModelledIoFlusher(stat.flags, modelled) };
-      }),
   };
 }

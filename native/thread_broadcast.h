@@ -2,8 +2,9 @@
 // thread is sent a real-time signal whose handler makes the prctl itself and records the result.
 // Each function below is one system call (or a read of the recorded results), except iof_read_task_stats (one read of
 // each listed thread's stat file) and iof_broadcast_pass, which makes one pass over a list of threads (check,
-// signal, wait, collect) without a JavaScript round trip per thread. The listing of threads between passes, the refusal of signals already in use and what each outcome means are
-// TypeScript's (lib/thread-broadcast.ts), the report is lib/process-wide.ts's.
+// signal, wait, collect) without a JavaScript round trip per thread. The listing of threads between passes, the
+// refusal of signals already in use and what each outcome means are TypeScript's (lib/thread-broadcast.ts); the report
+// is lib/process-wide.ts's.
 // See: man 7 signal, man 2 tgkill, man 2 sigaction; glibc nptl/nptl_setxid.c; libcap psx/psx.c.
 #ifndef IO_FLUSHER_THREAD_BROADCAST_H
 #define IO_FLUSHER_THREAD_BROADCAST_H
