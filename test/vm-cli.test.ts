@@ -5,6 +5,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
@@ -46,5 +47,77 @@ describe('io-flusher vm (command line)', () => {
   it('is in the published files with its guest init and the Node fetcher', () => {
     const pkg = JSON.parse(fs.readFileSync(path.resolve(__dirname, '../package.json'), 'utf8')) as { files: string[] };
     expect(pkg.files).toEqual(expect.arrayContaining(['scripts/kernel-run', 'scripts/vm/', 'scripts/node-versions.mjs']));
+  });
+});
+
+/**
+ * The runner's own handling of a guest that dies before COMMAND starts (under software emulation a kernel can panic
+ * while booting, about once in 35 boots here): a stand-in QEMU (test/fixtures/fake-qemu.sh) plays the guest, and a
+ * fake kernel cache (a stamp, an empty vmlinux, built-in modules) stands for the downloaded kernel.
+ */
+const RUNNER = path.resolve(__dirname, '../scripts/kernel-run');
+const runnerTools = ['/usr/sbin/depmod', '/usr/sbin/modprobe', '/bin/busybox', '/usr/bin/setpriv'].every((f) => fs.existsSync(f));
+const toolsNote = runnerTools ? '' : ' (SKIPPED: needs busybox-static, kmod and util-linux, which .ci/run installs)';
+
+describe('kernel-run: a guest that ends before COMMAND starts', () => {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'fake-vm-'));
+  const runBoots = (plan: string, extra: string[] = []) => {
+    const cache = path.join(work, 'cache');
+    const kdir = path.join(cache, 'bookworm');
+    if (!fs.existsSync(path.join(kdir, 'stamp'))) {
+      const modules = path.join(kdir, 'root/lib/modules/9.9.9-fake');
+      fs.mkdirSync(modules, { recursive: true });
+      fs.writeFileSync(path.join(modules, 'modules.builtin'), 'kernel/drivers/virtio/virtio_pci.ko\nkernel/net/9p/9pnet_virtio.ko\nkernel/fs/9p/9p.ko\n');
+      fs.writeFileSync(path.join(modules, 'modules.order'), '');
+      expect(spawnSync('/usr/sbin/depmod', ['-b', path.join(kdir, 'root'), '9.9.9-fake']).status).toBe(0);
+      fs.writeFileSync(path.join(kdir, 'vmlinux'), '');
+      fs.writeFileSync(path.join(kdir, 'stamp'), 'kernel-run cache v1\nlinux-image-fake\n9.9.9-fake\nhttp://deb.example/debian\n');
+    }
+    const bin = path.join(work, 'bin');
+    fs.mkdirSync(bin, { recursive: true });
+    fs.copyFileSync(path.resolve(__dirname, 'fixtures/fake-qemu.sh'), path.join(bin, 'qemu-system-x86_64'));
+    fs.chmodSync(path.join(bin, 'qemu-system-x86_64'), 0o755);
+    const log = path.join(work, `boots-${plan}.log`);
+    fs.rmSync(log, { force: true });
+    const r = spawnSync(RUNNER, ['--accel', 'tcg', '--project', work, ...extra, '--', 'true'], {
+      encoding: 'utf8',
+      env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, IO_FLUSHER_VM_CACHE: cache, FAKE_QEMU_PLAN: plan, FAKE_QEMU_LOG: log },
+      timeout: 60_000,
+    });
+    const boots = fs.existsSync(log) ? fs.readFileSync(log, 'utf8').trim().split('\n').length : 0;
+    return { status: r.status, stdout: r.stdout, stderr: r.stderr, boots };
+  };
+
+  it.runIf(runnerTools)(`a panic while booting is booted again, and the command's status comes from the boot that ran it${toolsNote}`, () => {
+    const r = runBoots('panic,panic,ok');
+    expect(r.boots).toBe(3);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain('command ran');
+    expect(r.stderr).toMatch(/boot 1 of 3 ended before the command started/);
+    expect(r.stderr).toMatch(/boot 2 of 3 ended before the command started/);
+    expect(r.stderr).toMatch(/\| Kernel panic - not syncing/);
+    expect(r.stderr.match(/booting bookworm\/full again/g)).toHaveLength(2);
+  });
+
+  it.runIf(runnerTools)(`three failed boots: exit 125, the console shown, no fourth boot${toolsNote}`, () => {
+    const r = runBoots('panic');
+    expect(r.boots).toBe(3);
+    expect(r.status).toBe(125);
+    expect(r.stderr).toMatch(/the VM ended without an exit status \(boot failed or kernel panic, boot 3 of 3/);
+  });
+
+  it.runIf(runnerTools)(`a guest that hangs before the command is booted again after --boot-timeout${toolsNote}`, () => {
+    const r = runBoots('hang,ok', ['--boot-timeout', '2']);
+    expect(r.boots).toBe(2);
+    expect(r.status).toBe(0);
+    expect(r.stderr).toMatch(/boot 1 of 3 did not start the command within 2s/);
+  });
+
+  it.runIf(runnerTools)(`a panic after the command started is reported (125), never retried${toolsNote}`, () => {
+    const r = runBoots('late-panic,ok');
+    expect(r.boots).toBe(1);
+    expect(r.status).toBe(125);
+    expect(r.stderr).toMatch(/command started after/);
+    expect(r.stderr).not.toMatch(/again/);
   });
 });
