@@ -138,7 +138,7 @@ export class IoFlusher {
    *   ERR_IO_FLUSHER_SIGNAL_IN_USE when the requested signal already has a handler.
    */
   setProcessIoFlusher(enabled: boolean, options: ProcessIoFlusherOptions = {}): ProcessIoFlusherReport {
-    assertBoolean(enabled, 'enabled');
+    assertBoolean(enabled, 'enabled'); // once, here: setProcessIoFlusherWith trusts it
     assertObject(options, 'options');
     return setProcessIoFlusherWith(this.kernel, enabled, options);
   }
