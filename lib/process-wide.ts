@@ -10,10 +10,10 @@ import type { BackendName, KernelBackend } from './backend';
 import { prctlFailure } from './errors';
 import { PR_SET_IO_FLUSHER } from './kernel-constants';
 import { escapeName, readThreadName } from './procfs';
-import type { ThreadCoverage, ThreadVia, UncoveredReason } from './thread-broadcast';
+import type { ThreadCoverage, ThreadVia, TimedOutSeen, UncoveredReason } from './thread-broadcast';
 import { assertInteger, assertNumber } from './validate';
 
-export type { ThreadCoverage, UncoveredReason, ThreadVia };
+export type { ThreadCoverage, UncoveredReason, ThreadVia, TimedOutSeen };
 
 export interface ProcessIoFlusherReport {
   enabled: boolean;
@@ -114,7 +114,7 @@ function warnIfPartial(report: ProcessIoFlusherReport): ProcessIoFlusherReport {
     warnedUnreachable = true;
     process.emitWarning(
       `io-flusher: IO_FLUSHER ${report.enabled ? 'set' : 'cleared'} on ${report.covered} of ${report.threads.length} threads; not on ` +
-        missing.map((t) => `${t.tid} (${escapeName(readThreadName(t.tid))}): ${t.reason}${t.code ? ` ${t.code}` : ''}`).join(', ') +
+        missing.map((t) => `${t.tid} (${escapeName(readThreadName(t.tid))}): ${t.reason}${t.code ? ` ${t.code}` : ''}${t.seen ? ` (${t.seen})` : ''}`).join(', ') +
         (reachableGap ? '' : ' (no signal reaches such a thread; `io-flusher exec` covers every thread from birth)'),
       { type: 'IoFlusherWarning', code: 'IO_FLUSHER_PARTIAL' },
     );

@@ -14,7 +14,7 @@
  */
 import type { EmulatedKernel } from './emulator';
 import { errnoName, IoFlusherError, systemError } from './errors';
-import { BROADCAST_OUTCOME, BROADCAST_SLOTS, E2BIG, EBUSY, ENOENT, ESRCH, EXDEV, GLIBC_SIGRTMAX, GLIBC_SIGRTMIN, IO_FLUSHER_FLAGS } from './kernel-constants';
+import { BROADCAST_OUTCOME, BROADCAST_SEEN, BROADCAST_SLOTS, E2BIG, EBUSY, ENOENT, ESRCH, EXDEV, GLIBC_SIGRTMAX, GLIBC_SIGRTMIN, IO_FLUSHER_FLAGS } from './kernel-constants';
 import { loadNativeBinding, NativeBinding } from './native-binding';
 import { foreignProcError, ownTaskIdsBeforeChange, procUnavailableError } from './procfs';
 import { assertInteger } from './validate';
@@ -39,7 +39,24 @@ export interface ThreadCoverage {
   reason?: UncoveredReason;
   /** For `refused` and `not-verified`: the errno name its prctl got; for `timed-out`: why its status could not be read. */
   code?: string;
+  /**
+   * For `timed-out`: what its /proc status showed at the last look. `pending`: the signal is waiting for the thread to
+   * run (it is stopped, or waits for a CPU); `taken`: dequeued but not handled (held by a debugger or tracer in
+   * signal-delivery-stop); `in-handler`: running the handler; `newborn`: the C library blocks every signal in it (a
+   * thread starting or exiting).
+   */
+  seen?: TimedOutSeen;
 }
+
+/** What a timed-out thread's /proc status showed (see ThreadCoverage.seen). */
+export type TimedOutSeen = 'pending' | 'taken' | 'in-handler' | 'newborn';
+
+const SEEN_NAMES: Record<number, TimedOutSeen> = {
+  [BROADCAST_SEEN.pending]: 'pending',
+  [BROADCAST_SEEN.taken]: 'taken',
+  [BROADCAST_SEEN.inHandler]: 'in-handler',
+  [BROADCAST_SEEN.newborn]: 'newborn',
+};
 
 /** What one broadcast did. */
 export interface BroadcastResult {
@@ -178,8 +195,11 @@ function coverageOf(tid: number, outcome: number, a: number, b: number, enabled:
     case BROADCAST_OUTCOME.notReached:
       // Listed after the last pass (threads kept appearing), or beyond the table.
       return { tid, via: 'none', covered: false, ioFlusher: null, reason: a < 0 ? 'refused' : 'timed-out', ...(a < 0 ? { code: errnoName(a) } : {}) };
-    default: // BROADCAST_OUTCOME.timedOut: b is -errno when its status could not be read (never taken for an exit)
-      return { tid, via: 'none', covered: false, ioFlusher: null, reason: 'timed-out', ...(b < 0 ? { code: errnoName(b) } : {}) };
+    default: {
+      // BROADCAST_OUTCOME.timedOut: b is -errno when its status could not be read (never taken for an exit)
+      const seen = SEEN_NAMES[a];
+      return { tid, via: 'none', covered: false, ioFlusher: null, reason: 'timed-out', ...(b < 0 ? { code: errnoName(b) } : {}), ...(seen ? { seen } : {}) };
+    }
   }
 }
 

@@ -111,7 +111,7 @@ describe('a debugger or tracer holding a thread never gets the process killed', 
       const first = await c.next();
       // The tracer caught the signal's delivery: dequeued, not pending, the handler not run.
       expect((await tracer.lines.next()).value).toMatch(/^stopped \d+$/);
-      expect(first.threads.find((t: io.ThreadCoverage) => t.tid === tid)).toMatchObject({ covered: false, reason: 'timed-out' });
+      expect(first.threads.find((t: io.ThreadCoverage) => t.tid === tid)).toMatchObject({ covered: false, reason: 'timed-out', seen: 'taken' });
       expect(first.handlerRestored).toBe(false); // with SIG_DFL back, the signal the tracer holds would kill the process
       tracer.release();
       expect(await tracer.done).toBe(0);
@@ -155,7 +155,7 @@ describe('a debugger or tracer holding a thread never gets the process killed', 
     const tracer = await holdThread('stop', tid, 120);
     try {
       const late = reportOf(() => native.setProcessIoFlusher(true, { timeoutMs: 100 }));
-      expect(late.threads.find((t) => t.tid === tid)).toMatchObject({ covered: false, reason: 'timed-out' });
+      expect(late.threads.find((t) => t.tid === tid)).toMatchObject({ covered: false, reason: 'timed-out', seen: 'pending' });
       expect(late.handlerRestored).toBe(false);
       const signo = late.signal!;
       expect(pendingBit(tid, signo)).toBe(true);
