@@ -109,12 +109,8 @@ function signalInUse(binding: NativeBinding, signo: number): IoFlusherError {
 /** The signal the last call used: tried first, so a handler left for a late thread is used again, not a second one. */
 let lastSignal: number | undefined;
 
-function chooseSignal(binding: NativeBinding, requested: number | undefined): number {
-  if (requested !== undefined) {
-    if (!usable(binding.signalDisposition(requested))) throw signalInUse(binding, requested);
-    return requested;
-  }
-  if (lastSignal !== undefined && usable(binding.signalDisposition(lastSignal))) return lastSignal;
+/** The highest real-time signal whose action is SIG_DFL (or the broadcast's own). */
+function freeSignal(binding: NativeBinding): number {
   const max = binding.sigrtmax();
   for (let signo = max; signo >= binding.sigrtmin(); signo--) if (usable(binding.signalDisposition(signo))) return signo;
   throw signalInUse(binding, max);
@@ -208,8 +204,14 @@ export function nativeThreadBroadcast(binding: NativeBinding): ThreadBroadcast {
   return {
     assertSignal: (requested) => assertSignalInRange(binding, requested),
     run(value, requested, timeoutMs, maxPasses) {
-      const signo = chooseSignal(binding, requested);
-      const out = binding.broadcastRun(signo, value, timeoutMs, maxPasses);
+      // The native call itself refuses a signal that has an action of the program's (-EBUSY, nothing changed): only
+      // then is a free one looked for, one sigaction query per signal.
+      let signo = requested ?? lastSignal ?? binding.sigrtmax();
+      let out = binding.broadcastRun(signo, value, timeoutMs, maxPasses);
+      if (out === -EBUSY && requested === undefined) {
+        signo = freeSignal(binding);
+        out = binding.broadcastRun(signo, value, timeoutMs, maxPasses);
+      }
       if (typeof out === 'number') throw runFailure(binding, out, signo);
       lastSignal = signo;
       const enabled = value === 1;

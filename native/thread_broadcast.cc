@@ -44,10 +44,9 @@ struct Slot {
 };
 Slot g_slots[kSlots];
 
-// What the handler reads: the state most recently asked for, the process id that tags our signals, the count of
-// answers recorded (a futex word) and when the waiting caller wants to be woken.
+// What the handler reads: the state most recently asked for, the count of answers recorded (a futex word) and when
+// the waiting caller wants to be woken (and g_cached_pid below, which tags our signals).
 std::atomic<unsigned long> g_desired{0};
-std::atomic<int> g_pid{0};
 std::atomic<int> g_answers{0};
 std::atomic<int> g_wake_at{0};
 std::atomic<bool> g_waiting{false};
@@ -87,11 +86,36 @@ struct Locked {
 
 // A child forked while another thread held the lock would find it held forever: it starts with it free (only the
 // forking thread exists there, so no call can be in progress in the child).
+// The ids a call needs, cached (glibc caches neither getpid nor gettid; each is a system call): this process's, and
+// the calling thread's. A forked child has new ones, and /proc/self must be checked again there.
+std::atomic<int> g_cached_pid{0};
+thread_local int t_cached_tid = 0;
+bool g_proc_checked = false;  // /proc/self was this process at a call's start (guarded by g_call_lock)
+
 struct ForkSafety {
   ForkSafety() {
-    pthread_atfork(nullptr, nullptr, [] { pthread_mutex_init(&g_call_lock, nullptr); });
+    pthread_atfork(nullptr, nullptr, [] {
+      pthread_mutex_init(&g_call_lock, nullptr);
+      g_cached_pid.store(0);
+      t_cached_tid = 0;
+      g_proc_checked = false;
+    });
   }
 } g_fork_safety;
+
+pid_t CachedPid() {
+  int pid = g_cached_pid.load(std::memory_order_relaxed);
+  if (pid == 0) {
+    pid = getpid();
+    g_cached_pid.store(pid, std::memory_order_relaxed);
+  }
+  return pid;
+}
+
+int CachedTid() {
+  if (t_cached_tid == 0) t_cached_tid = static_cast<int>(iof_gettid());
+  return t_cached_tid;
+}
 
 long Sys(long rc) { return rc < 0 ? -errno : rc; }
 
@@ -100,7 +124,7 @@ void BroadcastHandler(int, siginfo_t* info, void*) {
   // Whoever sent it, the thread takes the state most recently asked for: a late signal never undoes a later call.
   long set_result = iof_set_io_flusher(g_desired.load(std::memory_order_acquire));
   long get_result = iof_get_io_flusher();
-  if (info && info->si_code == SI_QUEUE && info->si_pid == g_pid.load(std::memory_order_relaxed)) {
+  if (info && info->si_code == SI_QUEUE && info->si_pid == g_cached_pid.load(std::memory_order_relaxed)) {
     uint64_t tag = reinterpret_cast<uintptr_t>(info->si_value.sival_ptr);
     uint32_t slot = static_cast<uint32_t>(tag);
     uint64_t expected = Pack(static_cast<uint32_t>(tag >> 32), kPending);
@@ -219,6 +243,9 @@ long ListTasks(int task_dir, std::vector<int>* tids) {
     long n = syscall(SYS_getdents64, task_dir, buffer, sizeof buffer);
     if (n < 0) return -errno;
     if (n == 0) return 0;
+    // procfs fills the buffer while entries fit (proc_task_readdir): with room left for several more, this was the
+    // end of the directory, and the read that would say so is saved.
+    bool last = n < static_cast<long>(sizeof buffer) - 1024;
     for (long at = 0; at < n;) {
       // struct linux_dirent64: d_ino (8), d_off (8), d_reclen (2), d_type (1), d_name
       unsigned short reclen;
@@ -227,6 +254,7 @@ long ListTasks(int task_dir, std::vector<int>* tids) {
       if (name[0] >= '1' && name[0] <= '9') tids->push_back(atoi(name));
       at += reclen;
     }
+    if (last) return 0;
   }
 }
 
@@ -282,9 +310,10 @@ long Install(int signo) {
 
 // Discards signo wherever it is pending (setting SIG_IGN does that, man 2 sigaction), then puts the previous action
 // back. Only called once no signal sent on signo can still be delivered except to threads that block it.
-void Restore(int signo, bool discard_pending) {
+// `checked`: the action is known to be ours still (it was installed by the call now ending); otherwise it is read first.
+void Restore(int signo, bool discard_pending, bool checked) {
   struct sigaction current;
-  if (sigaction(signo, nullptr, &current) != 0 || !IsOurs(current)) {
+  if (!checked && (sigaction(signo, nullptr, &current) != 0 || !IsOurs(current))) {
     g_installed[signo].on = false;  // the program has put its own action there since: left as it is
     return;
   }
@@ -310,7 +339,7 @@ void RememberBlocker(int tid, unsigned long long start_time) {
 
 // Accounts for the slots earlier calls (and this one) left outstanding, then restores the action of every installed
 // signal with nothing outstanding but threads that block it. `task_dir` is an open /proc/self/task.
-void Settle(int task_dir) {
+void Settle(int task_dir, int installed_now) {
   size_t kept = 0;
   for (Outstanding o : g_outstanding) {
     bool settled = StateOf(g_slots[o.slot].word.load(std::memory_order_acquire)) != kPending;  // answered late
@@ -336,7 +365,7 @@ void Settle(int task_dir) {
       (o.blocker ? blocked : unsettled) = true;
     }
     if (unsettled) continue;  // a thread may still run the handler: it stays
-    Restore(signo, blocked);
+    Restore(signo, blocked, signo == installed_now);
     if (!blocked) continue;
     kept = 0;
     for (Outstanding o : g_outstanding) {
@@ -375,7 +404,7 @@ long iof_broadcast_settle(void) {
   if (g_outstanding.empty()) return 0;
   int task_dir = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (task_dir < 0) return -errno;
-  Settle(task_dir);
+  Settle(task_dir, 0);
   close(task_dir);
   long installed = 0;
   for (int signo = 1; signo < _NSIG; signo++) installed += g_installed[signo].on;
@@ -388,8 +417,8 @@ long iof_broadcast_run(int signo, unsigned long value, long timeout_ms, int max_
   Locked lock;
   answers->clear();
   *summary = {0, 0};
-  const pid_t pid = getpid();  // once: glibc does not cache it
-  const int self = static_cast<int>(iof_gettid());
+  const pid_t pid = CachedPid();
+  const int self = CachedTid();
 
   // Everything that can fail before a thread is changed: /proc/self/task, that it is ours, its listing, the table.
   int task_dir = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -398,7 +427,9 @@ long iof_broadcast_run(int signo, unsigned long value, long timeout_ms, int max_
     int fd;
     ~Closer() { close(fd); }
   } closer{task_dir};
-  if (!ProcIsOurs(pid)) return -EXDEV;
+  // Checked once per process: a process does not move to another /proc without unshare(2) or setns(2).
+  if (!g_proc_checked && !ProcIsOurs(pid)) return -EXDEV;
+  g_proc_checked = true;
   std::vector<int> listed;
   long rc = ListTasks(task_dir, &listed);
   if (rc < 0) return rc;
@@ -407,13 +438,12 @@ long iof_broadcast_run(int signo, unsigned long value, long timeout_ms, int max_
   g_blockers.erase(std::remove_if(g_blockers.begin(), g_blockers.end(),
                                   [&](const Blocker& b) { return std::find(listed.begin(), listed.end(), b.tid) == listed.end(); }),
                    g_blockers.end());
+  const bool installed_by_this_call = !g_installed[signo].on;
   rc = Install(signo);
   if (rc < 0) return rc;
 
   const uint32_t generation = ++g_generation;
-  const uid_t uid = getuid();
   g_desired.store(value, std::memory_order_release);
-  g_pid.store(pid, std::memory_order_relaxed);
   answers->reserve(listed.size() + 1);
   long set_result = iof_set_io_flusher(value);
   answers->push_back({self, IOF_THREAD_DIRECT, static_cast<int32_t>(set_result), static_cast<int32_t>(iof_get_io_flusher())});
@@ -464,8 +494,7 @@ long iof_broadcast_run(int signo, unsigned long value, long timeout_ms, int max_
       memset(&info, 0, sizeof info);
       info.si_signo = signo;
       info.si_code = SI_QUEUE;
-      info.si_pid = pid;
-      info.si_uid = uid;
+      info.si_pid = pid;  // with SI_QUEUE, the handler's sign that the signal is ours
       info.si_value.sival_ptr = reinterpret_cast<void*>(static_cast<uintptr_t>((static_cast<uint64_t>(generation) << 32) | static_cast<uint32_t>(slot)));
       long sent_rc = Sys(syscall(SYS_rt_tgsigqueueinfo, pid, tid, signo, &info));
       if (sent_rc == 0) {
@@ -554,7 +583,7 @@ long iof_broadcast_run(int signo, unsigned long value, long timeout_ms, int max_
     rc = ListTasks(task_dir, &listed);
     if (rc < 0) break;  // the threads reached so far are reported; no new listing, no new pass
   }
-  Settle(task_dir);
+  Settle(task_dir, installed_by_this_call ? signo : 0);
   summary->handler_restored = !g_installed[signo].on;
   return static_cast<long>(answers->size());
 }
