@@ -400,7 +400,11 @@ long iof_sigrtmin(void) { return SIGRTMIN; }
 long iof_sigrtmax(void) { return SIGRTMAX; }
 
 long iof_broadcast_settle(void) {
-  Locked lock;
+  // Never waits for a call in progress on another thread (it settles at its end): the caller's event loop stays free.
+  if (pthread_mutex_trylock(&g_call_lock) != 0) return 1;
+  struct Unlock {
+    ~Unlock() { pthread_mutex_unlock(&g_call_lock); }
+  } unlock;
   if (g_outstanding.empty()) return 0;
   int task_dir = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (task_dir < 0) return -errno;

@@ -19,8 +19,8 @@
 //   SIG_DFL with it pending would kill the process once the thread unblocked it). Otherwise the handler stays
 //   installed (it is harmless) until a later call or iof_broadcast_settle finds every signal accounted for. A signal
 //   held by a tracer in signal-delivery-stop is not pending, so it is never mistaken for one that was taken.
-// - Threads found blocking the signal are remembered and, while their status still shows it blocked, not sent it
-//   again; their coverage is their /proc stat flags (they keep what they inherited).
+// - Threads found blocking the signal are remembered (thread id and start time, which name one thread for good) and
+//   not sent it again while they live; their coverage is their /proc stat flags (they keep what they inherited).
 // - Calls are serialized by a mutex held only inside iof_broadcast_run (and iof_broadcast_settle, and
 //   iof_execve_between_broadcasts), so no call ever fails because of an earlier one, and a Worker terminated while
 //   inside the call still finishes the native part (Node stops a Worker's JavaScript, not its native call).
@@ -84,7 +84,7 @@ long iof_sigrtmax(void);
 
 // Settles what earlier calls left behind (answers that came late, threads gone, pending signals of threads that block
 // them) and restores each signal's previous action once nothing sent on it is outstanding. Returns how many signals
-// still have the handler installed, or -errno.
+// still have the handler installed (1 without looking while a call is in progress on another thread), or -errno.
 long iof_broadcast_settle(void);
 
 #ifdef __cplusplus
