@@ -580,6 +580,12 @@ long iof_broadcast_run(int signo, unsigned long value, long timeout_ms, int max_
       g_waiting.store(false);
     }
     for (const Sent& s : sent) {
+      uint32_t state = StateOf(g_slots[s.slot].word.load(std::memory_order_acquire));
+      if (state != kPending) {  // answered just now, after the last look
+        (*answers)[s.record] = {s.tid, IOF_THREAD_ANSWERED, static_cast<int32_t>(SetResultOf(state)), static_cast<int32_t>(GetResultOf(state))};
+        FreeSlot(s.slot);
+        continue;
+      }
       // No answer by the deadline: its slot stays reserved, so a late answer is still recorded there.
       (*answers)[s.record] = {s.tid, IOF_THREAD_TIMED_OUT, s.seen, -s.status_error};
       g_outstanding.push_back({s.slot, s.tid, signo, false});
