@@ -15,16 +15,27 @@ import { assertInteger, assertNumber } from './validate';
 
 export type { ThreadCoverage, UncoveredReason, ThreadVia, TimedOutSeen };
 
+/**
+ * What setProcessIoFlusher() did, thread by thread. Each thread's coverage is the kernel's own answer for it
+ * (PR_GET_IO_FLUSHER made in that thread after its PR_SET_IO_FLUSHER); the report reads nothing else per thread. For a
+ * thread's name and whole flags word, see listThreads().
+ */
 export interface ProcessIoFlusherReport {
+  /** The state asked for: true to set IO_FLUSHER, false to clear it. */
   enabled: boolean;
+  /** Which backend made the call: the kernel (`native`) or the emulator's model (`emulated`). */
   backend: BackendName;
-  /** The real-time signal used, or null (emulated, or a process with one thread). */
+  /** The real-time signal used, or null (emulated). */
   signal: number | null;
-  /** Listing passes made (the last one found no new thread). */
+  /** Listings of /proc/self/task that found new threads (a last listing found none, unless maxPasses ran out). */
   passes: number;
+  /** How long the call took, in milliseconds. */
   elapsedMs: number;
+  /** Every thread the call listed, in thread id order. */
   threads: ThreadCoverage[];
+  /** Threads in the requested state. */
   covered: number;
+  /** Threads not (known to be) in the requested state: threads.length - covered. */
   uncovered: number;
   /**
    * Uncovered threads that block the signal, so no broadcast can reach them. In every Node 20 process seen so far
@@ -42,10 +53,18 @@ export interface ProcessIoFlusherReport {
    */
   handlerRestored: boolean;
 }
+
+/** Options of setProcessIoFlusher(); each is checked before anything is changed. */
 export interface ProcessIoFlusherOptions {
-  /** The real-time signal to use; default: the highest one from SIGRTMAX down whose action is SIG_DFL. */
+  /**
+   * The real-time signal to use (SIGRTMIN..SIGRTMAX); refused (ERR_IO_FLUSHER_SIGNAL_IN_USE) when the program has an
+   * action of its own on it. Default: the one the last call used, else the highest whose action is SIG_DFL.
+   */
   signal?: number;
-  /** How long to wait for signalled threads in each pass, in ms (default 1000). */
+  /**
+   * How long to wait for signalled threads in each pass, in ms (default 1000, at most 600000). A thread that has not
+   * answered by then is `timed-out`; a thread held by a debugger, or stopped, holds the call this long.
+   */
   timeoutMs?: number;
   /** The most listing passes to make (default 16). */
   maxPasses?: number;

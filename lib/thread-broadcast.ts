@@ -19,15 +19,22 @@ import { loadNativeBinding, NativeBinding } from './native-binding';
 import { foreignProcError, ownTaskIdsBeforeChange, procUnavailableError } from './procfs';
 import { assertInteger } from './validate';
 
-/** Why a thread is not in the requested state. */
+/**
+ * Why a thread is not in the requested state: `blocks-signal` (it blocks the signal, so only what it inherited counts:
+ * start the process through `io-flusher exec` to cover it), `exited` (gone during the call), `refused` (its prctl
+ * failed: `code` says how), `timed-out` (no answer by timeoutMs: `seen` and `code` say what /proc showed),
+ * `not-verified` (its prctl succeeded but PR_GET_IO_FLUSHER did not read back the state asked for).
+ */
 export type UncoveredReason = 'blocks-signal' | 'exited' | 'refused' | 'timed-out' | 'not-verified';
 
 /** How the prctl reached a thread: made directly (the calling thread), through the signal handler, or in the model. */
 export type ThreadVia = 'direct' | 'signal' | 'emulated' | 'none';
 
-/** One thread in a report. */
+/** One thread in a ProcessIoFlusherReport. */
 export interface ThreadCoverage {
+  /** The thread's id (gettid), as /proc/self/task lists it. */
   tid: number;
+  /** How the prctl reached it. */
   via: ThreadVia;
   /** The thread is in the requested state, by the kernel's own answer for it (see `ioFlusher`). */
   covered: boolean;
@@ -36,6 +43,7 @@ export interface ThreadCoverage {
    * thread that blocks the signal: its /proc flags); null when it is not known (refused, gone, no answer).
    */
   ioFlusher: boolean | null;
+  /** Why it is not covered; absent when it is. */
   reason?: UncoveredReason;
   /** For `refused` and `not-verified`: the errno name its prctl got; for `timed-out`: why its status could not be read. */
   code?: string;
