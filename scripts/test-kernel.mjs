@@ -46,7 +46,9 @@ for (const [kernel, mode, node] of runs) {
     const r = spawnSync(
       path.join(root, 'scripts/kernel-run'),
       [
-        '--kernel', kernel, '--mode', mode, '--node', node, '--quiet', '--',
+        // --timeout: a guard against a hung guest, not a budget (mode full on bookworm with 64 Workers and the
+        // broadcast's fault tests took over 600 s on a loaded 2-core host).
+        '--kernel', kernel, '--mode', mode, '--node', node, '--timeout', '1500', '--quiet', '--',
         path.join(root, 'node_modules/.bin/vitest'), 'run', '--config', 'vitest.kernel.config.mts',
         '--reporter=default', '--reporter=json', `--outputFile.json=${report}`,
       ],
