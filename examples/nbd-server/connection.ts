@@ -9,9 +9,9 @@
  *
  * Resources are bounded whatever the client does (README.md, "Limits"): the handshake has a fixed deadline, at
  * most MAX_OPTIONS options, option data beyond MAX_OPTION_BUFFERED discarded as it arrives, and one option's replies
- * queued at a time; in transmission a request holds a slot and
- * its payload bytes from its header until its reply is in the kernel's socket buffer, so a client that does not
- * read its replies stops being read from. Payload bytes also come from a budget shared by every connection.
+ * queued at a time; in transmission a request holds a slot and its payload bytes from its header until its reply is
+ * in the kernel's socket buffer, so a client that does not read its replies stops being read from. Payload bytes
+ * also come from a budget shared by every connection.
  */
 import type { Socket } from 'node:net';
 import type { BackingFile } from './backing-file';
@@ -51,6 +51,7 @@ const READ_PIECE = 1024 * 1024;
 const LINGER_MS = 2000;
 /** After stop() (SIGTERM), how long new options and requests are still read and answered with a shutdown error. */
 const SHUTDOWN_GRACE_MS = 2000;
+/** What clientGone() writes to learn whether a client whose side ended is gone. */
 const EMPTY = Buffer.alloc(0);
 
 /**
@@ -300,8 +301,9 @@ export class NbdConnection {
    * True once nothing more can reach the client, checking first, if the client has shut down its sending side,
    * whether it is gone or only half-closed (and still reading its replies): a zero-length write sends nothing to a
    * half-closed peer, and the kernel fails it for one that is gone (ECONNRESET after a reset, EPIPE once a Unix
-   * socket's peer closed), which destroys the socket. libuv reports a reset that arrives with data as a plain end of
-   * stream, so without this check every READ a reset client left in flight would be served in full. (A TCP client
+   * socket's peer closed), which destroys the socket. Without this check every READ such a client left in flight
+   * would be read in full, holding its connection slot: a Unix socket whose peer closed reads as a plain end of
+   * stream, and so does, on Node 20 and 22 (their libuv), a TCP reset that arrives together with data. (A TCP client
    * that closed normally, with a FIN, looks half-closed until a reply to it fails.)
    */
   private clientGone(): boolean {

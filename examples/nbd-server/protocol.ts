@@ -95,9 +95,9 @@ export const MAX_OPTION_DATA = 64 * 1024 * 1024;
 /**
  * Options per connection before it must choose an export; the next one disconnects. Not what keeps the server safe
  * (each option's replies are sent before the next option is read, and the handshake deadline bounds the time), but
- * a client still negotiating after this many options is flooding: real clients send fewer than 10 for one export, and
- * nbdkit 1.32 allows 32 (plus 32 per export after NBD_OPT_LIST), so this never refuses what nbdkit would answer. It
- * cuts a flood off after milliseconds of server time instead of at the deadline.
+ * a client still negotiating after this many options is flooding: libnbd's tools and qemu send 2 to 4, and nbdkit
+ * 1.32 allows 32 (plus 32 per export after NBD_OPT_LIST), so this never refuses what nbdkit would answer. It cuts a
+ * flood off after milliseconds of server time instead of at the deadline.
  */
 export const MAX_OPTIONS = 1024;
 

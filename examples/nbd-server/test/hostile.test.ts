@@ -408,8 +408,9 @@ describe('examples/nbd-server against hostile clients (bounded memory, no lockou
 
   for (const transport of ['loopback TCP, reset (RST)', 'a Unix socket, closed'] as const) {
     it(`clients that drop ${transport} with 2 x 32 MiB READs in flight free their slot at once: in 150 rounds a normal client always connects, RSS stays within the budget (--max-connections 4, --buffer-memory 64M)`, async () => {
-      // Each round's requests and its reset arrive together, which libuv reports as a plain end of stream: the
-      // server must not take the client for a half-closed one that still reads, and serve its READs in full.
+      // Each round's requests and its drop arrive together, which reads as a plain end of stream (a Unix socket's
+      // close always, a TCP reset on Node 20 and 22): the server must not take the client for a half-closed one that
+      // still reads, and serve its READs in full.
       const tcp = transport.startsWith('loopback');
       const flags = ['--max-connections', '4', '--buffer-memory', '64M'];
       const server = tcp ? await startTcp(flags) : await start(flags);

@@ -113,8 +113,8 @@ describe('examples/nbd-server request ordering (in process, over a slow in-memor
 
   const drops = [
     { how: 'resets its TCP connection while the READ runs (its read fails: ECONNRESET)', tcp: true, afterMs: 200 },
-    // The request and the RST arrive together, which libuv reports as a plain end of stream, as if the client had
-    // only shut down its sending side.
+    // The request and the RST arrive together, which Node 20 and 22 report as a plain end of stream, as if the
+    // client had only shut down its sending side (Node 24 and 26: ECONNRESET). A Unix socket's close always does.
     { how: 'resets its TCP connection right after sending the READ', tcp: true, afterMs: 0 },
     { how: 'closes its Unix socket right after sending the READ', tcp: false, afterMs: 0 },
   ];
