@@ -8,9 +8,10 @@
  * with FUA is on stable storage before its reply.
  *
  * Resources are bounded whatever the client does (README.md, "Limits"): the handshake has a fixed deadline, at
- * most MAX_OPTIONS options and one option's replies queued at a time; in transmission a request holds a slot and
- * its payload bytes from its header until its reply is in the kernel's socket buffer, so a client that does not
- * read its replies stops being read from. Payload bytes also come from a budget shared by every connection.
+ * most MAX_OPTIONS options, option data beyond MAX_OPTION_BUFFERED discarded as it arrives, and one option's replies
+ * queued at a time; in transmission a request holds a slot and its payload bytes from its header until its reply is
+ * in the kernel's socket buffer, so a client that does not read its replies stops being read from. Payload bytes
+ * also come from a budget shared by every connection.
  */
 import type { Socket } from 'node:net';
 import type { BackingFile } from './backing-file';
@@ -50,6 +51,8 @@ const READ_PIECE = 1024 * 1024;
 const LINGER_MS = 2000;
 /** After stop() (SIGTERM), how long new options and requests are still read and answered with a shutdown error. */
 const SHUTDOWN_GRACE_MS = 2000;
+/** What clientGone() writes to learn whether a client whose side ended is gone. */
+const EMPTY = Buffer.alloc(0);
 
 /**
  * Every READ and WRITE payload buffer (a READ's with 16 bytes in front for the reply header) is allocated here:
@@ -186,14 +189,18 @@ interface Slot {
 export function transmissionFlags(readOnly: boolean): number {
   return (
     P.NBD_FLAG_HAS_FLAGS |
-    (readOnly ? P.NBD_FLAG_READ_ONLY : 0) |
     P.NBD_FLAG_SEND_FLUSH |
-    P.NBD_FLAG_SEND_FUA |
-    P.NBD_FLAG_SEND_TRIM |
-    P.NBD_FLAG_SEND_WRITE_ZEROES |
+    // A read-only export advertises nothing that writes (as nbdkit -r does): TRIM, WRITE_ZEROES and FUA, which only
+    // means something for writes, are not offered; a client that sends them anyway gets EPERM (FUA elsewhere: EINVAL).
+    (readOnly ? P.NBD_FLAG_READ_ONLY : P.NBD_FLAG_SEND_FUA | P.NBD_FLAG_SEND_TRIM | P.NBD_FLAG_SEND_WRITE_ZEROES) |
     // A FLUSH on any connection fdatasyncs the one backing file, covering writes completed on every connection.
     P.NBD_FLAG_CAN_MULTI_CONN
   );
+}
+
+/** The commands that write: refused with EPERM on a read-only export. */
+function writes(type: number): boolean {
+  return type === P.NBD_CMD_WRITE || type === P.NBD_CMD_TRIM || type === P.NBD_CMD_WRITE_ZEROES;
 }
 
 /** Advertised with NBD_INFO_BLOCK_SIZE: any alignment works; 4 KiB is the preferred size; 32 MiB the largest. */
@@ -248,7 +255,11 @@ export class NbdConnection {
    * not count: a client trickling a header one byte at a time is idle.
    */
   lastActivity = Date.now();
-  /** Resolves once nothing of the connection is in flight and its replies are in the kernel (it is closing). */
+  /**
+   * Resolves once the connection needs no connection slot: nothing of it is in flight and its replies are in the
+   * kernel (it is closing), or its socket is closed (what a request of it still holds is the shared budget, given
+   * back as its READ stops at the next piece).
+   */
   readonly settled: Promise<void>;
   private settle!: () => void;
   /** Resolves once nothing of the connection is in flight, its replies are sent, and the socket is closed. */
@@ -270,9 +281,11 @@ export class NbdConnection {
         this.finishBatch?.();
         this.pump(); // releases whatever is still queued
         this.signalChange();
+        this.settle();
         resolve();
       }),
     );
+    socket.on('end', () => this.clientGone());
     this.finished = this.run();
   }
 
@@ -282,6 +295,20 @@ export class NbdConnection {
    */
   private get gone(): boolean {
     return this.socket.destroyed || this.socket.errored !== null;
+  }
+
+  /**
+   * True once nothing more can reach the client, checking first, if the client has shut down its sending side,
+   * whether it is gone or only half-closed (and still reading its replies): a zero-length write sends nothing to a
+   * half-closed peer, and the kernel fails it for one that is gone (ECONNRESET after a reset, EPIPE once a Unix
+   * socket's peer closed), which destroys the socket. Without this check every READ such a client left in flight
+   * would be read in full, holding its connection slot: a Unix socket whose peer closed reads as a plain end of
+   * stream, and so does, on Node 20 and 22 (their libuv), a TCP reset that arrives together with data. (A TCP client
+   * that closed normally, with a FIN, looks half-closed until a reply to it fails.)
+   */
+  private clientGone(): boolean {
+    if (this.socket.readableEnded && !this.socket.destroyed && !this.socket.writableEnded) this.socket.write(EMPTY);
+    return this.gone;
   }
 
   /** True until the client has chosen an export (or the connection ended). */
@@ -330,11 +357,15 @@ export class NbdConnection {
       clearTimeout(handshakeTimer);
       graceful = transmission ? await this.transmit() : true;
     } catch (err) {
-      if (err instanceof P.EndOfStream) {
-        // The client closed its side: replies to what it sent before still go out (the socket is half-open).
-        if (this.socket.destroyed && this.inflight.length + this.slots > 0) {
-          this.log(`connection ${this.id}: reset by the client with requests in flight`);
-        } else if (err.midMessage) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (err instanceof P.EndOfStream || code === 'ECONNRESET' || code === 'EPIPE') {
+        // The client closed its side: replies to what it sent before still go out (the socket is half-open), unless
+        // it is gone (reset, or a Unix socket closed): then what it left in flight is dropped.
+        if (this.gone && this.inflight.length + this.slots > 0) {
+          this.log(`connection ${this.id}: the client is gone (${code ?? 'closed'}) with requests in flight`);
+        } else if (code) {
+          this.log(`connection ${this.id}: the client is gone (${code})`);
+        } else if ((err as P.EndOfStream).midMessage) {
           this.log(`connection ${this.id}: closed by the client in the middle of a message`);
         } else {
           graceful = true;
@@ -482,8 +513,15 @@ export class NbdConnection {
       const length = header.readUInt32BE(12);
       const optionName = P.OPTION_NAMES[option] ?? `${option}`;
       if (++this.optionsSeen > P.MAX_OPTIONS) throw new ProtocolViolation(`more than ${P.MAX_OPTIONS} options without choosing an export`);
-      if (length > P.MAX_OPTION_LENGTH) throw new ProtocolViolation(`option ${optionName} with ${length} bytes of data (at most ${P.MAX_OPTION_LENGTH})`);
-      const data = await this.reader.read(length);
+      if (length > P.MAX_OPTION_DATA) throw new ProtocolViolation(`option ${optionName} with ${length} bytes of data (more than ${P.MAX_OPTION_DATA})`);
+      // NBD_OPT_EXPORT_NAME has no error reply: a name over the protocol's limit can only be refused by closing.
+      if (option === P.NBD_OPT_EXPORT_NAME && length > P.MAX_STRING) {
+        throw new ProtocolViolation(`NBD_OPT_EXPORT_NAME with a ${length}-byte name (at most ${P.MAX_STRING})`);
+      }
+      // Data too long to parse is dropped as it arrives (never held), and the option gets an error reply below.
+      let data: Buffer | undefined;
+      if (length <= P.MAX_OPTION_BUFFERED) data = await this.reader.read(length);
+      else await this.reader.skip(length);
       this.lastActivity = Date.now();
 
       if (this.stopping) {
@@ -499,9 +537,9 @@ export class NbdConnection {
 
       switch (option) {
         case P.NBD_OPT_EXPORT_NAME: {
-          const name = data.toString('utf8');
+          const name = data!.toString('utf8'); // at most MAX_STRING bytes (checked above), so it was read
           // This option has no error reply: the only way to refuse is to close.
-          if (length > P.MAX_STRING || !this.matches(name)) throw new ProtocolViolation(`NBD_OPT_EXPORT_NAME for unknown export ${P.printable(name)}`);
+          if (!this.matches(name)) throw new ProtocolViolation(`NBD_OPT_EXPORT_NAME for unknown export ${P.printable(name)}`);
           const reply = Buffer.alloc(this.noZeroes ? 10 : 134); // 124 zero bytes unless NO_ZEROES
           reply.writeBigUInt64BE(BigInt(this.exp.file.size), 0);
           reply.writeUInt16BE(transmissionFlags(this.exp.readOnly ?? false), 8);
@@ -526,6 +564,12 @@ export class NbdConnection {
         }
         case P.NBD_OPT_INFO:
         case P.NBD_OPT_GO:
+          if (!data) {
+            // The most a name (4096 bytes) and its fixed fields take leaves room for 125 information requests: more
+            // than any client asks for (each kind counts once), and more than this server will parse.
+            this.optionError(option, P.NBD_REP_ERR_TOO_BIG, `${length} bytes of option data: more than this server parses (${P.MAX_OPTION_BUFFERED})`);
+            break;
+          }
           if (this.info(option, data) && option === P.NBD_OPT_GO) return true;
           break;
         default:
@@ -612,7 +656,7 @@ export class NbdConnection {
   private async admit(request: Request, slot: Slot): Promise<void> {
     const refusal = this.stopping
       ? P.NBD_ESHUTDOWN
-      : this.exp.readOnly && (request.type === P.NBD_CMD_WRITE || request.type === P.NBD_CMD_TRIM || request.type === P.NBD_CMD_WRITE_ZEROES)
+      : this.exp.readOnly && writes(request.type)
         ? P.NBD_EPERM
         : request.type === P.NBD_CMD_WRITE && request.length > P.MAX_PAYLOAD
           ? P.NBD_EINVAL
@@ -689,19 +733,19 @@ export class NbdConnection {
   }
 
   private dispatch(request: Request, slot: Slot): void {
-    const writes = request.type === P.NBD_CMD_WRITE || request.type === P.NBD_CMD_TRIM || request.type === P.NBD_CMD_WRITE_ZEROES;
+    const writing = writes(request.type);
     const start = request.offset;
     const end = request.offset + BigInt(request.length);
     const deps =
       request.type === P.NBD_CMD_FLUSH
         ? this.inflight.filter((o) => o.writes)
-        : this.inflight.filter((o) => (o.writes || writes) && o.start < end && start < o.end);
-    const entry: InFlight = { start, end, writes, done: Promise.resolve() };
+        : this.inflight.filter((o) => (o.writes || writing) && o.start < end && start < o.end);
+    const entry: InFlight = { start, end, writes: writing, done: Promise.resolve() };
     this.inflight.push(entry);
     entry.done = (async () => {
       if (deps.length) await Promise.all(deps.map((d) => d.done));
       // Nobody is left to answer: a request that has not started is dropped.
-      if (this.gone) {
+      if (this.clientGone()) {
         this.cancelled++;
         this.releaseSlot(slot);
         return;
@@ -729,15 +773,17 @@ export class NbdConnection {
     const position = Number(offset);
     const fua = (flags & P.NBD_CMD_FLAG_FUA) !== 0;
     const ok = { error: 0 };
-    // FUA is valid on every command (the protocol says to accept it even where it means nothing).
+    // Where FUA is advertised it is valid on every command (the protocol says to accept it even where it means
+    // nothing); a read-only export does not advertise it, so there it is a flag the command does not take: EINVAL.
+    const fuaFlag = this.exp.readOnly ? 0 : P.NBD_CMD_FLAG_FUA;
     const flagsOnly = (allowed: number): boolean => (flags & ~allowed) === 0;
     try {
       switch (type) {
         case P.NBD_CMD_READ: {
-          if (!flagsOnly(P.NBD_CMD_FLAG_FUA) || length > P.MAX_PAYLOAD || !inRange) return { error: P.NBD_EINVAL };
+          if (!flagsOnly(fuaFlag) || length > P.MAX_PAYLOAD || !inRange) return { error: P.NBD_EINVAL };
           const buffer = allocateIoBuffer(P.NBD_SIMPLE_REPLY_SIZE + length, slot);
           for (let done = 0; done < length; done += READ_PIECE) {
-            if (this.gone) return { error: P.NBD_EIO }; // the client is gone: stop reading for it
+            if (this.clientGone()) return { error: P.NBD_EIO }; // stop reading for a client that is gone
             const piece = Math.min(READ_PIECE, length - done);
             const at = P.NBD_SIMPLE_REPLY_SIZE + done;
             await file.read(buffer.subarray(at, at + piece), position + done);
@@ -751,7 +797,7 @@ export class NbdConnection {
           if (fua) await file.sync();
           return ok;
         case P.NBD_CMD_FLUSH:
-          if (!flagsOnly(P.NBD_CMD_FLAG_FUA)) return { error: P.NBD_EINVAL };
+          if (!flagsOnly(fuaFlag)) return { error: P.NBD_EINVAL };
           await file.sync();
           return ok;
         case P.NBD_CMD_TRIM:

@@ -80,12 +80,26 @@ export const MAX_PAYLOAD = 32 * 1024 * 1024;
 /** The protocol's limit on strings (export names, messages): 4096 bytes, without a terminating NUL. */
 export const MAX_STRING = 4096;
 /**
- * The most option data the server reads: a 4096-byte name plus the fixed fields of NBD_OPT_INFO / NBD_OPT_GO and up
- * to 123 information requests. A longer option disconnects the client.
+ * The most option data the server holds in memory to parse: a 4096-byte name plus the fixed fields of NBD_OPT_INFO /
+ * NBD_OPT_GO and up to 125 information requests. Longer option data is discarded as it arrives, and the option
+ * gets an error reply (see MAX_OPTION_DATA).
  */
-export const MAX_OPTION_LENGTH = MAX_STRING + 256;
-/** Options per connection before it must choose an export (as nbdkit does): a longer negotiation is an attack. */
-export const MAX_OPTIONS = 32;
+export const MAX_OPTION_BUFFERED = MAX_STRING + 256;
+/**
+ * Option data beyond this disconnects the client: 64 MiB, the limit nbdkit 1.32 puts on option data, so every option
+ * nbdkit answers this server answers too. Up to it the data is read and dropped (memory does not grow with it); a
+ * client sending more than any option can hold is flooding, and reading on would only burn CPU until the handshake
+ * deadline.
+ */
+export const MAX_OPTION_DATA = 64 * 1024 * 1024;
+/**
+ * Options per connection before it must choose an export; the next one disconnects. Not what keeps the server safe
+ * (each option's replies are sent before the next option is read, and the handshake deadline bounds the time), but
+ * a client still negotiating after this many options is flooding: libnbd's tools and qemu send 2 to 4, and nbdkit
+ * 1.32 allows 32 (plus 32 per export after NBD_OPT_LIST), so this never refuses what nbdkit would answer. It cuts a
+ * flood off after milliseconds of server time instead of at the deadline.
+ */
+export const MAX_OPTIONS = 1024;
 
 export const OPTION_NAMES: Record<number, string> = {
   1: 'EXPORT_NAME', 2: 'ABORT', 3: 'LIST', 4: 'PEEK_EXPORT', 5: 'STARTTLS', 6: 'INFO', 7: 'GO', 8: 'STRUCTURED_REPLY',
@@ -132,7 +146,10 @@ export class SocketReader {
       this.wake();
     });
     socket.on('close', () => {
+      // Closed (never just half-closed: that is 'end'): nothing received is worth parsing, since no reply can go out.
       this.ended = true;
+      this.chunks = [];
+      this.buffered = 0;
       this.wake();
     });
     socket.on('error', (err) => {
@@ -141,9 +158,11 @@ export class SocketReader {
     });
   }
 
-  /** Stops any pending and future read with `err`. */
+  /** Stops any pending and future read with `err`; what is buffered is dropped, never parsed. */
   abort(err: Error): void {
     this.failure ??= err;
+    this.chunks = [];
+    this.buffered = 0;
     this.wake();
   }
 
@@ -170,7 +189,6 @@ export class SocketReader {
         this.waiter = { need: atLeast, wake: resolve };
       });
     }
-    if (this.failure instanceof ReadAborted) throw this.failure;
     return this.take(n);
   }
 
@@ -181,17 +199,19 @@ export class SocketReader {
   async readInto(target: Buffer): Promise<void> {
     let filled = 0;
     while (filled < target.length) {
-      if (this.buffered === 0) {
-        try {
-          await this.read(0, 1);
-        } catch (err) {
-          // The header before this payload was read already: a close here is always mid-message.
-          throw err instanceof EndOfStream ? new EndOfStream(true) : err;
-        }
-      }
+      if (this.buffered === 0) await this.moreOfMessage();
       const k = Math.min(this.buffered, target.length - filled);
       this.copyOut(target, filled, k);
       filled += k;
+    }
+  }
+
+  /** Waits for at least one more byte of a message whose header was read already: a close here is mid-message. */
+  private async moreOfMessage(): Promise<void> {
+    try {
+      await this.read(0, 1);
+    } catch (err) {
+      throw err instanceof EndOfStream ? new EndOfStream(true) : err;
     }
   }
 
@@ -202,12 +222,16 @@ export class SocketReader {
     return true;
   }
 
-  /** Reads and drops `n` bytes, without holding them all in memory. */
+  /** Reads and drops `n` bytes as they arrive, without holding or copying them. */
   async skip(n: number): Promise<void> {
     while (n > 0) {
-      const step = Math.min(n, this.highWater);
-      await this.read(step);
-      n -= step;
+      if (this.buffered === 0) await this.moreOfMessage();
+      const chunk = this.chunks[0]!;
+      const k = Math.min(chunk.length, n);
+      if (k === chunk.length) this.chunks.shift();
+      else this.chunks[0] = chunk.subarray(k);
+      this.consumed(k);
+      n -= k;
     }
   }
 

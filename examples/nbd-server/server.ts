@@ -23,7 +23,8 @@ const USAGE = `Usage: node examples/nbd-server/dist/server.js --file PATH [--siz
   --port N               listen on TCP port N (0: any free port) of --host
   --host ADDR            a loopback address only (127.0.0.0/8 or ::1); default 127.0.0.1
   --export NAME          the export's name (default: "disk"); the default (empty) name is accepted too
-  --read-only            open the file read-only, advertise READ_ONLY, answer writes with EPERM (no --size)
+  --read-only            open the file read-only, advertise READ_ONLY (and no TRIM, WRITE_ZEROES or FUA), answer
+                         writes with EPERM (no --size)
   --protect MODE         process (default): prepareDaemon() puts every thread in IO_FLUSHER state, best effort;
                          exec: started through \`io-flusher exec\`, only report the threads' state;
                          none: no IO_FLUSHER
