@@ -53,7 +53,7 @@ const LOCKED_MAPPINGS_JS = `
 
 describe('scoped memory locking: no abort on any Node major', () => {
   for (const node of NODES) {
-    it.runIf(node.bin)(`Node ${node.label}${node.bin ? '' : ' (SKIPPED: binary absent, run scripts/node-versions.mjs)'}: prepareDaemon's default lock, 3 GC rounds, Workers with locked Buffers terminated, locked Buffers collected, clean exit`, () => {
+    it.runIf(node.bin)(`Node ${node.label}${node.bin ? '' : ' (SKIPPED: binary absent, run vm/node-versions.mjs)'}: prepareDaemon's default lock, 3 GC rounds, Workers with locked Buffers terminated, locked Buffers collected, clean exit`, () => {
       const r = spawnJson(node.bin!, ['--expose-gc', path.join(ROOT, 'test/fixtures/memory-scenario.js')]);
       expect(r.status, r.detail).toBe(0);
       expect(r.signal).toBe(null);

@@ -1,5 +1,5 @@
 /**
- * `io-flusher vm` on the host: the command line reaches the shipped runner (scripts/kernel-run) and its usage errors
+ * `io-flusher vm` on the host: the command line reaches the shipped runner (vm/kernel-run) and its usage errors
  * come back before anything is fetched or booted. Booting a VM from an installed copy is proven by
  * `npm run test:pack` (the user's own test file runs in the guest) and the kernel suite.
  */
@@ -44,9 +44,12 @@ describe('io-flusher vm (command line)', () => {
     expect(r.stderr).toMatch(/refusing to share \//);
   });
 
-  it('is in the published files with its guest init and the Node fetcher', () => {
+  it('is in the published files with its guest init and the Node fetcher (all of vm/)', () => {
     const pkg = JSON.parse(fs.readFileSync(path.resolve(__dirname, '../package.json'), 'utf8')) as { files: string[] };
-    expect(pkg.files).toEqual(expect.arrayContaining(['scripts/kernel-run', 'scripts/vm/', 'scripts/node-versions.mjs']));
+    expect(pkg.files).toContain('vm/');
+    for (const file of ['kernel-run', 'guest-init', 'extract-vmlinux', 'seccomp-old-kernel.c', 'node-versions.mjs']) {
+      expect(fs.existsSync(path.resolve(__dirname, '../vm', file)), file).toBe(true);
+    }
   });
 });
 
@@ -55,7 +58,7 @@ describe('io-flusher vm (command line)', () => {
  * while booting, about once in 35 boots here): a stand-in QEMU (test/fixtures/fake-qemu.sh) plays the guest, and a
  * fake kernel cache (a stamp, an empty vmlinux, built-in modules) stands for the downloaded kernel.
  */
-const RUNNER = path.resolve(__dirname, '../scripts/kernel-run');
+const RUNNER = path.resolve(__dirname, '../vm/kernel-run');
 const runnerTools = ['/usr/sbin/depmod', '/usr/sbin/modprobe', '/bin/busybox', '/usr/bin/setpriv'].every((f) => fs.existsSync(f));
 const toolsNote = runnerTools ? '' : ' (SKIPPED: needs busybox-static, kmod and util-linux, which .ci/run installs)';
 
