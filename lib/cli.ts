@@ -7,9 +7,21 @@ import { BACKEND_CHOICES, BackendChoice, systemCalls, SystemCalls } from './back
 import { IoFlusherError } from './errors';
 import { ioFlusherChosenBy, ProbeResult } from './io-flusher';
 import { OOM_SCORE_ADJ_MAX, OOM_SCORE_ADJ_MIN } from './kernel-constants';
-import { describeFlags, escapeName, readProcessThreads, readThreadWait, ThreadFlags, ThreadWait } from './procfs';
+import {
+  describeFlags,
+  escapeName,
+  lockedBytesFromStatus,
+  readMemlockLimit,
+  readOomScoreAdj,
+  readProcessThreads,
+  readStatus,
+  readThreadWait,
+  ThreadFlags,
+  ThreadWait,
+} from './procfs';
 import { execve, preloadOption, PRELOAD_MLOCK_ENV, resolveCommand, saveStdioFlags } from './exec';
-import { memoryState, setMemlockLimit, setOomScoreAdj } from './memory';
+import { MemlockLimit, setMemlockLimit } from './memlock-limit';
+import { setOomScoreAdj } from './oom-score';
 import { vm } from './vm';
 
 /** Exit statuses of `io-flusher check` (and the other commands where they apply). */
@@ -178,6 +190,18 @@ function verdict(probe: ProbeResult, code: number): string {
   }
 }
 
+/** What `check` shows of a process's forward-progress settings, read from /proc (any process). */
+interface MemoryState {
+  /** VmLck: bytes in locked mappings (a mapping locked with MLOCK_ONFAULT counts whole, resident or not). */
+  lockedBytes: number;
+  memlockLimit: MemlockLimit;
+  oomScoreAdj: number;
+}
+
+function memoryState(pid: number | 'self'): MemoryState {
+  return { lockedBytes: lockedBytesFromStatus(readStatus(pid)), memlockLimit: readMemlockLimit(pid), oomScoreAdj: readOomScoreAdj(pid) };
+}
+
 function check(argv: string[], out: (s: string) => void): number {
   const args = parseArgs(argv, ['pid', 'backend'], ['json']);
   if (args.positional.length) throw new UsageError(`check takes no arguments, got ${args.positional.join(' ')}`);
@@ -249,7 +273,7 @@ interface ExecPlan {
   mlock: string | undefined;
   oomScoreAdj: number | undefined;
   memlockLimit: number | undefined;
-  /** The --backend value, checked only once the addon is known to load (as before the split). */
+  /** The --backend value, checked only once the addon is known to load. */
   backend: string | true | undefined;
   clear: boolean;
   allowUnprotected: boolean;
@@ -373,9 +397,6 @@ function exec(argv: string[]): number {
 function parseMlock(value: string | true | undefined): string | undefined {
   if (value === undefined) return undefined;
   if (value === 'mapped' || value === 'touched') return value;
-  if (String(value).split(',').some((p) => ['current', 'future', 'onfault'].includes(p))) {
-    throw new UsageError(`--mlock no longer takes mlockall flags (${String(value)}): with the V8 heap locked Node 24 and 26 abort; it locks the code scope, --mlock=mapped (default) or --mlock=touched`);
-  }
   throw new UsageError(`--mlock takes mapped or touched (which pages of the code scope to lock); got ${String(value)}`);
 }
 
