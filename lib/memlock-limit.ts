@@ -34,8 +34,8 @@ const RAISE_LIMIT_HINT =
 /**
  * Throws the limit error when locking `bytes` more would exceed RLIMIT_MEMLOCK, before anything is locked. The kernel
  * checks the same sum (mm->locked_vm plus the new range, mm/mlock.c) unless the process has CAP_IPC_LOCK.
+ * @internal
  */
-/** @internal */
 export function checkMemlockLimit(bytes: number, what: string, syscall: string): void {
   if (bytes === 0 || holdsCapIpcLock()) return;
   const limit = getMemlockLimit();
@@ -52,8 +52,7 @@ export function checkMemlockLimit(bytes: number, what: string, syscall: string):
   });
 }
 
-/** The error for a failed mlock/mlock2/munlock; ENOMEM and EPERM from mlock mean the limit (mm/mlock.c). */
-/** @internal */
+/** @internal The error for a failed mlock/mlock2/munlock; ENOMEM and EPERM from mlock mean the limit (mm/mlock.c). */
 export function lockError(syscall: string, rc: number, what: string): IoFlusherError {
   if (syscall !== 'munlock' && (rc === -ENOMEM || rc === -EPERM)) {
     return systemError({ syscall, errno: rc, detail: `${what}; RLIMIT_MEMLOCK ${getMemlockLimit().soft} bytes`, reason: 'limit-exceeded', hint: RAISE_LIMIT_HINT });
