@@ -352,8 +352,10 @@ const result = { nonce: process.env.IO_FLUSHER_PACK_NONCE, get: io.getIoFlusher(
 fs.writeFileSync(path.join(__dirname, 'vm-result.json'), JSON.stringify(result));
 console.log(JSON.stringify(result));
 `);
-    // The host side needs QEMU and friends from the real PATH; the guest runs the node and npm found on it.
+    // The host side needs QEMU and friends from the real PATH; the guest runs the node and npm found on it. A
+    // machine-wide IO_FLUSHER_VM_LOCK (guests take turns) is kept: it is the machine's, not a developer setting.
     const vmEnv = { ...env, PATH: `${bin}:${process.env.PATH}`, IO_FLUSHER_PACK_NONCE: nonce };
+    if (process.env.IO_FLUSHER_VM_LOCK) vmEnv.IO_FLUSHER_VM_LOCK = process.env.IO_FLUSHER_VM_LOCK;
     const r = sh('npx', ['--no', 'io-flusher', 'vm', '--kernel', 'bookworm', '--timeout', '600', '--', 'node', 'vm-check.js'], { cwd: consumer, env: vmEnv });
     assert(r.status === 0, `exit ${r.status}: ${describe(r)}`);
     const resultFile = path.join(consumer, 'vm-result.json');
