@@ -1,6 +1,6 @@
 import { defineConfig } from 'vitest/config';
 
-// The real-kernel suite, run inside a VM by scripts/test-kernel.mjs through scripts/kernel-run, which sets
+// The real-kernel suite, run inside a VM by scripts/test-kernel.mjs through vm/kernel-run, which sets
 // IO_FLUSHER_KERNEL_MODE. Each mode runs the conformance table, the seeded differential test and its own file. In `full` and `nocap` the host
 // suite's native API file runs too, so its capability-dependent cases take the other branch here. The rest of the
 // host suite stays on the host: under software emulation every Node start costs seconds.

@@ -2,7 +2,7 @@
 // io-flusher benchmarks: a program that prints figures and ratios (never a test). Each figure is the median of
 // several repetitions, measured side by side in one run. Usage: node bench/run.mjs [--json] [--quick]
 // On the host every prctl is refused (EPERM: no CAP_SYS_RESOURCE), so call costs there are the refused path; inside
-// the VM (scripts/kernel-run -- node bench/run.mjs) they are the success path. Absolute times in the VM are inflated
+// the VM (vm/kernel-run -- node bench/run.mjs) they are the success path. Absolute times in the VM are inflated
 // by software emulation; the ratios are what count.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';

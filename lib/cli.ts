@@ -7,9 +7,21 @@ import { BACKEND_CHOICES, BackendChoice, systemCalls, SystemCalls } from './back
 import { IoFlusherError } from './errors';
 import { ioFlusherChosenBy, ProbeResult } from './io-flusher';
 import { OOM_SCORE_ADJ_MAX, OOM_SCORE_ADJ_MIN } from './kernel-constants';
-import { describeFlags, escapeName, readProcessThreads, readThreadWait, ThreadFlags, ThreadWait } from './procfs';
-import { execve, preloadOption, PRELOAD_MLOCK_ENV, resolveCommand, saveStdioFlags } from './exec';
-import { memoryState, setMemlockLimit, setOomScoreAdj } from './memory';
+import {
+  describeFlags,
+  escapeName,
+  lockedBytesFromStatus,
+  readMemlockLimit,
+  readOomScoreAdj,
+  readProcessThreads,
+  readStatus,
+  readThreadWait,
+  ThreadFlags,
+  ThreadWait,
+} from './procfs';
+import { commandFile, execve, preloadOption, PRELOAD_MLOCK_ENV, resolveCommand, saveStdioFlags } from './exec';
+import { MemlockLimit, setMemlockLimit } from './memlock-limit';
+import { setOomScoreAdj } from './oom-score';
 import { vm } from './vm';
 
 /** Exit statuses of `io-flusher check` (and the other commands where they apply). */
@@ -92,12 +104,12 @@ function parseArgs(argv: string[], withValue: readonly string[], boolean: readon
     const name = eq < 0 ? arg.slice(2) : arg.slice(2, eq);
     if (withValue.includes(name)) {
       const value = eq < 0 ? argv[++i] : arg.slice(eq + 1);
-      if (value === undefined) throw new UsageError(`--${name} needs a value`);
+      if (value === undefined) throw new UsageError(`option '--${name}' needs a value`);
       flags.set(name, value);
     } else if (boolean.includes(name) && eq < 0) {
       flags.set(name, true);
     } else {
-      throw new UsageError(`unknown option ${arg}`);
+      throw new UsageError(`unknown option '${arg}'`);
     }
   }
   return { positional, flags };
@@ -178,6 +190,18 @@ function verdict(probe: ProbeResult, code: number): string {
   }
 }
 
+/** What `check` shows of a process's forward-progress settings, read from /proc (any process). */
+interface MemoryState {
+  /** VmLck: bytes in locked mappings (a mapping locked with MLOCK_ONFAULT counts whole, resident or not). */
+  lockedBytes: number;
+  memlockLimit: MemlockLimit;
+  oomScoreAdj: number;
+}
+
+function memoryState(pid: number | 'self'): MemoryState {
+  return { lockedBytes: lockedBytesFromStatus(readStatus(pid)), memlockLimit: readMemlockLimit(pid), oomScoreAdj: readOomScoreAdj(pid) };
+}
+
 function check(argv: string[], out: (s: string) => void): number {
   const args = parseArgs(argv, ['pid', 'backend'], ['json']);
   if (args.positional.length) throw new UsageError(`check takes no arguments, got ${args.positional.join(' ')}`);
@@ -249,7 +273,7 @@ interface ExecPlan {
   mlock: string | undefined;
   oomScoreAdj: number | undefined;
   memlockLimit: number | undefined;
-  /** The --backend value, checked only once the addon is known to load (as before the split). */
+  /** The --backend value, checked only once the addon is known to load. */
   backend: string | true | undefined;
   clear: boolean;
   allowUnprotected: boolean;
@@ -262,7 +286,7 @@ function parseExecArgs(argv: string[]): ExecPlan {
   const own = split.own.map((a) => (a === '--mlock' ? '--mlock=mapped' : a));
   const command = split.command;
   const args = parseArgs(own, EXEC_VALUE_OPTIONS, ['clear', 'allow-unprotected']);
-  if (args.positional.length) throw new UsageError(`unknown option ${args.positional[0]}`);
+  if (args.positional.length) throw new UsageError(`unknown option '${args.positional[0]}'`);
   const keepFdsArg = args.flags.get('keep-fds');
   const keepFds = typeof keepFdsArg === 'string' ? keepFdsArg.split(',').map((fd) => {
     if (!/^\d{1,7}$/.test(fd)) throw new UsageError(`--keep-fds wants descriptor numbers like 3,4; got ${keepFdsArg}`);
@@ -345,8 +369,21 @@ function commandEnvironment(plan: ExecPlan): NodeJS.ProcessEnv {
   return env;
 }
 
+/** Reports a command exec cannot run (not found: 127; not executable: 126), as sh and env(1) do. */
+function commandFailure(command: string, err: unknown): number {
+  if (!(err instanceof IoFlusherError) || (err.reason !== 'command-not-found' && err.reason !== 'command-not-executable')) throw err;
+  warn(`cannot run ${command}: ${err.message}`);
+  return err.reason === 'command-not-found' ? EXIT.EXEC_NOT_FOUND : EXIT.EXEC_FAILED;
+}
+
 function exec(argv: string[]): number {
   const plan = parseExecArgs(argv);
+  // Before anything is set or warned about: a command that cannot run is reported as that.
+  try {
+    commandFile(plan.command[0]!, process.env.PATH);
+  } catch (err) {
+    return commandFailure(plan.command[0]!, err);
+  }
   let system: SystemCalls;
   try {
     system = systemCalls('execve');
@@ -364,18 +401,13 @@ function exec(argv: string[]): number {
   try {
     execve(plan.command[0]!, plan.command.slice(1), { env: commandEnvironment(plan), system, savedStdioFlags, keepFds: plan.keepFds });
   } catch (err) {
-    if (!(err instanceof IoFlusherError) || (err.reason !== 'command-not-found' && err.reason !== 'command-not-executable')) throw err;
-    warn(`cannot run ${plan.command[0]}: ${err.message}`);
-    return err.reason === 'command-not-found' ? EXIT.EXEC_NOT_FOUND : EXIT.EXEC_FAILED;
+    return commandFailure(plan.command[0]!, err);
   }
 }
 
 function parseMlock(value: string | true | undefined): string | undefined {
   if (value === undefined) return undefined;
   if (value === 'mapped' || value === 'touched') return value;
-  if (String(value).split(',').some((p) => ['current', 'future', 'onfault'].includes(p))) {
-    throw new UsageError(`--mlock no longer takes mlockall flags (${String(value)}): with the V8 heap locked Node 24 and 26 abort; it locks the code scope, --mlock=mapped (default) or --mlock=touched`);
-  }
   throw new UsageError(`--mlock takes mapped or touched (which pages of the code scope to lock); got ${String(value)}`);
 }
 
@@ -471,11 +503,12 @@ export function main(argv: string[], out: (s: string) => void = (s) => process.s
         out(USAGE);
         return EXIT.OK;
       default:
-        throw new UsageError(command === undefined ? 'no command given' : `unknown command ${command}`);
+        throw new UsageError(command === undefined ? 'no command given' : `unknown command '${command}'`);
     }
   } catch (err) {
     if (err instanceof UsageError) {
-      process.stderr.write(`io-flusher: ${err.message}\n${USAGE}`);
+      // One line and where to read more, as coreutils and git do: the whole usage would bury the message.
+      process.stderr.write(`io-flusher: ${err.message}\nTry 'io-flusher --help' for more information.\n`);
       return EXIT.USAGE;
     }
     process.stderr.write(`io-flusher: ${err instanceof IoFlusherError || err instanceof Error ? err.message : String(err)}\n`);

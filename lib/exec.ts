@@ -10,7 +10,7 @@ import { isMainThread } from 'node:worker_threads';
 import { systemCalls, SystemCalls } from './backend';
 import { IoFlusherError, systemError } from './errors';
 import { IoFlusher } from './io-flusher';
-import { ENOENT } from './kernel-constants';
+import { EACCES, ENOENT } from './kernel-constants';
 import { readDescriptorTarget, readOpenDescriptors, readThreadStat } from './procfs';
 import { assertObject, assertOptionalBoolean, mainThreadOnly } from './validate';
 
@@ -125,12 +125,30 @@ function execFailure(errno: number, file: string, detail?: string): IoFlusherErr
   });
 }
 
+/**
+ * @internal The file execve would run for `command` (found as execvp(3) would), or the error it would fail with: not
+ * found (ENOENT), or not an executable regular file (EACCES). Callers check this before changing anything, so that a
+ * mistyped command is reported as such, not after a warning about running it unprotected.
+ */
+export function commandFile(command: string, envPath?: string): string {
+  const file = resolveCommand(command, envPath);
+  if (!file) throw execFailure(ENOENT, command, command.includes('/') ? undefined : 'not found in PATH');
+  let executable: boolean;
+  try {
+    fs.accessSync(file, fs.constants.X_OK);
+    executable = fs.statSync(file).isFile();
+  } catch {
+    executable = false;
+  }
+  if (!executable) throw execFailure(EACCES, file, 'not an executable file');
+  return file;
+}
+
 /** @internal execve(path, argv, env), the command found as execvp(3) would. Returns only by throwing IoFlusherError. */
 export function execve(command: string, args: string[], options: ExecveOptions = {}): never {
   const { env = process.env, system = execCalls(), savedStdioFlags, keepFds } = options;
   if (!isMainThread) throw mainThreadOnly('execve');
-  const file = resolveCommand(command, env.PATH);
-  if (!file) throw execFailure(ENOENT, command, 'not found in PATH');
+  const file = commandFile(command, env.PATH);
   const envp = Object.entries(env)
     .filter((entry): entry is [string, string] => entry[1] !== undefined)
     .map(([k, v]) => `${k}=${v}`);

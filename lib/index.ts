@@ -17,18 +17,20 @@ export { IoFlusher } from './io-flusher';
 export type { IoFlusherOptions, ProbeResult } from './io-flusher';
 export { IoFlusherError } from './errors';
 export type { IoFlusherErrorReason } from './errors';
-/**
- * @deprecated exec failures are IoFlusherError with `syscall: 'execve'` and reason 'command-not-found' or
- * 'command-not-executable' (which replace ExecError's `kind`); this name is kept so older imports still resolve.
- */
-export { IoFlusherError as ExecError } from './errors';
 export type { ThreadFlags, CapabilitySets } from './procfs';
 export type { BackendName, BackendChoice } from './backend';
 export type { EmulatorOptions } from './emulator';
 export { REEXEC_ENV } from './exec';
-export { lockMemory, unlockMemory, lockedBytes, lockedMemory, allocLockedBuffer, unlockBuffer, isLockedBuffer, LockedBufferPool } from './memory';
-export { getMemlockLimit, setMemlockLimit, getOomScoreAdj, setOomScoreAdj } from './memory';
-export type { LockMemoryOptions, MemoryLockReport, MemlockLimit, CodeLockMode, CodeScopeReport, LockedMemory, LockedBufferPoolOptions } from './memory';
+// The forward-progress kit: IO_FLUSHER keeps a daemon's allocations out of reclaim recursion, it does not make them
+// succeed. Real storage daemons (iscsid, multipathd, lvm2) also lock their memory, keep the OOM killer away and raise
+// the memlock limit. In Node, memory is locked by scope (code mappings, locked Buffers), never the V8 heap.
+export { lockMemory, unlockMemory, lockedMemory } from './code-lock';
+export type { LockMemoryOptions, MemoryLockReport, CodeLockMode, CodeScopeReport, LockedMemory } from './code-lock';
+export { allocLockedBuffer, unlockBuffer, isLockedBuffer, LockedBufferPool } from './locked-buffers';
+export type { LockedBufferPoolOptions } from './locked-buffers';
+export { lockedBytes, getMemlockLimit, setMemlockLimit } from './memlock-limit';
+export type { MemlockLimit } from './memlock-limit';
+export { getOomScoreAdj, setOomScoreAdj } from './oom-score';
 export type { PrepareDaemonOptions, PrepareDaemonReport, PrepareStepReport, PrepareStepName } from './prepare';
 export type { ReexecResult } from './exec';
 export type { ProcessIoFlusherOptions, ProcessIoFlusherReport, ThreadCoverage, ThreadVia, TimedOutSeen, UncoveredReason } from './process-wide';

@@ -86,10 +86,6 @@ export const ENOSPC = 28;
 export const EXDEV = 18;
 export const E2BIG = 7;
 
-/** mlockall(2) flags (asm-generic/mman-common.h: the same on x86-64 and arm64). MCL_ONFAULT needs Linux 4.4. */
-export const MCL_CURRENT = 1;
-export const MCL_FUTURE = 2;
-export const MCL_ONFAULT = 4;
 /** mlock2(2) flag (asm-generic/mman-common.h): lock pages once they are faulted in. Linux 4.4. */
 export const MLOCK_ONFAULT = 1;
 

@@ -4,7 +4,7 @@
  * before the program's code runs. On failure it exits with 125, as the launcher would.
  */
 import { preloadOption, PRELOAD_MLOCK_ENV } from './exec';
-import { CodeLockMode, lockMemory } from './memory';
+import { CodeLockMode, lockMemory } from './code-lock';
 
 const wanted = process.env[PRELOAD_MLOCK_ENV];
 if (wanted !== undefined) {

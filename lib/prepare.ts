@@ -5,14 +5,9 @@
  */
 import { IoFlusherError } from './errors';
 import { IoFlusher } from './io-flusher';
-import {
-  lockMemory,
-  lockMemoryMode,
-  LockMemoryOptions,
-  MemlockLimit,
-  setMemlockLimit,
-  setOomScoreAdj,
-} from './memory';
+import { lockMemory, lockMemoryMode, LockMemoryOptions } from './code-lock';
+import { MemlockLimit, setMemlockLimit } from './memlock-limit';
+import { setOomScoreAdj } from './oom-score';
 import { OOM_SCORE_ADJ_MAX, OOM_SCORE_ADJ_MIN } from './kernel-constants';
 import { ProcessIoFlusherReport } from './process-wide';
 import { assertInteger, assertLimit, assertLimitPair, assertObject, assertOneOf, invalidArgValue } from './validate';

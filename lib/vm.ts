@@ -3,7 +3,7 @@
  *
  * CI machines and containers lack CAP_SYS_RESOURCE, so a daemon's success path (setIoFlusher(true) succeeding) can
  * only be tested under a kernel one boots oneself. The runner is a shell script (it drives QEMU, apt and cpio) that
- * ships in the package at scripts/kernel-run, with its guest files in scripts/vm/; this is only the door to it, so
+ * ships in the package at vm/kernel-run, with its guest files beside it in vm/; this is only the door to it, so
  * that `npx io-flusher vm -- npm test` works from an installed copy. Its options, output and exit statuses are the
  * script's own (`io-flusher vm --help`).
  */
@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { constants } from 'node:os';
 
 /** The runner, beside dist/ in the repository and in an installed package alike. */
-export const KERNEL_RUN = path.join(__dirname, '..', 'scripts', 'kernel-run');
+export const KERNEL_RUN = path.join(__dirname, '..', 'vm', 'kernel-run');
 
 /** Exit statuses of the runner besides COMMAND's own (documented in its --help). */
 export const VM_EXIT = { TIMEOUT: 124, VM: 125, SETUP: 126, USAGE: 2 } as const;

@@ -29,9 +29,10 @@
 //   exports only the Node-API entry points, so the embedded C++ runtime and unwinder never interpose on the process's.
 // - Every binary is stripped (prebuildify --strip, with the target's strip).
 //
-// Then each binary is checked (ELF machine, stripped, libc symbol versions and NEEDED libraries) and loaded in a
-// process of its own architecture and libc, whose answers are checked (scripts/prebuild/load-check.mjs). Only when
-// everything passes are the files installed into prebuilds/. Missing tools are installed (apt-get as root; pinned
+// Then each binary is checked (ELF machine, stripped, libc symbol versions and NEEDED libraries) and run on its own
+// architecture and libc: glibc builds are loaded in Node; musl builds, for which no Node can be had here, are bound
+// by musl's loader and their native core is run on musl (scripts/prebuild/load-check.mjs says exactly what each
+// shows). Only when everything passes are the files installed into prebuilds/. Missing tools are installed (apt-get as root; pinned
 // npm packages into ~/.cache/io-flusher-tools) unless --no-install.
 //
 // Usage: node scripts/prebuild.mjs [--targets linux-x64-glibc,linux-x64-musl,...] [--no-load] [--no-install]
@@ -48,7 +49,7 @@ import { parseArgs } from 'node:util';
 
 import { buildInputs } from './prebuild/binding-gyp.mjs';
 import { checkPrebuild } from './prebuild/elf.mjs';
-import { buildNapiHost, checkLoad, loadWithNapiHost, loadWithNode } from './prebuild/load-check.mjs';
+import { buildCoreCheck, checkCoreRun, checkLoad, checkMuslResolution, loadWithNode, resolveWithMuslLoader, runCoreCheck } from './prebuild/load-check.mjs';
 import { cleanNpmEnv, ensureAptPackages, ensureDebSysroot, ensureNpmTool, NPM_TOOLS, run, toolsDir, which } from './prebuild/tools.mjs';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -178,24 +179,41 @@ function muslLabel(loader, qemu) {
   return `musl ${v} ${path.basename(loader)}${qemu ? ' from Debian musl:arm64' : ''}`;
 }
 
-function loadCheck(target, built, check, ctx) {
+/**
+ * Loads one prebuild in Node (glibc), or has musl's loader bind it and runs the native core check (musl; see
+ * scripts/prebuild/load-check.mjs for what each shows). Returns { problems, summary, exports (Node's view) }.
+ */
+function loadCheck(target, built, ctx) {
   const qemu = target.arch === 'arm64' ? { bin: ctx.qemuAarch64 } : undefined;
+  const via = qemu ? `${path.basename(qemu.bin)}: ` : '';
   if (target.libc === 'glibc') {
     if (qemu) qemu.sysroot = '/usr/aarch64-linux-gnu';  // the cross toolchain's arm64 glibc and libstdc++
-    return loadWithNode(built.file, { node: qemu ? ctx.nodeArm64.bin : process.execPath, qemu });
+    const r = loadWithNode(built.file, { node: qemu ? ctx.nodeArm64.bin : process.execPath, qemu });
+    return {
+      problems: checkLoad(r, { reference: ctx.nodeExports, libc: target.libc }),
+      exports: r.exports,
+      summary: r.loaded ? `${r.runtime}: exports ${r.exports?.length}, getIoFlusher ${r.getIoFlusher}, sigrtmin ${r.sigrtmin}` : 'did not load',
+    };
   }
   if (qemu) qemu.sysroot = ctx.muslArm64Sysroot;
   const loader = target.arch === 'arm64' ? '/lib/ld-musl-aarch64.so.1' : '/lib/ld-musl-x86_64.so.1';
-  const host = buildNapiHost({
+  const resolved = resolveWithMuslLoader(built.file, { loader, qemu });
+  const zigCache = path.join(toolsDir(), 'zig-cache');
+  const core = runCoreCheck(buildCoreCheck({
     zig: ctx.zig.bin,
     zigTarget: target.zigTarget,
-    nodeInclude: path.join(ctx.nodedir, 'include/node'),
-    addonUndefined: check.imports,
-    outDir: path.join(STAGING_ROOT, target.id, 'napi-host'),
-    env: { ...process.env, ZIG_GLOBAL_CACHE_DIR: path.join(toolsDir(), 'zig-cache'), ZIG_LOCAL_CACHE_DIR: path.join(toolsDir(), 'zig-cache') },
+    nativeDir: path.join(REPO, 'native'),
+    sources: [...ctx.coreSources, path.join(REPO, 'scripts/prebuild/native-core-check.c')],
+    outDir: path.join(STAGING_ROOT, target.id, 'core-check'),
+    env: { ...process.env, ZIG_GLOBAL_CACHE_DIR: zigCache, ZIG_LOCAL_CACHE_DIR: zigCache },
     run,
-  });
-  return loadWithNapiHost(built.file, { host, qemu, libcLabel: muslLabel(loader, qemu) });
+  }), { qemu });
+  const skipped = core.skipped.map((line) => line.split(':')[0]);
+  return {
+    problems: [...checkMuslResolution(resolved, { napiReference: ctx.napiReference }), ...checkCoreRun(core, { libc: target.libc })],
+    summary: `${via}${muslLabel(loader, qemu)}: all bound but ${resolved.unresolved.length} napi_*; ` +
+      `native core ${core.passed} ok${skipped.length ? `, ${skipped.length} skipped (${skipped.join(', ')})` : ''}, sigrtmin ${core.sigrtmin}`,
+  };
 }
 
 function table(rows) {
@@ -274,6 +292,10 @@ function main() {
       return r.status === 0 && r.stdout.trim() ? r.stdout.trim() : '0';
     })(),
   };
+  // The native core without its Node-API glue, for the musl builds' core check.
+  ctx.coreSources = ctx.inputs.targets.flatMap((t) => t.sources)
+    .filter((source) => source.startsWith('native/') && path.basename(source) !== 'binding.cc')
+    .map((source) => path.join(REPO, source));
   req.resolve('node-addon-api');  // binding.gyp's include_dirs asks node for it: fail here, clearly, if missing
   log(`sources from binding.gyp: ${ctx.inputs.targets.flatMap((t) => t.sources).join(' ')}`);
   log(`Node headers: ${nodedir}/include/node (v${ctx.headersVersion}); tools cache: ${toolsDir()}`);
@@ -303,7 +325,6 @@ function main() {
 
   // Build, check, load. The x64 glibc build goes first: Node's view of its exports is the reference for the others.
   const results = [];
-  let reference;
   for (const target of selected) {
     const row = { target, problems: [] };
     results.push(row);
@@ -324,10 +345,14 @@ function main() {
       row.problems.push(...row.check.problems);
       if (load) {
         log(`loading ${target.id}`);
-        row.load = loadCheck(target, row.built, row.check, ctx);
-        const loadProblems = checkLoad(row.load, { reference, libc: target.libc });
-        row.problems.push(...loadProblems);
-        if (target.id === 'linux-x64-glibc' && row.load.loaded && loadProblems.length === 0) reference = row.load.exports;
+        row.load = loadCheck(target, row.built, ctx);
+        row.problems.push(...row.load.problems);
+        // What Node saw of the x64 glibc build is the reference: exports for the other Node loads, and the Node-API
+        // functions a real Node resolved for the musl builds.
+        if (target.id === 'linux-x64-glibc' && row.problems.length === 0) {
+          ctx.nodeExports = row.load.exports;
+          ctx.napiReference = row.check.imports.filter((name) => /^(napi|node_api)_/.test(name));
+        }
       }
     } catch (err) {
       row.problems.push(err.message);
@@ -344,9 +369,7 @@ function main() {
     size: r.size ? `${(r.size / 1024).toFixed(1)} KiB` : '-',
     arch: r.check?.machine ?? '-',
     'libc check': r.check ? `${r.check.problems.length ? 'FAIL' : 'ok'}: ${r.check.libcSummary}` : '-',
-    'load check': !load ? 'skipped (--no-load)' : r.load?.loaded
-      ? `${r.load.runtime}: exports ${r.load.exports?.length}, getIoFlusher ${r.load.getIoFlusher}, sigrtmin ${r.load.sigrtmin}`
-      : r.load ? 'did not load' : '-',
+    'load check': !load ? 'skipped (--no-load)' : r.load?.summary ?? '-',
     sha256: r.sha256 ? r.sha256.slice(0, 16) + (values.repro ? (r.reproducible ? ' (repro ok)' : ' (NOT repro)') : '') : '-',
     result: r.problems.length ? 'FAIL' : 'ok',
   })));

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
-// Runs the real-kernel suite (vitest.kernel.config.mts) inside VMs booted by scripts/kernel-run, on each configured
+// Runs the real-kernel suite (vitest.kernel.config.mts) inside VMs booted by vm/kernel-run, on each configured
 // kernel and mode, and prints one summary line per kernel/mode with pass/fail counts and times.
 // Every kernel and mode runs on the host's Node; the full mode on the first kernel listed also runs once per Node
-// major in --nodes (kernel-run --node: official builds from the npm registry, see scripts/node-versions.mjs).
+// major in --nodes (kernel-run --node: official builds from the npm registry, see vm/node-versions.mjs).
 //
 // Usage: node scripts/test-kernel.mjs [--kernels bookworm,bullseye,trixie] [--modes full,nocap,oldkernel]
 //                                     [--nodes 22,24,26]
@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
-import { PINNED } from './node-versions.mjs';
+import { PINNED } from '../vm/node-versions.mjs';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const args = process.argv.slice(2);
@@ -44,7 +44,7 @@ for (const [kernel, mode, node] of runs) {
     const report = path.join(work, `${kernel}-${mode}-${node}.json`);
     const started = Date.now();
     const r = spawnSync(
-      path.join(root, 'scripts/kernel-run'),
+      path.join(root, 'vm/kernel-run'),
       [
         // --timeout: a guard against a hung guest, not a budget (mode full on bookworm with 64 Workers and the
         // broadcast's fault tests took over 600 s on a loaded 2-core host).

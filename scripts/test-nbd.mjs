@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The NBD server example on a real kernel (examples/nbd-server/kernel-scenario.sh inside VMs from scripts/kernel-run):
+// The NBD server example on a real kernel (examples/nbd-server/kernel-scenario.sh inside VMs from vm/kernel-run):
 //   basic, protected by `io-flusher exec`            must pass: data intact, status --check passes on the server,
 //                                                     code and payload buffers locked (server --mlock)
 //                                                     (on the active LTS Node, --basic-node, default 24)
@@ -30,7 +30,7 @@ let passed = 0;
 for (const run of runs) {
   const t0 = Date.now();
   const r = spawnSync(
-    path.join(root, 'scripts/kernel-run'),
+    path.join(root, 'vm/kernel-run'),
     ['--kernel', kernel, '--mode', 'full', '--node', run.node, '--modules', 'nbd,ext4', '--memory', run.memory, '--timeout', '900', '--',
       'examples/nbd-server/kernel-scenario.sh', run.scenario, run.protect],
     { cwd: root, encoding: 'utf8', maxBuffer: 64 << 20 },

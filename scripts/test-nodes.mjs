@@ -5,14 +5,14 @@
 // test/node-runtime.test.ts checks: the Node that ran is the one asked for, and the addon it loaded is that one file.
 //
 // Usage: node scripts/test-nodes.mjs [--nodes 20,22,24,26] [vitest file filters...]
-// Default: IO_FLUSHER_TEST_NODES, else every pinned major (scripts/node-versions.mjs) plus this Node ("system").
+// Default: IO_FLUSHER_TEST_NODES, else every pinned major (vm/node-versions.mjs) plus this Node ("system").
 // Needs a build (npm run build). Prints one line per Node and "nodes: N passed, M failed"; exits non-zero if any
 // run fails or runs no test.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { nodeBinary, PINNED } from './node-versions.mjs';
+import { nodeBinary, PINNED } from '../vm/node-versions.mjs';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const args = process.argv.slice(2);

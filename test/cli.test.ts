@@ -44,11 +44,20 @@ describe('io-flusher check', () => {
     expect(r.stdout).toMatch(/addon +not loaded/);
   });
 
-  it('usage errors exit 2 with the usage text', () => {
-    for (const args of [[], ['frobnicate'], ['check', '--pid'], ['check', '--pid', 'x'], ['check', '--bogus'], ['check', '--backend', 'kernel']]) {
+  it('a usage error is one line naming it, then where to get help (exit 2), as coreutils and git do', () => {
+    const cases: Array<[string[], string]> = [
+      [[], 'no command given'],
+      [['frobnicate'], "unknown command 'frobnicate'"],
+      [['check', '--pid'], "option '--pid' needs a value"],
+      [['check', '--pid', 'x'], 'not a process id: x'],
+      [['check', '--bogus'], "unknown option '--bogus'"],
+      [['check', '--backend', 'kernel'], '--backend wants one of auto, native, emulated'],
+      [['exec', '--nonsense', 'sh'], "unknown option '--nonsense'"],
+    ];
+    for (const [args, message] of cases) {
       const r = runCli(args);
       expect(r.status, args.join(' ')).toBe(2);
-      expect(r.stderr).toMatch(/Usage:/);
+      expect(r.stderr).toBe(`io-flusher: ${message}\nTry 'io-flusher --help' for more information.\n`);
     }
   });
 

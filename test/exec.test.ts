@@ -44,6 +44,30 @@ describe('io-flusher exec', () => {
     expect(states.every(Boolean)).toBe(true);
   });
 
+  it('a missing or non-executable COMMAND is reported first (127, 126): no warning about running it unprotected', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iof-noexec-'));
+    const plain = path.join(dir, 'not-executable');
+    fs.writeFileSync(plain, '#!/bin/sh\necho ran\n', { mode: 0o644 });
+    try {
+      const cases: Array<[string[], number, RegExp]> = [
+        [['exec', '--', 'no-such-command-here'], 127, /^io-flusher: cannot run no-such-command-here: ENOENT: .*not found in PATH/],
+        [['exec', '--allow-unprotected', '--', 'no-such-command-here'], 127, /cannot run no-such-command-here: ENOENT/],
+        [['exec', '--backend', 'emulated', '--', 'no-such-command-here'], 127, /cannot run no-such-command-here: ENOENT/],
+        [['exec', '--', plain], 126, /^io-flusher: cannot run .*not-executable: EACCES: .*not an executable file/],
+        [['exec', '--allow-unprotected', '--', plain], 126, /cannot run .*not-executable: EACCES/],
+      ];
+      for (const [args, status, message] of cases) {
+        const r = runCli(args);
+        expect(r.status, args.join(' ')).toBe(status);
+        expect(r.stderr).toMatch(message);
+        expect(r.stderr.trim().split('\n'), r.stderr).toHaveLength(1);
+        expect(r.stdout).toBe('');
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true });
+    }
+  });
+
   it('exit 127 for a missing command, 126 for one that cannot be executed, 2 without a command', () => {
     expect(runCli(['exec', '--clear', '--', 'no-such-command-here']).status).toBe(127);
     expect(runCli(['exec', '--clear', '--', '/etc/hostname']).status).toBe(126);

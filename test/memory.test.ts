@@ -39,7 +39,7 @@ function spawnJson(bin: string, args: string[], options: { prefix?: string[] } =
   return { status: r.status, signal: r.signal, out, detail: `status ${r.status} signal ${r.signal}\nstderr: ${r.stderr}\nstdout: ${r.stdout}` };
 }
 
-/** Every locked mapping of the calling process, read from smaps independently of lib/memory.ts. */
+/** Every locked mapping of the calling process, read from smaps independently of lib/code-lock.ts. */
 const LOCKED_MAPPINGS_JS = `
   const lockedMappings = () => {
     const out = []; let cur;
@@ -53,7 +53,7 @@ const LOCKED_MAPPINGS_JS = `
 
 describe('scoped memory locking: no abort on any Node major', () => {
   for (const node of NODES) {
-    it.runIf(node.bin)(`Node ${node.label}${node.bin ? '' : ' (SKIPPED: binary absent, run scripts/node-versions.mjs)'}: prepareDaemon's default lock, 3 GC rounds, Workers with locked Buffers terminated, locked Buffers collected, clean exit`, () => {
+    it.runIf(node.bin)(`Node ${node.label}${node.bin ? '' : ' (SKIPPED: binary absent, run vm/node-versions.mjs)'}: prepareDaemon's default lock, 3 GC rounds, Workers with locked Buffers terminated, locked Buffers collected, clean exit`, () => {
       const r = spawnJson(node.bin!, ['--expose-gc', path.join(ROOT, 'test/fixtures/memory-scenario.js')]);
       expect(r.status, r.detail).toBe(0);
       expect(r.signal).toBe(null);
@@ -218,7 +218,7 @@ describe('scoped memory locking: no abort on any Node major', () => {
   });
 
   it('the code scope is the text and read-only data of loaded objects: not their writable data, not guard pages, not anonymous code, not data files mapped read-only', () => {
-    const { codeScope } = require(path.join(DIST, 'memory.js'));
+    const { codeScope } = require(path.join(DIST, 'code-lock.js'));
     const { parseSmaps } = require(path.join(DIST, 'procfs.js'));
     const head = (range: string, perms: string, inode: string, file: string, lo = false) =>
       `${range} ${perms} 00000000 fe:00 ${inode}    ${file}\nRss:                 8 kB\nVmFlags: rd mr mw me${lo ? ' lo' : ''}\n`;
@@ -281,7 +281,7 @@ describe('scoped memory locking: no abort on any Node major', () => {
     expect([out.last, out.length]).toEqual([9, 3 * 4096 + 1]);
   });
 
-  it('validates every argument before locking anything; the removed mlockall options say why', () => {
+  it('validates every argument before locking anything', () => {
     const out = run(`
       const errors = [];
       const b = io.allocLockedBuffer(10);
@@ -295,12 +295,12 @@ describe('scoped memory locking: no abort on any Node major', () => {
                        () => new io.LockedBufferPool({ bufferSize: 10 }), () => new io.LockedBufferPool({ bufferSize: 10, count: 0 }),
                        () => pool.release(Buffer.alloc(10)), () => pool.release(taken.subarray(1)), () => pool.acquire(),
                        () => { pool.release(taken); pool.release(taken); }]) {
-        try { const v = f(); errors.push(v === undefined ? 'undefined' : 'no error'); } catch (e) { errors.push(e.code + (e.code === 'ERR_INVALID_ARG_VALUE' && /mlockall/.test(e.message) ? ' (mlockall)' : '')); }
+        try { const v = f(); errors.push(v === undefined ? 'undefined' : 'no error'); } catch (e) { errors.push(e.code); }
       }
       out({ errors, unchanged: io.lockedMemory().total === before });`);
     expect(out.errors).toEqual([
-      'ERR_INVALID_ARG_VALUE (mlockall)',
-      'ERR_INVALID_ARG_VALUE (mlockall)',
+      'ERR_INVALID_ARG_VALUE',
+      'ERR_INVALID_ARG_VALUE',
       'ERR_INVALID_ARG_VALUE',
       'ERR_INVALID_ARG_VALUE',
       'ERR_INVALID_ARG_TYPE',
@@ -489,7 +489,7 @@ describe('prepareDaemon', () => {
     expect(out.steps[0].detail.locked.code).toBeGreaterThan(0);
   });
 
-  it('checks the lockMemory option before changing anything (old mlockall options are refused)', () => {
+  it('checks the lockMemory option before changing anything', () => {
     const out = run(`
       const oom = io.getOomScoreAdj(), limit = io.getMemlockLimit();
       const results = [];
@@ -526,11 +526,10 @@ describe('io-flusher exec and check: memory options', () => {
     expect(runCli(['exec', '--clear', '--mlock', '--', 'sh', '-c', 'true']).status).toBe(2);
   });
 
-  it('--mlock refuses the old mlockall flags (exit 2, saying why) and unknown values', () => {
-    const old = runCli(['exec', '--clear', '--mlock=current,onfault', '--', process.execPath, '-e', '0']);
-    expect(old.status).toBe(2);
-    expect(old.stderr).toMatch(/no longer takes mlockall flags.*--mlock=touched/);
-    expect(runCli(['exec', '--clear', '--mlock=all', '--', process.execPath, '-e', '0']).status).toBe(2);
+  it('--mlock refuses a value other than mapped or touched (exit 2, naming both)', () => {
+    const r = runCli(['exec', '--clear', '--mlock=all', '--', process.execPath, '-e', '0']);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/--mlock takes mapped or touched/);
   });
 
   const node24 = ALL_NODES.find((n) => n.label.startsWith('v24'))?.bin;

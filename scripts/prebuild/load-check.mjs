@@ -1,14 +1,23 @@
-// Loads each prebuild in a process of its own architecture and libc, calls it, and checks the answers.
+// Shows that each prebuild loads and runs, as far as this machine can show it.
 //
-//   linux-x64-glibc    the host's Node (x86-64, glibc), natively
-//   linux-arm64-glibc  the official Node 20 linux-arm64 build under qemu-aarch64, with the cross toolchain's arm64
-//                      glibc and libstdc++ (/usr/aarch64-linux-gnu) as its root for /lib lookups (qemu -L)
-//   linux-x64-musl     scripts/prebuild/napi-host.c, built by zig for x86_64-linux-musl and run natively by musl's
-//                      loader /lib/ld-musl-x86_64.so.1 (Debian's `musl` package): no musl Node can be had here (see
-//                      napi-host.c for why)
-//   linux-arm64-musl   the same host built for aarch64-linux-musl, under qemu-aarch64 with Debian's musl:arm64
+//   linux-x64-glibc    loaded by the host's Node (x86-64, glibc), natively
+//   linux-arm64-glibc  loaded by the official Node 20 linux-arm64 build under qemu-aarch64, with the cross toolchain's
+//                      arm64 glibc and libstdc++ (/usr/aarch64-linux-gnu) as its root for /lib lookups (qemu -L)
+//   linux-x64-musl     no Node for musl can be had here (the npm registry has none; Alpine's mirrors are out of
+//   linux-arm64-musl   reach), so two things short of a load in Node, run natively (x64) or under qemu-aarch64 with
+//                      Debian's musl:arm64 (arm64):
+//                      1. musl's own loader (ld-musl-<arch>.so.1 --list, Debian's `musl` package) maps the file and
+//                         binds every symbol it imports: all must resolve except Node-API's (napi_*, node_api_*),
+//                         which Node provides, and those must be ones the glibc build imports too (which a real Node
+//                         resolved above). A glibc-only symbol, a missing library or a C++ runtime symbol left to
+//                         the host fails here, as it would fail dlopen on Alpine.
+//                      2. scripts/prebuild/native-core-check.c: the native core (native/*.cc without binding.cc's
+//                         Node-API glue) built by the same zig toolchain for the same target, linked as the addon is
+//                         (libc++ in, musl's libc.so dynamic), run by that loader: its system calls through musl,
+//                         compared with the same calls made directly.
+//                      Not shown for musl: Node-API registration and the glue in native/binding.cc running there.
 //
-// Each run reports the addon's exports and what its functions answer: gettid() against the thread's own id,
+// Node's runs report the addon's exports and what its functions answer: gettid() against the thread's own id,
 // getIoFlusher() and prctlRaw(PR_GET_IO_FLUSHER) (here -1, EPERM: the kernel has IO_FLUSHER, the process lacks
 // CAP_SYS_RESOURCE), sigrtmin()/sigrtmax() (34 on glibc, 35 on musl: which libc answered), getrlimit(RLIMIT_NOFILE).
 import * as fs from 'node:fs';
@@ -66,33 +75,86 @@ export function loadWithNode(file, { node, qemu }) {
 }
 
 /**
- * Builds napi-host for a zig target (e.g. x86_64-linux-musl), with weak stubs for any napi_* function the addon
- * imports that the host does not implement, and returns the executable's path.
+ * musl's loader on `file` (ld-musl --list, natively or under qemu: { bin, sysroot }): the libraries it mapped and the
+ * symbols it could not bind. In this mode the loader reports every relocation error and goes on, instead of
+ * stopping at the first one as dlopen does.
  */
-export function buildNapiHost({ zig, zigTarget, nodeInclude, addonUndefined, outDir, env, run }) {
+export function resolveWithMuslLoader(file, { loader, qemu }) {
+  const args = ['--list', file];
+  const r = qemu
+    ? spawnSync(qemu.bin, ['-L', qemu.sysroot, path.join(qemu.sysroot, loader), ...args], { encoding: 'utf8', timeout: 180_000 })
+    : spawnSync(loader, args, { encoding: 'utf8', timeout: 180_000 });
+  const unresolved = [];
+  const errors = [];
+  for (const line of `${r.stderr ?? ''}`.split('\n').filter(Boolean)) {
+    const m = /^Error relocating [^:]+: ([^:]+): symbol not found$/.exec(line);
+    if (m) unresolved.push(m[1]);
+    else errors.push(line);
+  }
+  if (r.error) errors.push(`${loader}: ${r.error.message}`);
+  const libraries = `${r.stdout ?? ''}`.split('\n').map((l) => l.trim()).filter(Boolean);
+  return { unresolved: [...new Set(unresolved)].sort(), errors, libraries };
+}
+
+/** What musl's loader left unbound that Node would not provide, and other loader errors. Returns a list of problems. */
+export function checkMuslResolution(r, { napiReference }) {
+  const problems = r.errors.map((e) => `musl loader: ${e}`);
+  const foreign = r.unresolved.filter((name) => !/^(napi|node_api)_/.test(name));
+  if (foreign.length) problems.push(`symbols musl cannot resolve (not Node-API): ${foreign.join(', ')}`);
+  if (napiReference) {
+    const unknown = r.unresolved.filter((name) => /^(napi|node_api)_/.test(name) && !napiReference.includes(name));
+    if (unknown.length) problems.push(`Node-API imports the glibc build (loaded by Node) does not have: ${unknown.join(', ')}`);
+  }
+  return problems;
+}
+
+/**
+ * Builds scripts/prebuild/native-core-check.c with the native core for a zig target (e.g. aarch64-linux-musl), as the
+ * addon is built: zig c++ for native/*.cc (binding.cc left out), libc++ linked in, musl's libc.so dynamically.
+ * Returns the executable's path.
+ */
+export function buildCoreCheck({ zig, zigTarget, nativeDir, sources, outDir, env, run }) {
   fs.mkdirSync(outDir, { recursive: true });
-  const stubs = path.join(outDir, 'napi-stubs.c');
-  const names = [...new Set(addonUndefined.filter((n) => /^(napi|node_api)_/.test(n)))].sort();
-  fs.writeFileSync(stubs,
-    '// Generated by scripts/prebuild/load-check.mjs: every Node-API function the addon imports, as a weak stub that\n' +
-    '// reports napi_generic_failure (9); napi-host.c\'s real implementations take precedence at link time.\n' +
-    names.map((n) => `__attribute__((weak)) int ${n}(void) { return 9; }\n`).join(''));
-  const out = path.join(outDir, `napi-host-${zigTarget}`);
-  const source = path.join(path.dirname(new URL(import.meta.url).pathname), 'napi-host.c');
-  // build-exe -dynamic: `zig cc` links musl statically, and a static executable cannot dlopen; -rdynamic exports the
-  // napi_* functions so that the addon's imports resolve against this executable, as they do against node.
-  run(zig, ['build-exe', '-target', zigTarget, '-dynamic', '-lc', '-O', 'ReleaseSafe', '-rdynamic', '-fstrip',
-    `-I${nodeInclude}`, source, stubs, `-femit-bin=${out}`], { cwd: outDir, env });
+  const objects = [];
+  for (const source of sources) {
+    const object = path.join(outDir, `${path.basename(source).replace(/\.\w+$/, '')}.o`);
+    const c = source.endsWith('.c');
+    run(zig, [c ? 'cc' : 'c++', '-target', zigTarget, '-O2', ...(c ? [] : ['-std=c++17', '-fno-exceptions', '-fno-rtti']),
+      '-Wall', '-Wextra', '-Werror', `-I${nativeDir}`, '-c', source, '-o', object], { cwd: outDir, env });
+    objects.push(object);
+  }
+  const out = path.join(outDir, `native-core-check-${zigTarget}`);
+  // build-exe -dynamic: `zig cc` links musl statically, and the check must run on the system's musl, as the addon does.
+  run(zig, ['build-exe', '-target', zigTarget, '-dynamic', '-lc', '-lc++', '-O', 'ReleaseFast', ...objects, `-femit-bin=${out}`],
+    { cwd: outDir, env });
   return out;
 }
 
-/** Runs napi-host on `file`, natively (interpreter from PT_INTERP) or under qemu (qemu: { bin, sysroot }). */
-export function loadWithNapiHost(file, { host, qemu, libcLabel }) {
+/** Runs the core check natively or under qemu ({ bin, sysroot }); returns { passed, failed, skipped, sigrtmin, lines }. */
+export function runCoreCheck(bin, { qemu }) {
   const r = qemu
-    ? runJson(qemu.bin, ['-L', qemu.sysroot, host, file], {})
-    : runJson(host, [file], {});
-  if (r.loaded) r.runtime = `${qemu ? `${path.basename(qemu.bin)}: ` : ''}napi-host (${libcLabel})`;
-  return r;
+    ? spawnSync(qemu.bin, ['-L', qemu.sysroot, bin], { encoding: 'utf8', timeout: 180_000, env: { ...process.env, IOF_CORE_CHECK_QEMU: path.basename(qemu.bin) } })
+    : spawnSync(bin, [], { encoding: 'utf8', timeout: 180_000 });
+  const lines = `${r.stdout ?? ''}`.split('\n').filter(Boolean);
+  const pick = (prefix) => lines.filter((l) => l.startsWith(prefix)).map((l) => l.slice(prefix.length));
+  return {
+    status: r.status ?? r.signal ?? r.error?.message,
+    passed: pick('ok ').length,
+    failed: pick('FAIL '),
+    skipped: pick('skip '),
+    sigrtmin: Number(/^sigrtmin (\d+)/m.exec(r.stdout ?? '')?.[1]),
+    stderr: `${r.stderr ?? ''}`.trim(),
+  };
+}
+
+/** Checks the core check's run for a libc. Returns a list of problems. */
+export function checkCoreRun(r, { libc }) {
+  const problems = r.failed.map((f) => `native core: ${f}`);
+  if (r.status !== 0 && problems.length === 0) problems.push(`native core check exited with ${r.status}: ${r.stderr.slice(-400)}`);
+  if (r.passed === 0) problems.push('native core check ran no check');
+  const expected = libc === 'musl' ? 35 : 34;
+  if (r.sigrtmin !== expected) problems.push(`native core: SIGRTMIN ${r.sigrtmin}, expected ${expected} for ${libc}`);
+  return problems;
 }
 
 /**

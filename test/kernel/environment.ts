@@ -1,5 +1,5 @@
 /**
- * The kernel suite runs only inside a VM started by scripts/kernel-run, which sets IO_FLUSHER_KERNEL_MODE. It checks
+ * The kernel suite runs only inside a VM started by vm/kernel-run, which sets IO_FLUSHER_KERNEL_MODE. It checks
  * that the guest really is what the mode claims, so a misconfigured VM fails instead of testing the wrong thing.
  */
 import * as fs from 'node:fs';
@@ -20,7 +20,7 @@ export function statusField(name: string): string {
 
 export function assertKernelSuiteEnvironment(): KernelMode {
   if (MODE !== 'full' && MODE !== 'nocap' && MODE !== 'oldkernel') {
-    throw new Error('the kernel suite runs inside a VM: use `npm run test:kernel` or scripts/kernel-run (IO_FLUSHER_KERNEL_MODE is unset)');
+    throw new Error('the kernel suite runs inside a VM: use `npm run test:kernel` or vm/kernel-run (IO_FLUSHER_KERNEL_MODE is unset)');
   }
   if (process.getuid?.() !== 0) throw new Error('the kernel suite expects uid 0 in the guest');
   const capable = holdsCapSysResource();

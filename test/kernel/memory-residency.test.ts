@@ -12,7 +12,7 @@
  * bytes, so the locked and the control ranges have the same size.
  *
  * Run (the lead's VM; a small guest makes the hog quick under TCG):
- *   scripts/kernel-run --memory 512 -- node_modules/.bin/vitest run --config vitest.kernel.config.mts test/kernel/memory-residency.test.ts
+ *   vm/kernel-run --memory 512 -- node_modules/.bin/vitest run --config vitest.kernel.config.mts test/kernel/memory-residency.test.ts
  */
 import { ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import * as fs from 'node:fs';

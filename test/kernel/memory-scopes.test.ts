@@ -1,6 +1,6 @@
 /**
  * Scoped memory locking on a real kernel (mode full), on every Node major present (the machine's node and the
- * official 22, 24 and 26 builds fetched by scripts/node-versions.mjs, visible in the guest through the shared root):
+ * official 22, 24 and 26 builds fetched by vm/node-versions.mjs, visible in the guest through the shared root):
  * prepareDaemon's default lock, then three rounds of heavy allocation and release, Workers with locked Buffers
  * started and terminated, locked Buffers dropped and collected, and a clean exit (test/fixtures/memory-scenario.js).
  * Prints VmLck per scope for each major.
@@ -26,7 +26,7 @@ const NODES = [
 
 describe(`scoped memory locking, real kernel ${KERNEL_NAME}`, () => {
   for (const node of NODES) {
-    it.runIf(node.bin)(`Node ${node.label}${node.bin ? '' : ' (SKIPPED: binary absent; run scripts/node-versions.mjs on the host)'}: default lock, GC rounds, Workers, collected locked Buffers, clean exit`, () => {
+    it.runIf(node.bin)(`Node ${node.label}${node.bin ? '' : ' (SKIPPED: binary absent; run vm/node-versions.mjs on the host)'}: default lock, GC rounds, Workers, collected locked Buffers, clean exit`, () => {
       const r = spawnSync(node.bin!, ['--expose-gc', path.join(ROOT, 'test/fixtures/memory-scenario.js')], { cwd: ROOT, encoding: 'utf8', timeout: 280_000 });
       expect(r.status, `signal ${r.signal}\n${r.stderr}\n${r.stdout}`).toBe(0);
       const out = JSON.parse(r.stdout);

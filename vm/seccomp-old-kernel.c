@@ -3,7 +3,7 @@
  *
  * Why: PR_SET_IO_FLUSHER (57) and PR_GET_IO_FLUSHER (58) arrived in 5.6 (commit 8d19f1c8e193). An older kernel
  * answers EINVAL to any prctl option it does not know (the default case of the switch in kernel/sys.c), and no
- * kernel that old can still be fetched from the Debian archive (buster is gone). scripts/kernel-run --mode oldkernel
+ * kernel that old can still be fetched from the Debian archive (buster is gone). vm/kernel-run --mode oldkernel
  * wraps the command in this program, which installs a seccomp filter making exactly those two options fail with
  * EINVAL and leaves every other system call alone. The filter is inherited by every child and survives execve.
  *

