@@ -13,6 +13,8 @@ const hostSuite = mode === 'oldkernel' ? [] : ['test/native-api.test.ts', ...(mo
 // again in each `kernel-run --node` run.
 const onHostNode = (process.env.IO_FLUSHER_KERNEL_NODE ?? 'system') === 'system';
 const memorySuite = mode === 'full' ? ['test/kernel/memory-residency.test.ts', ...(onHostNode ? ['test/kernel/memory-scopes.test.ts'] : [])] : [];
+// The systemd unit of docs/deployment.md: its non-root, ambient-capability daemon needs CAP_SYS_RESOURCE to grant.
+const deploymentSuite = mode === 'full' ? ['test/kernel/deployment.test.ts'] : [];
 // The process-wide scenario's Worker counts: 64 Workers cost minutes under software emulation, so they run on the
 // default kernel (bookworm) with the host's Node only (in a `kernel-run --node` run Node 24 took over 240 s).
 const workerCounts =
@@ -27,6 +29,7 @@ export default defineConfig({
       'test/node-runtime.test.ts',
       ...hostSuite,
       ...memorySuite,
+      ...deploymentSuite,
     ],
     globalSetup: ['test/global-setup.ts'],
     env: { IO_FLUSHER_KERNEL_WORKERS: workerCounts },
