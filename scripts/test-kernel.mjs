@@ -46,7 +46,9 @@ for (const [kernel, mode, node] of runs) {
     const r = spawnSync(
       path.join(root, 'scripts/kernel-run'),
       [
-        '--kernel', kernel, '--mode', mode, '--node', node, '--quiet', '--',
+        // --timeout: bookworm/full (64 Workers, memory scopes on four Node majors, the deployment unit) runs close
+        // to kernel-run's default 600 s under software emulation on a 2-core machine.
+        '--kernel', kernel, '--mode', mode, '--node', node, '--quiet', '--timeout', '900', '--',
         path.join(root, 'node_modules/.bin/vitest'), 'run', '--config', 'vitest.kernel.config.mts',
         '--reporter=default', '--reporter=json', `--outputFile.json=${report}`,
       ],

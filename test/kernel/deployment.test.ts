@@ -5,7 +5,8 @@
  * choom for OOMScoreAdjust=, setpriv for User=/Group= (uid and gid 65534 here: the unit's user does not exist in the
  * guest), CapabilityBoundingSet=, AmbientCapabilities= and NoNewPrivileges=. Each setting is read from the unit file,
  * so a change there changes what is proven here. ExecStart= (io-flusher exec with the unit's options) then starts a
- * Node daemon that reports its own state after starting a Worker and libuv's pool.
+ * Node daemon that reports its own state after starting a Worker and libuv's pool. Also proven: the pattern
+ * docs/deployment.md gives for containers (root sets the state, then drops to a user with no capability).
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -27,7 +28,7 @@ const CAP_SYS_RESOURCE_MASK = 1n << 24n;
 const DAEMON_SOURCE = `'use strict';
 const fs = require('node:fs');
 const { Worker } = require('node:worker_threads');
-const field = (text, name) => new RegExp('^' + name + ':\\\\s*(.*)$', 'm').exec(text)?.[1].trim();
+const field = (text, name) => new RegExp('^' + name + ':[ \\\\t]*(.*)$', 'm').exec(text)?.[1].trim();
 const worker = new Worker('setInterval(() => {}, 1000)', { eval: true });
 worker.once('online', () => fs.readFile(__filename, () => {
   const status = fs.readFileSync('/proc/self/status', 'latin1');
@@ -122,6 +123,22 @@ describe(`the systemd unit of docs/deployment.md, real kernel ${KERNEL_NAME}`, (
     expect(out.memlock).toEqual([memlockBytes(UNIT.service.LimitMEMLOCK!), memlockBytes(UNIT.service.LimitMEMLOCK!)]);
     if (/ --mlock[ =]/.test(UNIT.service.ExecStart!)) expect(Number.parseInt(out.vmLck, 10)).toBeGreaterThan(0);
     // main + V8's + the Worker + libuv's pool: at least 11 threads, and every one in IO_FLUSHER state.
+    expect(out.threads.length).toBeGreaterThanOrEqual(11);
+    expect(out.threads.filter((t: { flags: number }) => (t.flags & IO_FLUSHER_FLAGS) !== IO_FLUSHER_FLAGS)).toEqual([]);
+  });
+
+  it('root sets the state and then drops to a user without any capability (a non-root container): every thread protected', () => {
+    // docs/deployment.md's pattern for containers, whose engines give a non-root user no capability: the state is
+    // a task flag, kept across setresuid and execve; the capability is not needed once it is set.
+    const r = run([
+      process.execPath, CLI, 'exec', '--',
+      'setpriv', `--reuid=${DAEMON_ID}`, `--regid=${DAEMON_ID}`, '--clear-groups', '--bounding-set=-all', '--inh-caps=-all', '--',
+      process.execPath, daemon,
+    ]);
+    expect(r.status, `${r.stderr}\nstdout: ${r.stdout}`).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.uid.split(/\s+/)).toEqual([DAEMON_ID, DAEMON_ID, DAEMON_ID, DAEMON_ID]);
+    for (const set of [out.capEff, out.capPrm, out.capAmb, out.capBnd]) expect(BigInt(`0x${set}`)).toBe(0n);
     expect(out.threads.length).toBeGreaterThanOrEqual(11);
     expect(out.threads.filter((t: { flags: number }) => (t.flags & IO_FLUSHER_FLAGS) !== IO_FLUSHER_FLAGS)).toEqual([]);
   });
