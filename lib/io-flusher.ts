@@ -61,7 +61,7 @@ export interface ProbeResult {
   };
   /** The backend this instance uses; null when none could be made (an invalid IO_FLUSHER_* variable, say). */
   backend: BackendName | null;
-  /** Why that backend (or why none), e.g. 'default (auto): the kernel has IO_FLUSHER'. */
+  /** Why that backend (or why none), e.g. 'kernel 6.1.0-50-amd64 has IO_FLUSHER (PR_GET_IO_FLUSHER answered 0)'. */
   backendReason: string;
   /** The calling thread's IO_FLUSHER state as the backend answers it; null when refused. */
   ioFlusher: boolean | null;
