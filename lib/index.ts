@@ -116,7 +116,9 @@ export function setIoFlusher(enabled: boolean): void {
  * It leaves the program undisturbed: the handler is installed only for the call (SA_RESTART, so no EINTR reaches
  * your fs calls), a signal that already has a handler is refused (ERR_IO_FLUSHER_SIGNAL_IN_USE), the previous
  * disposition is restored, and a thread that blocks the signal (Node's own signal-watchdog thread does) is never
- * sent it and is reported `blocks-signal` instead: only `io-flusher exec` covers that one. A signalled thread that
+ * sent it and is reported `blocks-signal` instead: only `io-flusher exec` covers that one. A thread that blocks every
+ * signal only for a moment (glibc does while it starts a new thread) is checked again until it unblocks, exits, or
+ * the pass times out. A signalled thread that
  * takes the signal late (inside vfork(), in uninterruptible sleep, stopped) is reported `timed-out`, and the handler
  * stays installed (`handlerRestored: false`) until no thread has the signal pending; the library then restores the
  * previous action itself, and a call made meanwhile answers EBUSY, changing nothing. EBUSY also answers a call
