@@ -5,11 +5,14 @@
   "targets": [
     {
       "target_name": "io_flusher",
-      "sources": ["native/binding.cc", "native/prctl_io_flusher.cc", "native/thread_broadcast.cc", "native/process_exec.cc", "native/memory_lock.cc"],
+      "sources": ["native/binding.cc", "native/prctl_io_flusher.cc", "native/thread_broadcast.cc", "native/task_stats.cc", "native/process_exec.cc", "native/memory_lock.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
-      "cflags": ["-fstack-protector-strong", "-Wall", "-Wextra"],
-      "cflags_cc": ["-std=c++17", "-fstack-protector-strong", "-Wall", "-Wextra"]
+      # Only the module's registration is exported (native/exports.map): the C++ library template instances compiled
+      # into the addon stay its own (exported, they would be bound to Node's copies at load).
+      "cflags": ["-fstack-protector-strong", "-Wall", "-Wextra", "-fvisibility=hidden"],
+      "cflags_cc": ["-std=c++17", "-fstack-protector-strong", "-Wall", "-Wextra", "-fvisibility=hidden", "-fvisibility-inlines-hidden"],
+      "ldflags": ["-Wl,--version-script=<(module_root_dir)/native/exports.map"]
     }
   ]
 }

@@ -25,6 +25,7 @@ export default defineConfig({
     include: [
       'test/kernel/conformance.test.ts',
       'test/kernel/differential.test.ts',
+      'test/kernel/process-wide.test.ts',
       `test/kernel/${mode}.test.ts`,
       'test/node-runtime.test.ts',
       ...hostSuite,

@@ -8,10 +8,10 @@ import * as os from 'node:os';
 import { EmulatedKernel, EmulatorOptions, withModelledIoFlusher } from './emulator';
 import { FailureContext } from './errors';
 import { interpretGetAnswer } from './get-answer';
-import { PR_GET_IO_FLUSHER, PR_SET_IO_FLUSHER } from './kernel-constants';
+import { CAP_SYS_RESOURCE, PR_GET_IO_FLUSHER, PR_GET_SECCOMP, PR_SET_IO_FLUSHER } from './kernel-constants';
 import { loadNativeBinding, NativeBinding, requireNativeBinding } from './native-binding';
-import { inUserNamespace, readSecurityStatus, StatFields } from './procfs';
-import { emulatedThreadBroadcast, nativeThreadBroadcast, readOwnThreadStats, ThreadBroadcast } from './thread-broadcast';
+import { hasCapability, inUserNamespace, readOwnThreadStats, readSecurityStatus, StatFields } from './procfs';
+import { emulatedThreadBroadcast, nativeThreadBroadcast, ThreadBroadcast } from './thread-broadcast';
 import { invalidEnvironment } from './validate';
 
 export type BackendName = 'native' | 'emulated';
@@ -68,9 +68,8 @@ export interface KernelBackend {
   /** How setProcessIoFlusher() reaches the other threads. */
   readonly broadcast: ThreadBroadcast;
   /**
-   * The kernel's stat fields of threads of this process (undefined: gone), read for listThreads() and for
-   * setProcessIoFlusher()'s read-back, which both lay the backend's view of the IO_FLUSHER bits over them
-   * (flagsAsSeen). Native: one addon call per 8192 threads.
+   * The kernel's stat fields of threads of this process (undefined: gone), read for listThreads(), which lays the
+   * backend's view of the IO_FLUSHER bits over them (flagsAsSeen). Native: one addon call per 8192 threads.
    */
   ownThreadStats(tids: number[]): Array<StatFields | undefined>;
   /**
@@ -84,10 +83,21 @@ export interface KernelBackend {
 
 const kernelRelease = os.release();
 
-function realFailureContext(): FailureContext {
-  // Read fresh each time: capabilities and filters can change.
-  const { capSysResource, seccompMode } = readSecurityStatus();
-  return { emulated: false, capSysResource, inUserNamespace: inUserNamespace(), kernelRelease, seccompMode };
+/**
+ * Read fresh each time (capabilities and filters can change), in two system calls: capget, and PR_GET_SECCOMP (0 none,
+ * 2 a filter; a filter that refuses prctl itself answers -errno: unknown). /proc/self/status would tell the same at
+ * some 60 us a read here, which a refused setProcessIoFlusher() of a few threads would spend mostly on its error.
+ */
+function realFailureContext(binding: NativeBinding): FailureContext {
+  const caps = binding.capEffective();
+  const seccomp = binding.prctlRaw(PR_GET_SECCOMP, 0, 0, 0, 0);
+  return {
+    emulated: false,
+    capSysResource: typeof caps === 'bigint' ? hasCapability(caps, CAP_SYS_RESOURCE) : readSecurityStatus().capSysResource,
+    inUserNamespace: inUserNamespace(),
+    kernelRelease,
+    seccompMode: seccomp >= 0 ? seccomp : undefined,
+  };
 }
 
 /** @internal */
@@ -98,9 +108,9 @@ export function nativeBackend(binding: NativeBinding): KernelBackend {
     get: () => binding.getIoFlusher(),
     raw: (option, a2, a3, a4, a5) => binding.prctlRaw(option, a2, a3, a4, a5),
     threadId: () => binding.gettid(),
-    failureContext: realFailureContext,
+    failureContext: () => realFailureContext(binding),
     broadcast: nativeThreadBroadcast(binding),
-    ownThreadStats: (tids) => readOwnThreadStats(binding, tids),
+    ownThreadStats: (tids) => readOwnThreadStats((ids) => binding.readTaskStats(ids), tids),
     flagsAsSeen: (_pid, _tid, flags) => ({ flags, emulated: false }),
   };
 }

@@ -215,6 +215,26 @@ export class EmulatedKernel {
     else delete process.env[EMULATED_FLAGS_ENV];
   }
 
+  /**
+   * What another thread of this process answers when it makes prctl(PR_SET_IO_FLUSHER, value) and then
+   * prctl(PR_GET_IO_FLUSHER) itself (as the process-wide set has each thread do): [set result, get answer], or
+   * undefined when the thread is gone. The same capability and kernel as the calling thread's.
+   */
+  setAndGetOn(tid: number, value: 0 | 1): [number, number] | undefined {
+    if (tid === this.tid) {
+      const set = this.prctl(PR_SET_IO_FLUSHER, BigInt(value), 0n, 0n, 0n);
+      return [set, this.prctl(PR_GET_IO_FLUSHER, 0n, 0n, 0n, 0n)];
+    }
+    const startTime = threadStartTime(tid);
+    if (startTime === undefined) return undefined;
+    if (!this.kernelSupport) return [-EINVAL, -EINVAL];
+    if (!this.capSysResource) return [-EPERM, -EPERM];
+    const before = this.registry.get(tid, startTime) ?? 0;
+    const flags = (value ? before | IO_FLUSHER_FLAGS : before & ~IO_FLUSHER_FLAGS) | PF_SUPERPRIV;
+    this.registry.set(tid, flags >>> 0, startTime);
+    return [0, (flags & IO_FLUSHER_FLAGS) === IO_FLUSHER_FLAGS ? 1 : 0];
+  }
+
   /** capable(CAP_SYS_RESOURCE): a successful check marks the task PF_SUPERPRIV (kernel/capability.c). */
   private capable(): boolean {
     if (!this.capSysResource) return false;

@@ -16,6 +16,9 @@ import { EINVAL, EPERM, kernelHasIoFlusher, PR_GET_IO_FLUSHER, PR_SET_IO_FLUSHER
  * - `limit-exceeded`: a memory lock would exceed RLIMIT_MEMLOCK (the process lacks CAP_IPC_LOCK).
  * - `prepare-failed`: prepareDaemon(): one or more required steps failed (see `report`).
  * - `signal-in-use`: the process-wide set was asked to use a signal that already has a handler, or none was free.
+ * - `proc-unavailable`: /proc is not mounted (or not readable), and the call needs it to list or read this process.
+ * - `foreign-proc`: /proc belongs to another PID namespace (its /proc/self is not this process), so ids read there do
+ *   not name this process's threads.
  * - `reexec-impossible`: reexecWithIoFlusher() cannot run the same program again (it was read from stdin).
  * - `command-not-found`: exec: no such command (ENOENT), as execvp(3) would find it.
  * - `command-not-executable`: exec: execve refused the command (EACCES, ENOEXEC, ...).
@@ -29,6 +32,8 @@ export type IoFlusherErrorReason =
   | 'no-such-thread'
   | 'native-unavailable'
   | 'signal-in-use'
+  | 'proc-unavailable'
+  | 'foreign-proc'
   | 'limit-exceeded'
   | 'prepare-failed'
   | 'reexec-impossible'

@@ -37,7 +37,7 @@ export { getMemlockLimit, setMemlockLimit, getOomScoreAdj, setOomScoreAdj } from
 export type { LockMemoryOptions, MemoryLockReport, MemlockLimit, CodeLockMode, CodeScopeReport, LockedMemory, LockedBufferPoolOptions } from './memory';
 export type { PrepareDaemonOptions, PrepareDaemonReport, PrepareStepReport, PrepareStepName } from './prepare';
 export type { ReexecResult } from './exec';
-export type { ProcessIoFlusherOptions, ProcessIoFlusherReport, ThreadCoverage, UncoveredReason } from './process-wide';
+export type { ProcessIoFlusherOptions, ProcessIoFlusherReport, ThreadCoverage, ThreadVia, TimedOutSeen, UncoveredReason } from './process-wide';
 export {
   PR_SET_IO_FLUSHER,
   PR_GET_IO_FLUSHER,

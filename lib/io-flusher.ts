@@ -144,7 +144,7 @@ export class IoFlusher {
 
   /** The plain {@link !setProcessIoFlusher | setProcessIoFlusher()}, on this instance's backend. */
   setProcessIoFlusher(enabled: boolean, options: ProcessIoFlusherOptions = {}): ProcessIoFlusherReport {
-    assertBoolean(enabled, 'enabled');
+    assertBoolean(enabled, 'enabled'); // once, here: setProcessIoFlusherWith trusts it
     assertObject(options, 'options');
     return setProcessIoFlusherWith(this.kernel, enabled, options);
   }

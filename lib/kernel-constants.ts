@@ -8,6 +8,8 @@
 export const PR_SET_IO_FLUSHER = 57;
 /** prctl option 58: 1 when the calling thread is in IO_FLUSHER state (both of {@link IO_FLUSHER_FLAGS}), else 0. Linux 5.6+. */
 export const PR_GET_IO_FLUSHER = 58;
+/** prctl(PR_GET_SECCOMP): 0 no filter, 2 a filter (man 2 prctl). */
+export const PR_GET_SECCOMP = 21;
 
 /** Names of the prctl options we make, for errors. */
 export const PRCTL_OPTION_NAMES: Readonly<Record<number, string>> = {
@@ -88,6 +90,8 @@ export const EACCES = 13;
 export const EBUSY = 16;
 export const EINVAL = 22;
 export const ENOSPC = 28;
+export const EXDEV = 18;
+export const E2BIG = 7;
 
 /** mlockall(2) flags (asm-generic/mman-common.h: the same on x86-64 and arm64). MCL_ONFAULT needs Linux 4.4. */
 export const MCL_CURRENT = 1;
@@ -113,25 +117,33 @@ export const GLIBC_SIGRTMIN = 34;
 export const GLIBC_SIGRTMAX = 64;
 
 /**
- * The thread broadcast's native side (native/thread_broadcast.h, mirrored here): the most threads one pass takes
- * (IOF_BROADCAST_SLOTS), and the per-thread outcome codes of broadcastPass (IOF_PASS_*).
+ * The thread broadcast's native side (native/thread_broadcast.h, mirrored here; test/broadcast-codes.test.ts checks the
+ * two agree): the most threads one call reaches (IOF_BROADCAST_SLOTS), the per-thread outcomes of broadcastRun
+ * (IOF_THREAD_*) and what a timed-out thread's status showed (IOF_SEEN_*). The meaning of `a` and `b` is in the header.
  */
-export const BROADCAST_SLOTS = 8192;
+export const BROADCAST_SLOTS = 65536;
 export const BROADCAST_OUTCOME = {
-  /** Not looked at yet (what a pass starts from). */
-  new: 0,
-  /** Sent the signal, no answer yet (it may be pending there). Not final. */
-  signalled: 1,
-  /** Blocks every signal, the C library's own too (a thread starting or ending): not sent it yet. Not final. */
-  newborn: 2,
-  /** The handler ran there; the value is its prctl result (0 or -errno). */
-  answered: 3,
-  /** Gone before it could be signalled (no /proc entry, or tgkill ESRCH). */
+  /** The calling thread, set directly: a = PR_SET result, b = PR_GET answer. */
+  direct: 1,
+  /** Its handler ran: a = PR_SET result (0 or -errno), b = PR_GET answer (0, 1 or -errno). */
+  answered: 2,
+  /** Blocks the signal, never ran the handler: a = 0 or -errno of reading its stat, b = its flags word. */
+  blocksSignal: 3,
+  /** Gone before it answered. */
   exited: 4,
-  /** Blocks the signal itself: never sent it. */
-  blocksSignal: 5,
-  /** Took the signal, but the result table was full: the answer was not recorded (the /proc read-back decides). */
-  unrecorded: 6,
-  /** tgkill failed otherwise; the value is its -errno. */
-  sendFailed: 7,
+  /** Sent the signal, no answer by the deadline: a = BROADCAST_SEEN, b = -errno when its status could not be read. */
+  timedOut: 5,
+  /** rt_tgsigqueueinfo failed (not ESRCH): a = -errno. */
+  sendFailed: 6,
+  /** Never sent: listed after the last pass (a = 0) or the table was full (a = -E2BIG). */
+  notReached: 7,
 } as const;
+export const BROADCAST_SEEN = {
+  nothing: 0,
+  pending: 1,
+  inHandler: 2,
+  taken: 3,
+  newborn: 4,
+} as const;
+/** The most threads one readTaskStats call reads (native/task_stats.h, IOF_STAT_BATCH). */
+export const STAT_BATCH = 8192;

@@ -15,45 +15,37 @@ export interface NativeBinding {
   getIoFlusher(): number;
   /** gettid(2). */
   gettid(): number;
+  /** capget(2): the calling thread's effective capability set (bit n: capability n), or -errno. */
+  capEffective(): bigint | number;
 
   // Process-wide broadcast (native/thread_broadcast.h).
-  /** sigaction query: 0 SIG_DFL, 1 SIG_IGN, 2 a handler, or -errno. */
+  /** sigaction query: 0 SIG_DFL, 1 SIG_IGN, 2 another handler, 3 the broadcast's own handler, or -errno. */
   signalDisposition(signo: number): number;
   /**
-   * Installs the prctl-making handler for `signo` (a real-time signal; SA_RESTART), clearing recorded results and
-   * recording the calling thread as owner: 0, -EBUSY (one is installed), -EINVAL (not SIGRTMIN..SIGRTMAX) or -errno.
+   * Every thread of this process to IO_FLUSHER `value` (0 or 1) in one call: the calling thread directly, the others
+   * by `signo`. An Int32Array [passes, handlerRestored, then tid, outcome (BROADCAST_OUTCOME), a, b per thread], or,
+   * with nothing changed, -EINVAL, -EBUSY (signo has an action that is not SIG_DFL or the broadcast's own), -EXDEV
+   * (/proc/self is not this process), -E2BIG (more threads than BROADCAST_SLOTS), or -errno.
    */
-  broadcastInstall(signo: number, value: number): number;
-  /** Restores the action saved by broadcastInstall while `owner` (a tid, or 0) is its owner: 0, -EINVAL, -EBUSY or -errno. */
-  broadcastRestore(signo: number, owner: number): number;
-  /** The owning call returns leaving the handler installed: owner becomes 0. 0, or -EINVAL when not the owner. */
-  broadcastLeave(): number;
-  /** The signal whose broadcast handler is installed, or 0. */
-  broadcastSignal(): number;
-  /** The tid of the thread inside the call that installed it; 0 when that call has left it installed (or none is). */
-  broadcastOwner(): number;
-  /** tgkill(getpid(), tid, signo): 0 or -errno. */
-  tgkill(tid: number, signo: number): number;
-  /** The handler's prctl result on `tid` (0 or -errno), 1 while it has not run there, -ENOSPC when the table is full. */
-  broadcastResult(tid: number): number;
+  broadcastRun(signo: number, value: number, timeoutMs: number, maxPasses: number): Int32Array | number;
   /**
-   * One pass of the installed broadcast over `tids` (1..BROADCAST_SLOTS threads): reads each one's SigBlk, never
-   * signals one that blocks `signo` (a newborn one, blocking the C library's signals too, is looked at again until
-   * the deadline unless it is in `noWait`), tgkills the others and waits up to `timeoutMs` for their answers.
-   * Writes outcomes[2i] (a BROADCAST_OUTCOME code) and outcomes[2i+1] (its value) per thread. 0, or -EINVAL (signo
-   * is not the installed broadcast's), or -errno.
+   * Settles what earlier calls left outstanding and restores each signal's previous action once nothing sent on it is
+   * outstanding: how many signals still have the handler installed, or -errno.
    */
-  broadcastPass(signo: number, tids: Int32Array, noWait: Int32Array, timeoutMs: number, outcomes: Int32Array): number;
+  broadcastSettle(): number;
   /**
-   * The read-back: /proc/self/task/TID/stat of each of `tids` (1..BROADCAST_SLOTS), each text followed by a NUL (an
-   * empty text for a thread that is gone, or whose text was too long to be read whole), as one latin1 string; or -errno.
+   * /proc/self/task/TID/stat of each of `tids` (1..STAT_BATCH), each text followed by a NUL (an empty text for a thread
+   * that is gone, or whose text was too long to be read whole), as one latin1 string; or -errno.
    */
   readTaskStats(tids: Int32Array): string | number;
   sigrtmin(): number;
   sigrtmax(): number;
 
   // exec (native/process_exec.h).
-  /** execve(path, argv, envp): returns only on failure, with -errno. */
+  /**
+   * execve(path, argv, envp), with no broadcast in progress and no broadcast signal pending for this thread (it would
+   * kill the new program): returns only on failure, with -errno.
+   */
   execve(path: string, argv: string[], envp: string[]): number;
   /** fcntl(fd, F_GETFL): flags or -errno. */
   getFdFlags(fd: number): number;

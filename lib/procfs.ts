@@ -4,7 +4,7 @@
  * Mostly world-readable; no capability needed. See: man 5 proc (/proc/pid/stat, /proc/pid/status, smaps, limits).
  */
 import * as fs from 'node:fs';
-import { CAPABILITY_NAMES, CAP_SYS_RESOURCE, ESRCH, IO_FLUSHER_FLAGS, MEMALLOC_FLAG_TABLE } from './kernel-constants';
+import { CAPABILITY_NAMES, CAP_SYS_RESOURCE, ESRCH, IO_FLUSHER_FLAGS, MEMALLOC_FLAG_TABLE, STAT_BATCH } from './kernel-constants';
 import { IoFlusherError, systemError } from './errors';
 
 /** The memalloc flags of one thread, as /proc/PID/task/TID/stat shows them. */
@@ -124,6 +124,79 @@ function isGone(err: unknown): boolean {
   return code === 'ENOENT' || code === 'ESRCH';
 }
 
+/** /proc is not mounted (or not readable): what a call that must list or read this process answers. */
+export function procUnavailableError(errno: number, syscall: string, path: string, cause?: unknown): IoFlusherError {
+  return systemError({
+    syscall,
+    errno,
+    path,
+    reason: 'proc-unavailable',
+    hint: 'mount /proc (mount -t proc proc /proc): the threads of this process are listed and read there; nothing was changed',
+    cause,
+  });
+}
+
+/** /proc belongs to another PID namespace than this process's. */
+export function foreignProcError(): IoFlusherError {
+  return new IoFlusherError({
+    code: 'ERR_IO_FLUSHER_FOREIGN_PROC',
+    reason: 'foreign-proc',
+    syscall: 'readlink',
+    path: '/proc/self',
+    message: `ERR_IO_FLUSHER_FOREIGN_PROC: /proc belongs to another PID namespace: /proc/self is not process ${process.pid}`,
+    hint:
+      'mount a /proc for this PID namespace (unshare --pid --fork --mount-proc, or mount -t proc proc /proc in a new ' +
+      'mount namespace); until then thread and process ids read from /proc name other processes. Nothing was changed',
+  });
+}
+
+let procIsOurs = false;
+
+/**
+ * Checks, once per process, that /proc/self is this process. With a /proc kept from a parent PID namespace
+ * (`unshare --pid --fork` without --mount-proc; some sandboxes), /proc/PID names another process (PID 1 there is the
+ * parent namespace's init) and thread ids listed there mean nothing to this namespace's system calls.
+ */
+export function assertProcIsOurs(): void {
+  if (procIsOurs) return;
+  let link: string;
+  try {
+    link = fs.readlinkSync('/proc/self');
+  } catch (err) {
+    throw procUnavailableError(-((err as NodeJS.ErrnoException).errno ?? ESRCH), 'readlink', '/proc/self', err);
+  }
+  if (link !== String(process.pid)) throw foreignProcError();
+  procIsOurs = true;
+}
+
+/** Where a process's /proc files are: /proc/self for this one, else /proc/PID; either only once /proc is ours. */
+export function processDir(pid: number): string {
+  assertProcIsOurs();
+  return pid === process.pid ? '/proc/self' : `/proc/${pid}`;
+}
+
+/**
+ * This process's thread ids, for a call that changes them next: throws (nothing changed) when /proc is missing or
+ * another PID namespace's, or the listing fails.
+ */
+export function ownTaskIdsBeforeChange(): number[] {
+  assertProcIsOurs();
+  try {
+    return fs.readdirSync('/proc/self/task').map(Number);
+  } catch (err) {
+    throw procUnavailableError(-((err as NodeJS.ErrnoException).errno ?? ESRCH), 'scandir', '/proc/self/task', err);
+  }
+}
+
+/** A thread of this process's name (comm), or '' when it is gone or unreadable: for messages only. */
+export function readThreadName(tid: number): string {
+  try {
+    return readProcFile(`/proc/self/task/${tid}/comm`).replace(/\n$/, '');
+  } catch {
+    return '';
+  }
+}
+
 /** Where a thread is, as a stuck daemon's author needs to see it. */
 export interface ThreadWait {
   /** Scheduler state (stat field 3): R running, S sleeping, D uninterruptible (waiting on I/O or a lock), T stopped, ... */
@@ -139,7 +212,7 @@ export interface ThreadWait {
  * when the kernel does not show them (wchan is "0" for a running thread; the stack needs CAP_SYS_ADMIN).
  */
 export function readThreadWait(pid: number, tid: number, state: string): ThreadWait {
-  const dir = `/proc/${pid}/task/${tid}`;
+  const dir = `${processDir(pid)}/task/${tid}`;
   const optional = (file: string): string | null => {
     try {
       return readProcFile(`${dir}/${file}`);
@@ -169,6 +242,7 @@ export function threadSelfId(): number {
  * process (Linux answers /proc/TID too, though it does not list it), which would otherwise be shown as a process.
  */
 export function assertProcessId(pid: number): void {
+  assertProcIsOurs();
   if (pid === process.pid) return;
   const tgid = Number(readStatus(pid).get('Tgid'));
   if (Number.isInteger(tgid) && tgid !== pid) {
@@ -185,7 +259,7 @@ export function assertProcessId(pid: number): void {
 
 /** Reads one thread's stat line; throws IoFlusherError 'ESRCH' when it does not exist. */
 export function readThreadStat(pid: number, tid: number): StatFields {
-  const path = `/proc/${pid}/task/${tid}/stat`;
+  const path = `${processDir(pid)}/task/${tid}/stat`;
   let line: string;
   try {
     line = readProcFile(path, true);
@@ -214,7 +288,7 @@ export function parseStatTexts(text: string): Array<StatFields | undefined> {
 
 /** The thread ids of a process, from /proc/PID/task; throws IoFlusherError 'ESRCH' when it does not exist. */
 export function readTaskIds(pid: number): number[] {
-  const path = `/proc/${pid}/task`;
+  const path = `${processDir(pid)}/task`;
   try {
     return fs
       .readdirSync(path)
@@ -253,6 +327,33 @@ export function readProcessThreads(pid: number): StatFields[] {
   return threads;
 }
 
+/**
+ * The stat fields of threads `tids` of this process (undefined: gone), for listThreads(): with the addon's batch
+ * read (`batch`, one native call per STAT_BATCH threads), else, and for a thread the batch could not read whole,
+ * file by file. Throws what reading one fails with, except a thread that is gone.
+ */
+export function readOwnThreadStats(batch: ((tids: Int32Array) => string | number) | undefined, tids: number[]): Array<StatFields | undefined> {
+  const stats: Array<StatFields | undefined> = [];
+  for (let from = 0; from < tids.length; from += STAT_BATCH) {
+    const chunk = tids.slice(from, from + STAT_BATCH);
+    const text = batch?.(Int32Array.from(chunk));
+    const parsed = typeof text === 'string' ? parseStatTexts(text) : [];
+    chunk.forEach((tid, i) => {
+      let stat = parsed[i];
+      if (stat === undefined) {
+        try {
+          stat = readThreadStat(process.pid, tid);
+        } catch (err) {
+          // Gone since: left out. Anything else (EMFILE, EACCES, an unreadable text) is not a thread that exited.
+          if ((err as IoFlusherError).code !== 'ESRCH') throw err;
+        }
+      }
+      stats.push(stat);
+    });
+  }
+  return stats;
+}
+
 /** Capability sets of a process, by name, from /proc/PID/status. */
 export interface CapabilitySets {
   effective: string[];
@@ -268,7 +369,7 @@ export interface CapabilitySets {
 
 /** Reads /proc/PID/status into a map of field name to value. */
 export function readStatus(pid: number | 'self' = 'self'): Map<string, string> {
-  const path = `/proc/${pid}/status`;
+  const path = typeof pid === 'number' ? `${processDir(pid)}/status` : '/proc/self/status';
   let text: string;
   try {
     text = readProcFile(path);
@@ -323,26 +424,6 @@ export function readSecurityStatus(): { capSysResource: boolean | undefined; sec
     };
   } catch {
     return { capSysResource: undefined, seccompMode: undefined };
-  }
-}
-
-/** A thread of this process's signal mask (SigBlk or SigPnd) from /proc/self/task/TID/status; undefined when it is gone. */
-export function readThreadSignalMask(tid: number, field: 'SigBlk' | 'SigPnd'): bigint | undefined {
-  let text: string;
-  try {
-    text = readProcFile(`/proc/self/task/${tid}/status`);
-  } catch {
-    return undefined; // gone
-  }
-  return statusMask(text, field);
-}
-
-/** This process's shared pending signals (ShdPnd in /proc/self/status); undefined when unreadable. */
-export function readSharedPendingSignals(): bigint | undefined {
-  try {
-    return statusMask(readProcFile('/proc/self/status'), 'ShdPnd');
-  } catch {
-    return undefined;
   }
 }
 
@@ -432,7 +513,7 @@ export function parseSmaps(text: string): Mapping[] {
 
 /** Every mapping of a process with its lock state, from /proc/PID/smaps (large: read with fs, not the small buffer). */
 export function readSmaps(pid: number | 'self' = 'self'): Mapping[] {
-  return parseSmaps(fs.readFileSync(`/proc/${pid}/smaps`, 'latin1'));
+  return parseSmaps(fs.readFileSync(`${typeof pid === 'number' ? processDir(pid) : '/proc/self'}/smaps`, 'latin1'));
 }
 
 /** Whether [start, end) is wholly mapped in this process now (/proc/self/maps). */
@@ -449,14 +530,14 @@ export function isMapped(start: bigint, end: bigint): boolean {
 
 /** RLIMIT_MEMLOCK of a process from /proc/PID/limits ("Max locked memory"), in bytes; Infinity for unlimited. */
 export function readMemlockLimit(pid: number | 'self' = 'self'): { soft: number; hard: number } {
-  const row = /^Max locked memory\s+(\S+)\s+(\S+)/m.exec(readProcFile(`/proc/${pid}/limits`));
+  const row = /^Max locked memory\s+(\S+)\s+(\S+)/m.exec(readProcFile(`${typeof pid === 'number' ? processDir(pid) : '/proc/self'}/limits`));
   const parse = (v: string | undefined): number => (v === undefined || v === 'unlimited' ? Infinity : Number(v));
   return { soft: parse(row?.[1]), hard: parse(row?.[2]) };
 }
 
 /** The oom_score_adj file of a process. */
 export function oomScoreAdjPath(pid: number | 'self' = 'self'): string {
-  return `/proc/${pid}/oom_score_adj`;
+  return `${typeof pid === 'number' ? processDir(pid) : '/proc/self'}/oom_score_adj`;
 }
 
 /** /proc/PID/oom_score_adj: -1000 (never OOM-killed) to 1000. */

@@ -1,5 +1,5 @@
 // Node-API glue only: converts arguments, calls the syscall-shaped C functions of prctl_io_flusher.h,
-// thread_broadcast.h, process_exec.h and memory_lock.h, and returns their numbers (a result, or -errno).
+// thread_broadcast.h, task_stats.h, process_exec.h and memory_lock.h, and returns their numbers (a result, or -errno).
 // The TypeScript layer (lib/native-binding.ts mirrors these exports) validates arguments before calling; the checks
 // here only turn a wrong argument into a TypeError (ERR_INVALID_ARG_TYPE) naming it. No defaults or policy.
 #include <napi.h>
@@ -7,12 +7,14 @@
 #include <errno.h>
 
 #include <climits>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "prctl_io_flusher.h"
 #include "memory_lock.h"
 #include "process_exec.h"
+#include "task_stats.h"
 #include "thread_broadcast.h"
 
 namespace {
@@ -61,8 +63,13 @@ bool BigIntAt(const Napi::CallbackInfo& info, size_t index, uint64_t* out) {
   return lossless;
 }
 
+// Return values are made with Node-API directly, never through node-addon-api's wrappers: when a Worker is terminated
+// while inside a call (a broadcast can wait up to its timeout), making the value fails, and a wrapper would then try to
+// throw, which fails too and aborts the whole process. Returning nothing instead is what Node expects there.
 Napi::Value Num(const Napi::CallbackInfo& info, long value) {
-  return Napi::Number::New(info.Env(), static_cast<double>(value));
+  napi_value out = nullptr;
+  if (napi_create_double(info.Env(), static_cast<double>(value), &out) != napi_ok) out = nullptr;
+  return Napi::Value(info.Env(), out);
 }
 
 Napi::Value PrctlRaw(const Napi::CallbackInfo& info) {
@@ -83,6 +90,15 @@ Napi::Value SetIoFlusher(const Napi::CallbackInfo& info) {
 
 Napi::Value GetIoFlusher(const Napi::CallbackInfo& info) { return Num(info, iof_get_io_flusher()); }
 Napi::Value Gettid(const Napi::CallbackInfo& info) { return Num(info, iof_gettid()); }
+// capEffective(): the effective capability set as a BigInt, or -errno.
+Napi::Value CapEffective(const Napi::CallbackInfo& info) {
+  uint64_t effective = 0;
+  long rc = iof_cap_effective(&effective);
+  if (rc < 0) return Num(info, rc);
+  napi_value out = nullptr;
+  if (napi_create_bigint_uint64(info.Env(), effective, &out) != napi_ok) out = nullptr;  // see Num
+  return Napi::Value(info.Env(), out);
+}
 
 // fn(int) and fn(int, int) exports, argument-checked.
 template <long (*Fn)(int)>
@@ -99,13 +115,6 @@ Napi::Value IntIntFn(const Napi::CallbackInfo& info) {
   return Num(info, Fn(a, static_cast<B>(b)));
 }
 
-Napi::Value BroadcastInstall(const Napi::CallbackInfo& info) {
-  int signo;
-  unsigned long value;
-  if (!IntAt(info, 0, &signo)) return ThrowType(info, 0, "an int");
-  if (!ULongAt(info, 1, &value)) return ThrowType(info, 1, "an integer or a bigint");
-  return Num(info, iof_broadcast_install(signo, value));
-}
 // An Int32Array of at most `max` elements (at least `min`): its elements and length, or false.
 bool Int32ArrayAt(const Napi::CallbackInfo& info, size_t index, size_t min, size_t max, int32_t** data, size_t* length) {
   if (info.Length() <= index || !info[index].IsTypedArray()) return false;
@@ -116,25 +125,40 @@ bool Int32ArrayAt(const Napi::CallbackInfo& info, size_t index, size_t min, size
   return true;
 }
 
-// broadcastPass(signo, tids: Int32Array (1..slots), noWait: Int32Array (0..slots), timeoutMs, outcomes: Int32Array
-// (2 per tid)): see iof_broadcast_pass.
-Napi::Value BroadcastPass(const Napi::CallbackInfo& info) {
-  int signo, timeout_ms;
-  int32_t *tids, *no_wait, *outcomes;
-  size_t count, no_wait_count, outcome_count;
+// broadcastRun(signo, value (0 or 1), timeoutMs, maxPasses): see iof_broadcast_run. An Int32Array [passes,
+// handlerRestored, then tid, outcome, a, b for each thread], or -errno.
+Napi::Value BroadcastRun(const Napi::CallbackInfo& info) {
+  int signo, value, timeout_ms, max_passes;
   if (!IntAt(info, 0, &signo)) return ThrowType(info, 0, "an int");
-  if (!Int32ArrayAt(info, 1, 1, IOF_BROADCAST_SLOTS, &tids, &count)) return ThrowType(info, 1, "an Int32Array of 1 to 8192 thread ids");
-  if (!Int32ArrayAt(info, 2, 0, IOF_BROADCAST_SLOTS, &no_wait, &no_wait_count)) return ThrowType(info, 2, "an Int32Array of at most 8192 thread ids");
-  if (!IntAt(info, 3, &timeout_ms)) return ThrowType(info, 3, "an int");
-  if (!Int32ArrayAt(info, 4, 2 * count, SIZE_MAX, &outcomes, &outcome_count)) return ThrowType(info, 4, "an Int32Array of 2 elements per thread id");
-  return Num(info, iof_broadcast_pass(signo, tids, static_cast<int>(count), no_wait, static_cast<int>(no_wait_count), timeout_ms, outcomes));
+  if (!IntAt(info, 1, &value)) return ThrowType(info, 1, "an int");
+  if (!IntAt(info, 2, &timeout_ms)) return ThrowType(info, 2, "an int");
+  if (!IntAt(info, 3, &max_passes)) return ThrowType(info, 3, "an int");
+  if (value < 0) return Num(info, -EINVAL);
+  std::vector<iof_thread_answer> answers;
+  iof_broadcast_summary summary;
+  long count = iof_broadcast_run(signo, static_cast<unsigned long>(value), timeout_ms, max_passes, &answers, &summary);
+  if (count < 0) return Num(info, count);
+  static_assert(sizeof(iof_thread_answer) == 4 * sizeof(int32_t), "four int32 fields a record");
+  const size_t length = 2 + 4 * answers.size();
+  void* data = nullptr;
+  napi_value buffer = nullptr, out = nullptr;
+  if (napi_create_arraybuffer(info.Env(), length * sizeof(int32_t), &data, &buffer) != napi_ok ||
+      napi_create_typedarray(info.Env(), napi_int32_array, length, buffer, 0, &out) != napi_ok) {
+    return Napi::Value(info.Env(), nullptr);  // see Num
+  }
+  int32_t* words = static_cast<int32_t*>(data);
+  words[0] = summary.passes;
+  words[1] = summary.handler_restored;
+  if (!answers.empty()) memcpy(words + 2, answers.data(), answers.size() * sizeof(iof_thread_answer));
+  return Napi::Value(info.Env(), out);
 }
-// readTaskStats(tids: Int32Array (1..slots)): the stat texts, each followed by a NUL, as one latin1 string (the
-// bytes as they are, like lib/procfs.ts reads them), or -errno.
+
+// readTaskStats(tids: Int32Array (1..IOF_STAT_BATCH)): the stat texts, each followed by a NUL, as one latin1 string
+// (the bytes as they are, like lib/procfs.ts reads them), or -errno.
 Napi::Value ReadTaskStats(const Napi::CallbackInfo& info) {
   int32_t* tids;
   size_t count;
-  if (!Int32ArrayAt(info, 0, 1, IOF_BROADCAST_SLOTS, &tids, &count)) return ThrowType(info, 0, "an Int32Array of 1 to 8192 thread ids");
+  if (!Int32ArrayAt(info, 0, 1, IOF_STAT_BATCH, &tids, &count)) return ThrowType(info, 0, "an Int32Array of 1 to 8192 thread ids");
   std::vector<char> text(count * (IOF_STAT_MAX + 1));
   long length = iof_read_task_stats(tids, static_cast<int>(count), text.data(), text.size());
   if (length < 0) return Num(info, length);
@@ -142,9 +166,7 @@ Napi::Value ReadTaskStats(const Napi::CallbackInfo& info) {
   if (napi_create_string_latin1(info.Env(), text.data(), static_cast<size_t>(length), &result) != napi_ok) return Num(info, -ENOMEM);
   return Napi::Value(info.Env(), result);
 }
-Napi::Value BroadcastLeave(const Napi::CallbackInfo& info) { return Num(info, iof_broadcast_leave()); }
-Napi::Value BroadcastSignal(const Napi::CallbackInfo& info) { return Num(info, iof_broadcast_signal()); }
-Napi::Value BroadcastOwner(const Napi::CallbackInfo& info) { return Num(info, iof_broadcast_owner()); }
+Napi::Value BroadcastSettle(const Napi::CallbackInfo& info) { return Num(info, iof_broadcast_settle()); }
 Napi::Value Sigrtmin(const Napi::CallbackInfo& info) { return Num(info, iof_sigrtmin()); }
 Napi::Value Sigrtmax(const Napi::CallbackInfo& info) { return Num(info, iof_sigrtmax()); }
 
@@ -176,7 +198,7 @@ Napi::Value Execve(const Napi::CallbackInfo& info) {
   if (!argv.ok) return ThrowType(info, 1, "an array of strings");
   CStringArray envp(info.Length() > 2 ? info[2] : info.Env().Undefined());
   if (!envp.ok) return ThrowType(info, 2, "an array of strings");
-  return Num(info, iof_execve(path.c_str(), argv.pointers.data(), envp.pointers.data()));
+  return Num(info, iof_execve_between_broadcasts(path.c_str(), argv.pointers.data(), envp.pointers.data()));
 }
 
 Napi::Value Munlockall(const Napi::CallbackInfo& info) { return Num(info, iof_munlockall()); }
@@ -314,16 +336,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     {"setIoFlusher", SetIoFlusher},
     {"getIoFlusher", GetIoFlusher},
     {"gettid", Gettid},
+    {"capEffective", CapEffective},
     {"signalDisposition", IntFn<iof_signal_disposition>},
-    {"broadcastInstall", BroadcastInstall},
-    {"broadcastRestore", IntIntFn<int, iof_broadcast_restore>},
-    {"tgkill", IntIntFn<int, iof_tgkill>},
-    {"broadcastResult", IntFn<iof_broadcast_result>},
-    {"broadcastPass", BroadcastPass},
+    {"broadcastRun", BroadcastRun},
+    {"broadcastSettle", BroadcastSettle},
     {"readTaskStats", ReadTaskStats},
-    {"broadcastLeave", BroadcastLeave},
-    {"broadcastSignal", BroadcastSignal},
-    {"broadcastOwner", BroadcastOwner},
     {"sigrtmin", Sigrtmin},
     {"sigrtmax", Sigrtmax},
     {"execve", Execve},

@@ -2,6 +2,7 @@
 #include "prctl_io_flusher.h"
 
 #include <errno.h>
+#include <linux/capability.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -23,4 +24,12 @@ long iof_get_io_flusher(void) {
 long iof_gettid(void) {
   // syscall(2) rather than gettid(3): glibc gained the wrapper only in 2.30 and musl later.
   return syscall(SYS_gettid);
+}
+
+long iof_cap_effective(uint64_t* effective) {
+  struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+  struct __user_cap_data_struct data[2];
+  if (syscall(SYS_capget, &header, data) != 0) return -static_cast<long>(errno);
+  *effective = data[0].effective | (static_cast<uint64_t>(data[1].effective) << 32);
+  return 0;
 }

@@ -4,6 +4,7 @@
 #ifndef IO_FLUSHER_PRCTL_IO_FLUSHER_H
 #define IO_FLUSHER_PRCTL_IO_FLUSHER_H
 
+#include <stdint.h>
 #include <sys/prctl.h>
 
 // Older uapi headers (before Linux 5.6, which added both together) lack these. Define them here so a missing header
@@ -32,6 +33,10 @@ long iof_get_io_flusher(void);
 
 // gettid(2) of the calling thread.
 long iof_gettid(void);
+
+// capget(2) of the calling thread: its effective capability set, bit n = capability n. Returns 0 or -errno. What
+// PR_SET/GET_IO_FLUSHER check (CAP_SYS_RESOURCE), read in one system call to explain a refusal.
+long iof_cap_effective(uint64_t* effective);
 
 #ifdef __cplusplus
 }

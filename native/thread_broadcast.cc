@@ -5,163 +5,142 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <pthread.h>
 #include <signal.h>
-#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <mutex>
-#include <vector>
 
 #include "prctl_io_flusher.h"
+#include "process_exec.h"
 
 namespace {
 
-constexpr int kSlots = IOF_BROADCAST_SLOTS;  // threads one broadcast can record; far above any Node process we have seen
-constexpr long kUnanswered = LONG_MIN;
+constexpr int kSlots = IOF_BROADCAST_SLOTS;
+constexpr uint32_t kPending = 0xFFFFFFFFu;  // a slot's state while its thread has not answered
+constexpr long kFirstLookNs = 2000000;      // silent this long: read the thread's status
+constexpr long kLongestLookNs = 50000000;   // looks again at doubling intervals, up to this
+static_assert(sizeof(std::atomic<int>) == sizeof(int), "futex word");
+static_assert(std::atomic<uint64_t>::is_always_lock_free, "the handler needs a lock-free 64-bit atomic");
+
+// A slot's word: the generation of the call that sent the signal (high 32 bits) and the state (low 32): kPending, or
+// the answer (PR_SET's errno in bits 0-15, PR_GET's result as a 16-bit signed number in bits 16-31).
+uint64_t Pack(uint32_t generation, uint32_t state) { return (static_cast<uint64_t>(generation) << 32) | state; }
+uint32_t StateOf(uint64_t word) { return static_cast<uint32_t>(word); }
+uint32_t EncodeAnswer(long set_result, long get_result) {
+  return (static_cast<uint32_t>(-set_result) & 0xFFFFu) | (static_cast<uint32_t>(static_cast<uint16_t>(get_result)) << 16);
+}
+long SetResultOf(uint32_t state) { return -static_cast<long>(state & 0xFFFFu); }
+long GetResultOf(uint32_t state) { return static_cast<int16_t>(state >> 16); }
 
 struct Slot {
-  std::atomic<int> tid;
-  std::atomic<long> result;
+  std::atomic<uint64_t> word{0};
 };
-
 Slot g_slots[kSlots];
-std::atomic<unsigned long> g_value{0};
-// One broadcast at a time per process (Workers share this library). Guarded by g_state_lock (never taken by the
-// handler). g_owner is the thread inside the call that installed the handler, 0 once that call has returned with the
-// handler still installed (a signalled thread had not taken the signal yet): the next call may then restore it.
-std::mutex g_state_lock;
-bool g_installed = false;
-int g_signo = 0;
-int g_owner = 0;
-struct sigaction g_previous;
 
-// Answers made since the process started (any broadcast), and the count at which the thread inside
-// iof_broadcast_pass wants to be woken (futex on g_answers) while g_waiting is set.
+// What the handler reads: the state most recently asked for, the count of answers recorded (a futex word) and when
+// the waiting caller wants to be woken (and g_cached_pid below, which tags our signals).
+std::atomic<unsigned long> g_desired{0};
 std::atomic<int> g_answers{0};
 std::atomic<int> g_wake_at{0};
 std::atomic<bool> g_waiting{false};
-static_assert(sizeof(std::atomic<int>) == sizeof(int), "futex word");
 
-int CurrentTid() { return static_cast<int>(syscall(SYS_gettid)); }
+// Everything below is guarded by g_call_lock, which the handler never takes.
+pthread_mutex_t g_call_lock = PTHREAD_MUTEX_INITIALIZER;
+uint32_t g_generation = 0;
+bool g_slot_busy[kSlots];
+int g_lowest_free = 0;  // no free slot below this one
+// A slot whose signal has not been answered when its call ended: the thread, the signal, and whether it was found
+// to block the signal (then its pending signal is discarded before the previous action comes back).
+struct Outstanding {
+  int slot;
+  int tid;
+  int signo;
+  bool blocker;
+};
+std::vector<Outstanding> g_outstanding;
+// Threads found to block the broadcast signal (tid and start time, which together name one thread for good): not
+// sent it again while they live. A thread that blocks every signal (Node's signal watchdog) keeps doing so; its
+// coverage is what it inherited, read from its stat.
+struct Blocker {
+  int tid;
+  unsigned long long start_time;
+};
+std::vector<Blocker> g_blockers;
+struct Installed {
+  bool on = false;
+  struct sigaction previous;
+};
+Installed g_installed[_NSIG];
 
-// Open addressing keyed by tid, linear probing: O(1) for the handler and for the reader, whatever the thread count.
-void Record(int tid, long result) {
-  for (int i = 0; i < kSlots; i++) {
-    Slot& slot = g_slots[(static_cast<unsigned>(tid) + i) % kSlots];
-    int owner = slot.tid.load(std::memory_order_acquire);
-    if (owner == 0) {
-      int expected = 0;
-      if (slot.tid.compare_exchange_strong(expected, tid, std::memory_order_acq_rel)) owner = tid;
-      else owner = expected;
-    }
-    if (owner == tid) {
-      slot.result.store(result, std::memory_order_release);
-      return;
-    }
+struct Locked {
+  Locked() { pthread_mutex_lock(&g_call_lock); }
+  ~Locked() { pthread_mutex_unlock(&g_call_lock); }
+};
+
+// A child forked while another thread held the lock would find it held forever: it starts with it free (only the
+// forking thread exists there, so no call can be in progress in the child).
+// The ids a call needs, cached (glibc caches neither getpid nor gettid; each is a system call): this process's, and
+// the calling thread's. A forked child has new ones, and /proc/self must be checked again there.
+std::atomic<int> g_cached_pid{0};
+thread_local int t_cached_tid = 0;
+bool g_proc_checked = false;  // /proc/self was this process at a call's start (guarded by g_call_lock)
+
+struct ForkSafety {
+  ForkSafety() {
+    pthread_atfork(nullptr, nullptr, [] {
+      pthread_mutex_init(&g_call_lock, nullptr);
+      g_cached_pid.store(0);
+      t_cached_tid = 0;
+      g_proc_checked = false;
+    });
   }
+} g_fork_safety;
+
+pid_t CachedPid() {
+  int pid = g_cached_pid.load(std::memory_order_relaxed);
+  if (pid == 0) {
+    pid = getpid();
+    g_cached_pid.store(pid, std::memory_order_relaxed);
+  }
+  return pid;
 }
 
-void BroadcastHandler(int, siginfo_t*, void*) {
+int CachedTid() {
+  if (t_cached_tid == 0) t_cached_tid = static_cast<int>(iof_gettid());
+  return t_cached_tid;
+}
+
+long Sys(long rc) { return rc < 0 ? -errno : rc; }
+
+void BroadcastHandler(int, siginfo_t* info, void*) {
   int saved_errno = errno;  // a handler must not change errno under the interrupted code
-  int tid = CurrentTid();
-  Record(tid, iof_set_io_flusher(g_value.load(std::memory_order_acquire)));
-  // Counted modulo 2^32: "reached" is the difference read as signed.
-  unsigned answers = static_cast<unsigned>(g_answers.fetch_add(1)) + 1u;
-  if (g_waiting.load() && static_cast<int>(answers - static_cast<unsigned>(g_wake_at.load())) >= 0) {
-    syscall(SYS_futex, reinterpret_cast<int*>(&g_answers), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+  // Whoever sent it, the thread takes the state most recently asked for: a late signal never undoes a later call.
+  long set_result = iof_set_io_flusher(g_desired.load(std::memory_order_acquire));
+  long get_result = iof_get_io_flusher();
+  if (info && info->si_code == SI_QUEUE && info->si_pid == g_cached_pid.load(std::memory_order_relaxed)) {
+    uint64_t tag = reinterpret_cast<uintptr_t>(info->si_value.sival_ptr);
+    uint32_t slot = static_cast<uint32_t>(tag);
+    uint64_t expected = Pack(static_cast<uint32_t>(tag >> 32), kPending);
+    // Only the slot's own signal, while the slot still waits for it, records an answer.
+    if (slot < static_cast<uint32_t>(kSlots) &&
+        g_slots[slot].word.compare_exchange_strong(expected, Pack(static_cast<uint32_t>(tag >> 32), EncodeAnswer(set_result, get_result)),
+                                                   std::memory_order_acq_rel)) {
+      // Counted modulo 2^32: "reached" is the difference read as signed.
+      unsigned answers = static_cast<unsigned>(g_answers.fetch_add(1)) + 1u;
+      if (g_waiting.load() && static_cast<int>(answers - static_cast<unsigned>(g_wake_at.load())) >= 0) {
+        syscall(SYS_futex, reinterpret_cast<int*>(&g_answers), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+      }
+    }
   }
   errno = saved_errno;
 }
-
-}  // namespace
-
-long iof_signal_disposition(int signo) {
-  struct sigaction current;
-  if (sigaction(signo, nullptr, &current) != 0) return -errno;
-  if (!(current.sa_flags & SA_SIGINFO) && current.sa_handler == SIG_DFL) return 0;
-  if (!(current.sa_flags & SA_SIGINFO) && current.sa_handler == SIG_IGN) return 1;
-  return 2;
-}
-
-long iof_broadcast_install(int signo, unsigned long value) {
-  // A handler on a signal the process may use for something else (SIGSEGV, SIGCHLD, ...) is never installed here.
-  if (signo < SIGRTMIN || signo > SIGRTMAX) return -EINVAL;
-  std::lock_guard<std::mutex> lock(g_state_lock);
-  if (g_installed) return -EBUSY;
-  for (Slot& slot : g_slots) {
-    slot.result.store(kUnanswered, std::memory_order_relaxed);
-    slot.tid.store(0, std::memory_order_relaxed);
-  }
-  g_value.store(value, std::memory_order_release);
-  struct sigaction action;
-  memset(&action, 0, sizeof action);
-  action.sa_sigaction = BroadcastHandler;
-  action.sa_flags = SA_SIGINFO | SA_RESTART;
-  sigemptyset(&action.sa_mask);
-  if (sigaction(signo, &action, &g_previous) != 0) return -errno;
-  g_installed = true;
-  g_signo = signo;
-  g_owner = CurrentTid();
-  return 0;
-}
-
-long iof_broadcast_restore(int signo, int owner) {
-  std::lock_guard<std::mutex> lock(g_state_lock);
-  if (!g_installed || signo != g_signo) return -EINVAL;
-  if (owner != g_owner) return -EBUSY;  // someone else restored it and installed again meanwhile
-  if (sigaction(signo, &g_previous, nullptr) != 0) return -errno;
-  g_installed = false;
-  g_signo = 0;
-  g_owner = 0;
-  return 0;
-}
-
-long iof_broadcast_leave(void) {
-  std::lock_guard<std::mutex> lock(g_state_lock);
-  if (!g_installed || g_owner != CurrentTid()) return -EINVAL;
-  g_owner = 0;
-  return 0;
-}
-
-long iof_broadcast_signal(void) {
-  std::lock_guard<std::mutex> lock(g_state_lock);
-  return g_installed ? g_signo : 0;
-}
-
-long iof_broadcast_owner(void) {
-  std::lock_guard<std::mutex> lock(g_state_lock);
-  return g_installed ? g_owner : 0;
-}
-
-namespace {
-long Tgkill(pid_t pid, int tid, int signo) { return syscall(SYS_tgkill, pid, tid, signo) == 0 ? 0 : -errno; }
-}  // namespace
-
-long iof_tgkill(int tid, int signo) { return Tgkill(getpid(), tid, signo); }
-
-long iof_broadcast_result(int tid) {
-  for (int i = 0; i < kSlots; i++) {
-    Slot& slot = g_slots[(static_cast<unsigned>(tid) + i) % kSlots];
-    int owner = slot.tid.load(std::memory_order_acquire);
-    if (owner == 0) return IOF_BROADCAST_PENDING;  // the probe sequence ends at the first free slot: not recorded (yet)
-    if (owner == tid) {
-      long result = slot.result.load(std::memory_order_acquire);
-      return result == kUnanswered ? IOF_BROADCAST_PENDING : result;
-    }
-  }
-  // Every slot is taken by other threads: this thread's answer cannot be recorded (it is still made). Say so rather
-  // than look pending forever.
-  return -ENOSPC;
-}
-
-namespace {
 
 long NowNs() {
   struct timespec ts;
@@ -169,161 +148,468 @@ long NowNs() {
   return ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
-// A signal mask field ("SigBlk", "SigPnd") of /proc/self/task/TID/status, read relative to the open task directory:
-// true and *mask set, or false when the thread is gone (or its status cannot be read: treated alike, as in JS).
-bool ReadMask(int task_dir, int tid, const char* field, uint64_t* mask) {
+bool Has(uint64_t mask, int signo) { return (mask >> (signo - 1)) & 1; }
+
+// The C library's own signals, 32 and 33 (glibc: SIGCANCEL, SIGSETXID; musl uses 32-34). sigfillset() leaves them out,
+// so a program that blocks every signal itself (Node's signal watchdog thread: SigBlk fffffffe7ffbfeff) never blocks
+// these. Only the C library does, around a thread's start and end: such a thread takes its signals in a moment.
+bool InLibcWindow(uint64_t blocked) { return Has(blocked, 32) || Has(blocked, 33); }
+
+// /proc/self/task/TID/status, the parts the broadcast looks at. error: 0, or the errno of opening or reading it
+// (ENOENT and ESRCH: the thread is gone; an entry that opens but reads nothing is gone too).
+struct TaskStatus {
+  int error = 0;
+  uint64_t pending = 0;
+  uint64_t blocked = 0;
+  bool stopped = false;  // State T (stopped) or t (tracing stop)
+};
+
+uint64_t Field(const char* text, const char* key) {
+  const char* at = strstr(text, key);
+  return at ? strtoull(at + strlen(key), nullptr, 16) : 0;
+}
+
+TaskStatus ReadStatus(int task_dir, int tid) {
+  TaskStatus status;
   char path[32];
-  char text[4096];
+  char text[8192];
   snprintf(path, sizeof path, "%d/status", tid);
   int fd = openat(task_dir, path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
+  if (fd < 0) {
+    status.error = errno;
+    return status;
+  }
   size_t length = 0;
   for (;;) {
     ssize_t n = read(fd, text + length, sizeof text - 1 - length);
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0) status.error = errno;
     if (n <= 0) break;
     length += static_cast<size_t>(n);
     if (length == sizeof text - 1) break;
   }
   close(fd);
-  if (length == 0) return false;  // an exiting thread's entry can still open but read nothing
+  if (status.error == 0 && length == 0) status.error = ESRCH;
+  if (status.error) return status;
   text[length] = '\0';
-  char key[16];
-  snprintf(key, sizeof key, "\n%s:", field);
-  const char* at = strstr(text, key);
-  if (!at) return false;
-  char* end = nullptr;
-  *mask = strtoull(at + strlen(key), &end, 16);
-  return end != at + strlen(key);
+  status.pending = Field(text, "\nSigPnd:");
+  status.blocked = Field(text, "\nSigBlk:");
+  const char* state = strstr(text, "\nState:");
+  if (state) {
+    state += strlen("\nState:");
+    while (*state == ' ' || *state == '\t') state++;
+    status.stopped = *state == 'T' || *state == 't';
+  }
+  return status;
 }
 
-bool Has(uint64_t mask, int signo) { return (mask >> (signo - 1)) & 1; }
+bool IsGone(int error) { return error == ENOENT || error == ESRCH; }
 
-// The C library's own signals, 32 and 33 (glibc: SIGCANCEL, SIGSETXID; musl uses 32-34). sigfillset() leaves them
-// out, so a program that blocks every signal itself (Node's signal watchdog thread: SigBlk fffffffe7ffbfeff) never
-// blocks these. Only the C library does, around a thread's start and end: pthread_create() blocks every signal in the
-// new thread until start_thread() has set it up, and a thread blocks them all again on its way out. A thread that
-// blocks them is in that window: it will take signals (or be gone) in a moment.
-bool InLibcWindow(uint64_t blocked) { return Has(blocked, 32) || Has(blocked, 33); }
+// A thread's flags word and start time, /proc/self/task/TID/stat fields 9 and 22 (after the last ')', the 7th and
+// 20th tokens: the name before it may hold spaces and ')'). Returns 0 or -errno.
+struct TaskStat {
+  uint32_t flags = 0;
+  unsigned long long start_time = 0;
+};
+
+long ReadStat(int task_dir, int tid, TaskStat* stat) {
+  char path[32];
+  char text[2048];
+  snprintf(path, sizeof path, "%d/stat", tid);
+  int fd = openat(task_dir, path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  ssize_t n;
+  do n = read(fd, text, sizeof text - 1); while (n < 0 && errno == EINTR);
+  int read_errno = errno;
+  close(fd);
+  if (n < 0) return -read_errno;
+  if (n == 0) return -ESRCH;
+  text[n] = '\0';
+  const char* at = strrchr(text, ')');
+  for (int token = 0; at && token < 20; token++) {
+    at = strchr(at + 1, ' ');
+    if (at && token == 6) stat->flags = static_cast<uint32_t>(strtoul(at + 1, nullptr, 10));
+    if (at && token == 19) stat->start_time = strtoull(at + 1, nullptr, 10);
+  }
+  return at ? 0 : -EIO;
+}
+
+// The thread ids in /proc/self/task, read from the start of the open directory (getdents64).
+long ListTasks(int task_dir, std::vector<int>* tids) {
+  tids->clear();
+  if (lseek(task_dir, 0, SEEK_SET) < 0) return -errno;
+  alignas(8) char buffer[32768];
+  for (;;) {
+    long n = syscall(SYS_getdents64, task_dir, buffer, sizeof buffer);
+    if (n < 0) return -errno;
+    if (n == 0) return 0;
+    // procfs fills the buffer while entries fit (proc_task_readdir): with room left for several more, this was the
+    // end of the directory, and the read that would say so is saved.
+    bool last = n < static_cast<long>(sizeof buffer) - 1024;
+    for (long at = 0; at < n;) {
+      // struct linux_dirent64: d_ino (8), d_off (8), d_reclen (2), d_type (1), d_name
+      unsigned short reclen;
+      memcpy(&reclen, buffer + at + 16, sizeof reclen);
+      const char* name = buffer + at + 19;
+      if (name[0] >= '1' && name[0] <= '9') tids->push_back(atoi(name));
+      at += reclen;
+    }
+    if (last) return 0;
+  }
+}
+
+// /proc/self must be this process. With a /proc mounted for another PID namespace (unshare --pid --fork without
+// remounting /proc), /proc/self names this process by its id THERE, and thread ids read from it mean nothing to
+// rt_tgsigqueueinfo, which takes ids of this process's own namespace.
+bool ProcIsOurs(pid_t pid) {
+  char link[32];
+  ssize_t n = readlink("/proc/self", link, sizeof link - 1);
+  if (n <= 0) return false;
+  link[n] = '\0';
+  return atoi(link) == pid;
+}
+
+int AllocateSlot() {
+  for (int i = g_lowest_free; i < kSlots; i++) {
+    if (!g_slot_busy[i]) {
+      g_slot_busy[i] = true;
+      g_lowest_free = i + 1;
+      return i;
+    }
+  }
+  return -1;
+}
+
+void FreeSlot(int slot) {
+  g_slot_busy[slot] = false;
+  g_lowest_free = std::min(g_lowest_free, slot);
+}
+
+bool IsOurs(const struct sigaction& action) {
+  return (action.sa_flags & SA_SIGINFO) && action.sa_sigaction == BroadcastHandler;
+}
+
+long Install(int signo) {
+  struct sigaction current;
+  if (sigaction(signo, nullptr, &current) != 0) return -errno;
+  if (g_installed[signo].on) {
+    if (IsOurs(current)) return 0;  // left installed by an earlier call
+    g_installed[signo].on = false;  // the program has put its own action there since: it is not ours to touch
+  }
+  // Never over an action someone else chose: only SIG_DFL is replaced (and put back later).
+  if ((current.sa_flags & SA_SIGINFO) || current.sa_handler != SIG_DFL) return -EBUSY;
+  struct sigaction action;
+  memset(&action, 0, sizeof action);
+  action.sa_sigaction = BroadcastHandler;
+  action.sa_flags = SA_SIGINFO | SA_RESTART;
+  sigemptyset(&action.sa_mask);
+  if (sigaction(signo, &action, &g_installed[signo].previous) != 0) return -errno;
+  g_installed[signo].on = true;
+  return 0;
+}
+
+// Discards signo wherever it is pending (setting SIG_IGN does that, man 2 sigaction), then puts the previous action
+// back. Only called once no signal sent on signo can still be delivered except to threads that block it.
+// `checked`: the action is known to be ours still (it was installed by the call now ending); otherwise it is read first.
+void Restore(int signo, bool discard_pending, bool checked) {
+  struct sigaction current;
+  if (!checked && (sigaction(signo, nullptr, &current) != 0 || !IsOurs(current))) {
+    g_installed[signo].on = false;  // the program has put its own action there since: left as it is
+    return;
+  }
+  if (discard_pending) {
+    struct sigaction ignore;
+    memset(&ignore, 0, sizeof ignore);
+    ignore.sa_handler = SIG_IGN;
+    sigaction(signo, &ignore, nullptr);
+  }
+  sigaction(signo, &g_installed[signo].previous, nullptr);
+  g_installed[signo].on = false;
+}
+
+void RememberBlocker(int tid, unsigned long long start_time) {
+  for (Blocker& b : g_blockers) {
+    if (b.tid == tid) {
+      b.start_time = start_time;
+      return;
+    }
+  }
+  g_blockers.push_back({tid, start_time});
+}
+
+// Accounts for the slots earlier calls (and this one) left outstanding, then restores the action of every installed
+// signal with nothing outstanding but threads that block it. `task_dir` is an open /proc/self/task.
+void Settle(int task_dir, int installed_now) {
+  size_t kept = 0;
+  for (Outstanding o : g_outstanding) {
+    bool settled = StateOf(g_slots[o.slot].word.load(std::memory_order_acquire)) != kPending;  // answered late
+    if (!settled && !o.blocker) {
+      TaskStatus status = ReadStatus(task_dir, o.tid);
+      if (IsGone(status.error)) {
+        settled = true;
+      } else if (status.error == 0 && Has(status.pending, o.signo) && Has(status.blocked, o.signo) && !InLibcWindow(status.blocked)) {
+        o.blocker = true;
+        TaskStat stat;
+        if (ReadStat(task_dir, o.tid, &stat) == 0) RememberBlocker(o.tid, stat.start_time);
+      }
+    }
+    if (settled) FreeSlot(o.slot);
+    else g_outstanding[kept++] = o;
+  }
+  g_outstanding.resize(kept);
+  for (int signo = 1; signo < _NSIG; signo++) {
+    if (!g_installed[signo].on) continue;
+    bool unsettled = false, blocked = false;
+    for (const Outstanding& o : g_outstanding) {
+      if (o.signo != signo) continue;
+      (o.blocker ? blocked : unsettled) = true;
+    }
+    if (unsettled) continue;  // a thread may still run the handler: it stays
+    Restore(signo, blocked, signo == installed_now);
+    if (!blocked) continue;
+    kept = 0;
+    for (Outstanding o : g_outstanding) {
+      if (o.signo == signo) FreeSlot(o.slot);  // its signal was discarded
+      else g_outstanding[kept++] = o;
+    }
+    g_outstanding.resize(kept);
+  }
+}
+
+struct Sent {
+  size_t record;  // index in the answers
+  int slot;
+  int tid;
+  int seen;
+  int status_error;
+};
 
 }  // namespace
 
-long iof_broadcast_pass(int signo, const int* tids, int count, const int* no_wait, int no_wait_count, long wait_ms,
-                        int* outcomes) {
-  if (count < 1 || count > kSlots || no_wait_count < 0 || no_wait_count > kSlots || wait_ms < 0) return -EINVAL;
-  {
-    std::lock_guard<std::mutex> lock(g_state_lock);
-    if (!g_installed || g_signo != signo) return -EINVAL;
-  }
-  int task_dir = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (task_dir < 0) return -errno;
-  auto set = [outcomes](int i, int code, long value) {
-    outcomes[2 * i] = code;
-    outcomes[2 * i + 1] = static_cast<int>(value);
-  };
-  std::vector<int> waiting;  // indexes of threads sent the signal, not answered yet
-  std::vector<int> newborn;  // indexes of threads in the C library's window, looked at again
-  const pid_t pid = getpid();  // once: glibc does not cache it, and each call is a system call
-  auto send = [&](int i) {
-    long sent = Tgkill(pid, tids[i], signo);
-    if (sent == 0) {
-      set(i, IOF_PASS_SIGNALLED, 0);
-      waiting.push_back(i);
-    } else {
-      set(i, sent == -ESRCH ? IOF_PASS_EXITED : IOF_PASS_SEND_FAILED, sent);
-    }
-  };
-  for (int i = 0; i < count; i++) {
-    int code = outcomes[2 * i];
-    if (code == IOF_PASS_SIGNALLED) {
-      waiting.push_back(i);
-    } else if (code == IOF_PASS_NEWBORN) {
-      newborn.push_back(i);
-    } else if (code == IOF_PASS_NEW) {
-      uint64_t blocked = 0;
-      if (!ReadMask(task_dir, tids[i], "SigBlk", &blocked)) set(i, IOF_PASS_EXITED, 0);
-      else if (!Has(blocked, signo)) send(i);
-      else if (InLibcWindow(blocked) && std::find(no_wait, no_wait + no_wait_count, tids[i]) == no_wait + no_wait_count) {
-        set(i, IOF_PASS_NEWBORN, 0);
-        newborn.push_back(i);
-      } else {
-        set(i, IOF_PASS_BLOCKS_SIGNAL, 0);
-      }
-    }  // any other code: settled by an earlier call
-  }
-  long deadline = NowNs() + wait_ms * 1000000L;
-  long backoff_ns = 50000;  // for newborn threads: 50 us, doubling up to 5 ms
-  for (;;) {
-    int seen = g_answers.load();
-    bool unrecorded_pending = false;
-    size_t kept = 0;
-    for (int i : waiting) {
-      long result = iof_broadcast_result(tids[i]);
-      if (result == IOF_BROADCAST_PENDING) {
-        waiting[kept++] = i;
-      } else if (result == -ENOSPC) {
-        // The table is full: the answer cannot be recorded. Once the signal is no longer pending, the handler has
-        // made the prctl there (the /proc read-back decides coverage).
-        uint64_t pending = 0;
-        if (ReadMask(task_dir, tids[i], "SigPnd", &pending) && Has(pending, signo)) {
-          waiting[kept++] = i;
-          unrecorded_pending = true;
-        } else {
-          set(i, IOF_PASS_UNRECORDED, 0);
-        }
-      } else {
-        set(i, IOF_PASS_ANSWERED, result);
-      }
-    }
-    waiting.resize(kept);
-    kept = 0;
-    for (int i : newborn) {
-      uint64_t blocked = 0;
-      if (!ReadMask(task_dir, tids[i], "SigBlk", &blocked)) set(i, IOF_PASS_EXITED, 0);
-      else if (Has(blocked, signo)) newborn[kept++] = i;
-      else send(i);  // it has started running
-    }
-    newborn.resize(kept);
-    long now = NowNs();
-    if ((waiting.empty() && newborn.empty()) || now >= deadline) break;
-    // Sleep until the handler has answered for every thread still waited for (it wakes this thread), a newborn
-    // thread is due another look, or the end of the wait.
-    long slice = deadline - now;
-    if (!newborn.empty() || unrecorded_pending) {
-      slice = std::min(slice, backoff_ns);
-      backoff_ns = std::min(backoff_ns * 2, 5000000L);
-    }
-    g_wake_at.store(static_cast<int>(static_cast<unsigned>(seen) + static_cast<unsigned>(waiting.size())));
-    g_waiting.store(true);
-    struct timespec wait = {slice / 1000000000L, slice % 1000000000L};
-    syscall(SYS_futex, reinterpret_cast<int*>(&g_answers), FUTEX_WAIT_PRIVATE, seen, &wait, nullptr, 0);
-    g_waiting.store(false);
-  }
-  close(task_dir);
-  return static_cast<long>(waiting.size() + newborn.size());
-}
-
-long iof_read_task_stats(const int* tids, int count, char* out, size_t size) {
-  if (count < 0 || size < static_cast<size_t>(count) * (IOF_STAT_MAX + 1)) return -EINVAL;
-  int task_dir = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (task_dir < 0) return -errno;
-  size_t at = 0;
-  for (int i = 0; i < count; i++) {
-    char path[32];
-    snprintf(path, sizeof path, "%d/stat", tids[i]);
-    int fd = openat(task_dir, path, O_RDONLY | O_CLOEXEC);
-    ssize_t n = 0;
-    if (fd >= 0) {
-      // A stat file is made whole in one go (one seq_file record): one read with room for it returns all of it.
-      do n = read(fd, out + at, IOF_STAT_MAX); while (n < 0 && errno == EINTR);
-      close(fd);
-    }
-    if (n > 0 && n < IOF_STAT_MAX) at += static_cast<size_t>(n);  // else: gone, or too long to be sure it is whole
-    out[at++] = '\0';
-  }
-  close(task_dir);
-  return static_cast<long>(at);
+long iof_signal_disposition(int signo) {
+  struct sigaction current;
+  if (sigaction(signo, nullptr, &current) != 0) return -errno;
+  if (IsOurs(current)) return 3;
+  if (current.sa_flags & SA_SIGINFO) return 2;
+  if (current.sa_handler == SIG_DFL) return 0;
+  if (current.sa_handler == SIG_IGN) return 1;
+  return 2;
 }
 
 long iof_sigrtmin(void) { return SIGRTMIN; }
 long iof_sigrtmax(void) { return SIGRTMAX; }
+
+long iof_broadcast_settle(void) {
+  // Never waits for a call in progress on another thread (it settles at its end): the caller's event loop stays free.
+  if (pthread_mutex_trylock(&g_call_lock) != 0) return 1;
+  struct Unlock {
+    ~Unlock() { pthread_mutex_unlock(&g_call_lock); }
+  } unlock;
+  if (g_outstanding.empty()) return 0;
+  int task_dir = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (task_dir < 0) return -errno;
+  Settle(task_dir, 0);
+  close(task_dir);
+  long installed = 0;
+  for (int signo = 1; signo < _NSIG; signo++) installed += g_installed[signo].on;
+  return installed;
+}
+
+long iof_broadcast_run(int signo, unsigned long value, long timeout_ms, int max_passes,
+                       std::vector<iof_thread_answer>* answers, iof_broadcast_summary* summary) {
+  if (signo < SIGRTMIN || signo > SIGRTMAX || value > 1 || timeout_ms < 0 || max_passes < 1) return -EINVAL;
+  Locked lock;
+  answers->clear();
+  *summary = {0, 0};
+  const pid_t pid = CachedPid();
+  const int self = CachedTid();
+
+  // Everything that can fail before a thread is changed: /proc/self/task, that it is ours, its listing, the table.
+  int task_dir = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (task_dir < 0) return -errno;
+  struct Closer {
+    int fd;
+    ~Closer() { close(fd); }
+  } closer{task_dir};
+  // Checked once per process: a process does not move to another /proc without unshare(2) or setns(2).
+  if (!g_proc_checked && !ProcIsOurs(pid)) return -EXDEV;
+  g_proc_checked = true;
+  std::vector<int> listed;
+  long rc = ListTasks(task_dir, &listed);
+  if (rc < 0) return rc;
+  if (listed.size() > static_cast<size_t>(kSlots) - g_outstanding.size()) return -E2BIG;
+  // Remembered blockers no longer listed are gone: forgotten (their ids may come back as new threads).
+  g_blockers.erase(std::remove_if(g_blockers.begin(), g_blockers.end(),
+                                  [&](const Blocker& b) { return std::find(listed.begin(), listed.end(), b.tid) == listed.end(); }),
+                   g_blockers.end());
+  const bool installed_by_this_call = !g_installed[signo].on;
+  rc = Install(signo);
+  if (rc < 0) return rc;
+
+  const uint32_t generation = ++g_generation;
+  g_desired.store(value, std::memory_order_release);
+  answers->reserve(listed.size() + 1);
+  long set_result = iof_set_io_flusher(value);
+  answers->push_back({self, IOF_THREAD_DIRECT, static_cast<int32_t>(set_result), static_cast<int32_t>(iof_get_io_flusher())});
+
+  std::vector<int> known = {self};  // sorted
+  std::vector<Sent> sent;
+  std::vector<int> fresh;
+  for (;;) {
+    fresh.clear();
+    for (int tid : listed) {
+      if (!std::binary_search(known.begin(), known.end(), tid)) fresh.push_back(tid);
+    }
+    if (fresh.empty()) break;
+    known.insert(known.end(), fresh.begin(), fresh.end());
+    std::sort(known.begin(), known.end());
+    if (summary->passes == max_passes) {
+      // Threads keep appearing faster than passes end: say so rather than list forever.
+      for (int tid : fresh) answers->push_back({tid, IOF_THREAD_NOT_REACHED, 0, 0});
+      break;
+    }
+    summary->passes++;
+
+    // Send: remembered blockers (the same thread: same start time) are not sent it again.
+    sent.clear();
+    for (int tid : fresh) {
+      auto blocker = std::find_if(g_blockers.begin(), g_blockers.end(), [tid](const Blocker& b) { return b.tid == tid; });
+      if (blocker != g_blockers.end()) {
+        TaskStat stat;
+        long read = ReadStat(task_dir, tid, &stat);
+        if (read == -ENOENT || read == -ESRCH) {
+          g_blockers.erase(blocker);
+          answers->push_back({tid, IOF_THREAD_EXITED, 0, 0});
+          continue;
+        }
+        if (read == 0 && stat.start_time == blocker->start_time) {
+          answers->push_back({tid, IOF_THREAD_BLOCKS_SIGNAL, 0, static_cast<int32_t>(stat.flags)});
+          continue;
+        }
+        g_blockers.erase(blocker);  // a new thread has its id (or its stat is unreadable): sent the signal like any other
+      }
+      int slot = AllocateSlot();
+      if (slot < 0) {
+        answers->push_back({tid, IOF_THREAD_NOT_REACHED, -E2BIG, 0});
+        continue;
+      }
+      g_slots[slot].word.store(Pack(generation, kPending), std::memory_order_release);
+      siginfo_t info;
+      memset(&info, 0, sizeof info);
+      info.si_signo = signo;
+      info.si_code = SI_QUEUE;
+      info.si_pid = pid;  // with SI_QUEUE, the handler's sign that the signal is ours
+      info.si_value.sival_ptr = reinterpret_cast<void*>(static_cast<uintptr_t>((static_cast<uint64_t>(generation) << 32) | static_cast<uint32_t>(slot)));
+      long sent_rc = Sys(syscall(SYS_rt_tgsigqueueinfo, pid, tid, signo, &info));
+      if (sent_rc == 0) {
+        sent.push_back({answers->size(), slot, tid, IOF_SEEN_NOTHING, 0});
+        answers->push_back({tid, IOF_THREAD_TIMED_OUT, IOF_SEEN_NOTHING, 0});
+      } else {
+        FreeSlot(slot);
+        answers->push_back({tid, sent_rc == -ESRCH ? IOF_THREAD_EXITED : IOF_THREAD_SEND_FAILED, static_cast<int32_t>(sent_rc), 0});
+      }
+    }
+
+    // Wait for the answers; look at the silent threads' status from 2 ms on.
+    const long started = NowNs();
+    const long deadline = started + timeout_ms * 1000000L;
+    long look_every = kFirstLookNs;
+    long next_look = started + look_every;
+    while (!sent.empty()) {
+      int seen_answers = g_answers.load();
+      size_t kept = 0;
+      for (Sent& s : sent) {
+        uint32_t state = StateOf(g_slots[s.slot].word.load(std::memory_order_acquire));
+        if (state == kPending) {
+          sent[kept++] = s;
+          continue;
+        }
+        (*answers)[s.record] = {s.tid, IOF_THREAD_ANSWERED, static_cast<int32_t>(SetResultOf(state)), static_cast<int32_t>(GetResultOf(state))};
+        FreeSlot(s.slot);
+      }
+      sent.resize(kept);
+      if (sent.empty()) break;
+      long now = NowNs();
+      if (now >= deadline) break;
+      if (now >= next_look) {
+        kept = 0;
+        for (Sent& s : sent) {
+          TaskStatus status = ReadStatus(task_dir, s.tid);
+          // Answered since the wait began? The slot says so; the status read cannot tell.
+          if (StateOf(g_slots[s.slot].word.load(std::memory_order_acquire)) != kPending) {
+            sent[kept++] = s;
+            continue;
+          }
+          if (IsGone(status.error)) {
+            (*answers)[s.record] = {s.tid, IOF_THREAD_EXITED, 0, 0};
+            FreeSlot(s.slot);
+            continue;
+          }
+          s.status_error = status.error;
+          if (status.error) {
+            sent[kept++] = s;  // unreadable (EMFILE, ...): not known to be gone, so waited for
+            continue;
+          }
+          s.status_error = 0;
+          bool pending = Has(status.pending, signo), blocked = Has(status.blocked, signo);
+          if (pending && blocked && !InLibcWindow(status.blocked)) {
+            // It blocks the signal: it stays pending there, to be discarded before the previous action is back.
+            TaskStat stat;
+            long read = ReadStat(task_dir, s.tid, &stat);
+            (*answers)[s.record] = {s.tid, IOF_THREAD_BLOCKS_SIGNAL, static_cast<int32_t>(read), static_cast<int32_t>(stat.flags)};
+            g_outstanding.push_back({s.slot, s.tid, signo, true});
+            if (read == 0) RememberBlocker(s.tid, stat.start_time);
+            continue;
+          }
+          s.seen = pending ? (InLibcWindow(status.blocked) ? IOF_SEEN_NEWBORN : IOF_SEEN_PENDING)
+                           : (blocked ? IOF_SEEN_IN_HANDLER : IOF_SEEN_TAKEN);
+          sent[kept++] = s;
+        }
+        sent.resize(kept);
+        look_every = std::min(look_every * 2, kLongestLookNs);
+        next_look = now + look_every;
+        continue;  // collect what came meanwhile before sleeping
+      }
+      // Sleep until every thread still waited for has answered (the handler wakes this thread), the next look, or the
+      // deadline.
+      long slice = std::min(deadline, next_look) - now;
+      g_wake_at.store(static_cast<int>(static_cast<unsigned>(seen_answers) + static_cast<unsigned>(sent.size())));
+      g_waiting.store(true);
+      struct timespec wait = {slice / 1000000000L, slice % 1000000000L};
+      syscall(SYS_futex, reinterpret_cast<int*>(&g_answers), FUTEX_WAIT_PRIVATE, seen_answers, &wait, nullptr, 0);
+      g_waiting.store(false);
+    }
+    for (const Sent& s : sent) {
+      uint32_t state = StateOf(g_slots[s.slot].word.load(std::memory_order_acquire));
+      if (state != kPending) {  // answered just now, after the last look
+        (*answers)[s.record] = {s.tid, IOF_THREAD_ANSWERED, static_cast<int32_t>(SetResultOf(state)), static_cast<int32_t>(GetResultOf(state))};
+        FreeSlot(s.slot);
+        continue;
+      }
+      // No answer by the deadline: its slot stays reserved, so a late answer is still recorded there.
+      (*answers)[s.record] = {s.tid, IOF_THREAD_TIMED_OUT, s.seen, -s.status_error};
+      g_outstanding.push_back({s.slot, s.tid, signo, false});
+    }
+    rc = ListTasks(task_dir, &listed);
+    if (rc < 0) break;  // the threads reached so far are reported; no new listing, no new pass
+  }
+  Settle(task_dir, installed_by_this_call ? signo : 0);
+  summary->handler_restored = !g_installed[signo].on;
+  return static_cast<long>(answers->size());
+}
+
+long iof_execve_between_broadcasts(const char* path, char* const argv[], char* const envp[]) {
+  Locked lock;
+  sigset_t pending;
+  if (sigpending(&pending) == 0) {
+    for (int signo = 1; signo < _NSIG; signo++) {
+      if (!g_installed[signo].on || !sigismember(&pending, signo)) continue;
+      struct sigaction ours, ignore;
+      memset(&ignore, 0, sizeof ignore);
+      ignore.sa_handler = SIG_IGN;
+      sigaction(signo, &ignore, &ours);  // discards it
+      sigaction(signo, &ours, nullptr);
+    }
+  }
+  return iof_execve(path, argv, envp);
+}

@@ -1,90 +1,110 @@
-// Process-wide IO_FLUSHER, the libpsx / glibc-setxid way: prctl changes only the calling thread, so every other
-// thread is sent a real-time signal whose handler makes the prctl itself and records the result.
-// Each function below is one system call (or a read of the recorded results), except iof_read_task_stats (one read of
-// each listed thread's stat file) and iof_broadcast_pass, which makes one pass over a list of threads (check,
-// signal, wait, collect) without a JavaScript round trip per thread. The listing of threads between passes, the
-// refusal of signals already in use and what each outcome means are TypeScript's (lib/thread-broadcast.ts); the report
-// is lib/process-wide.ts's.
-// See: man 7 signal, man 2 tgkill, man 2 sigaction; glibc nptl/nptl_setxid.c; libcap psx/psx.c.
+// Process-wide IO_FLUSHER, the way glibc's setxid and libcap's libpsx reach every thread: prctl changes only the
+// calling thread, so every other thread is sent a real-time signal whose handler makes the prctl itself, reads the
+// state back with PR_GET_IO_FLUSHER (the kernel's own answer for that thread) and records both. The whole call is one
+// native call, iof_broadcast_run; lib/thread-broadcast.ts chooses the signal and says what each outcome means, and
+// lib/process-wide.ts builds the report.
+//
+// What the design guarantees, and why (the cases are tested in test/broadcast-faults.test.ts and the kernel suite):
+// - Each thread answers for itself. Nothing is checked from outside before the signal is sent; only threads still
+//   silent after about 2 ms get a /proc/self/task/TID/status read: gone means exited; the signal both blocked and
+//   pending (outside the C library's start/exit window) means the thread blocks it; anything else (pending, being
+//   delivered, held by a tracer, an unreadable file) means keep waiting, up to the caller's timeout. A thread whose
+//   status cannot be read is never taken for one that exited.
+// - The signal carries a slot and a generation (rt_tgsigqueueinfo's si_value). A slot stays reserved until its
+//   thread answered, is gone, or was found to block the signal, so a late handler (a thread a tracer held past the
+//   timeout) writes its answer into its own slot and nowhere else. Every handler applies the state most recently
+//   asked for, so a late one never undoes a later call.
+// - The previous action of the signal is put back only when every signal sent on it was answered, its thread is
+//   gone, or it was pending in a thread that blocks it (then it is discarded first, by setting SIG_IGN: restoring
+//   SIG_DFL with it pending would kill the process once the thread unblocked it). Otherwise the handler stays
+//   installed (it is harmless) until a later call or iof_broadcast_settle finds every signal accounted for. A signal
+//   held by a tracer in signal-delivery-stop is not pending, so it is never mistaken for one that was taken.
+// - Threads found blocking the signal are remembered (thread id and start time, which name one thread for good) and
+//   not sent it again while they live; their coverage is their /proc stat flags (they keep what they inherited).
+// - Calls are serialized by a mutex held only inside iof_broadcast_run (and iof_broadcast_settle, and
+//   iof_execve_between_broadcasts), so no call ever fails because of an earlier one, and a Worker terminated while
+//   inside the call still finishes the native part (Node stops a Worker's JavaScript, not its native call).
+// - /proc/self/task is the only listing used, and /proc/self must be this process (not PID 1 of a parent PID
+//   namespace whose /proc was kept): checked before anything changes.
+// What a thread can observe: it runs a short handler (two prctl calls and an atomic store). SA_RESTART restarts read,
+// write and most blocking calls, but never poll, epoll_wait, select, nanosleep, clock_nanosleep or sigtimedwait-style
+// waits with a timeout, which return EINTR (man 7 signal): glibc's setxid broadcast does the same.
+// See: man 7 signal, man 2 rt_tgsigqueueinfo, man 2 sigaction, man 2 futex; glibc nptl/nptl_setxid.c; libcap psx/psx.c.
 #ifndef IO_FLUSHER_THREAD_BROADCAST_H
 #define IO_FLUSHER_THREAD_BROADCAST_H
 
-#include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
+#include <vector>
 extern "C" {
 #endif
 
-// What the handler answers for a thread that has not run it yet.
-#define IOF_BROADCAST_PENDING 1
+// The most threads one call reaches (the size of the answer table: 16 bytes a slot, touched only as used).
+#define IOF_BROADCAST_SLOTS 65536
 
-// sigaction(signo, NULL, &old): 0 when the disposition is SIG_DFL, 1 SIG_IGN, 2 a handler; -errno on failure.
+// Per-thread outcomes of iof_broadcast_run (lib/kernel-constants.ts mirrors them as BROADCAST_OUTCOME; a host test
+// checks the two agree). The meaning of `a` and `b` in each record:
+#define IOF_THREAD_DIRECT 1          // the calling thread, set directly: a = PR_SET result (0 or -errno), b = PR_GET answer
+#define IOF_THREAD_ANSWERED 2        // its handler ran: a = PR_SET result, b = PR_GET answer (0, 1 or -errno)
+#define IOF_THREAD_BLOCKS_SIGNAL 3   // blocks the signal (never ran the handler): a = 0 or -errno of reading its stat,
+                                     // b = its flags word (/proc stat field 9, as 32 bits)
+#define IOF_THREAD_EXITED 4          // gone before it answered
+#define IOF_THREAD_TIMED_OUT 5       // sent the signal, no answer by the deadline: a = IOF_SEEN_*, b = -errno when its
+                                     // status could not be read (EMFILE, ...), else 0
+#define IOF_THREAD_SEND_FAILED 6     // rt_tgsigqueueinfo failed (not ESRCH): a = -errno
+#define IOF_THREAD_NOT_REACHED 7     // never sent: listed after the last pass (a = 0) or the table was full (a = -E2BIG)
+
+// What a timed-out thread's status showed at the last look.
+#define IOF_SEEN_NOTHING 0    // not looked at (the deadline came first)
+#define IOF_SEEN_PENDING 1    // the signal pending: the thread has not run since (stopped, or waiting for a CPU)
+#define IOF_SEEN_IN_HANDLER 2 // the signal blocked but not pending: inside the handler
+#define IOF_SEEN_TAKEN 3      // neither: dequeued but not handled (held by a tracer in signal-delivery-stop)
+#define IOF_SEEN_NEWBORN 4    // pending, with every signal blocked by the C library (a thread starting or exiting)
+
+struct iof_thread_answer {
+  int32_t tid;
+  int32_t outcome;
+  int32_t a;
+  int32_t b;
+};
+
+struct iof_broadcast_summary {
+  int32_t passes;            // listings that found new threads (the last listing found none, or max_passes ran out)
+  int32_t handler_restored;  // 1: the signal's previous action is back; 0: the handler stays for a late thread
+};
+
+// sigaction(signo, NULL, &old): 0 SIG_DFL, 1 SIG_IGN, 2 another handler, 3 this library's broadcast handler (left
+// installed by an earlier call for a late thread); -errno on failure.
 long iof_signal_disposition(int signo);
 
-// Clears the recorded results, sets the value the handler passes to PR_SET_IO_FLUSHER, and installs the handler
-// (SA_SIGINFO | SA_RESTART, so interrupted system calls restart) with sigaction, keeping the previous action.
-// Returns 0 or -errno; -EBUSY while another broadcast in this process has not been restored; -EINVAL for a signo
-// outside SIGRTMIN..SIGRTMAX. Records the calling thread as the owner.
-long iof_broadcast_install(int signo, unsigned long value);
-
-// sigaction(signo, previous action saved by iof_broadcast_install), only while `owner` is the recorded owner (the
-// calling thread's tid in the call that installed it, or 0 once that call has left). Returns 0, -EINVAL (nothing
-// installed on signo), -EBUSY (another owner) or -errno.
-long iof_broadcast_restore(int signo, int owner);
-
-// The owning call returns with the handler still installed (a signalled thread still has the signal pending):
-// owner becomes 0, so a later call may restore it once nothing is pending. 0, or -EINVAL when the caller is not the owner.
-long iof_broadcast_leave(void);
-
-// The signal whose handler is installed, or 0; and its owner's tid (0 when the owning call has left, or none).
-long iof_broadcast_signal(void);
-long iof_broadcast_owner(void);
-
-// tgkill(getpid(), tid, signo). Returns 0 or -errno (-ESRCH: the thread is gone).
-long iof_tgkill(int tid, int signo);
-
-// The handler's prctl result for tid (0 or -errno), or IOF_BROADCAST_PENDING if it has not run there yet, or
-// -ENOSPC when the result table is full (more threads answered than it holds): the answer was not recorded.
-long iof_broadcast_result(int tid);
-
-// The most threads one iof_broadcast_pass takes (the size of the result table).
-#define IOF_BROADCAST_SLOTS 8192
-
-// Per-thread states of iof_broadcast_pass (mirrored in lib/kernel-constants.ts, BROADCAST_OUTCOME). The first three
-// are not final: a later call with the same outcomes carries on from them.
-#define IOF_PASS_NEW 0             // not looked at yet
-#define IOF_PASS_SIGNALLED 1       // sent the signal, no answer yet (it may be pending there)
-#define IOF_PASS_NEWBORN 2         // blocks every signal, the C library's 32/33 too (starting or ending): not sent it yet
-#define IOF_PASS_ANSWERED 3        // the handler ran there; the value is its prctl result (0 or -errno)
-#define IOF_PASS_EXITED 4          // gone before it could be signalled (no /proc entry, or tgkill ESRCH)
-#define IOF_PASS_BLOCKS_SIGNAL 5   // blocks the signal itself: never sent it
-#define IOF_PASS_UNRECORDED 6      // took the signal, but the result table was full: the answer was not recorded
-#define IOF_PASS_SEND_FAILED 7     // tgkill failed otherwise; the value is its -errno
-
-// One pass of the broadcast installed on signo (by iof_broadcast_install) over `count` threads of this process,
-// without a round trip to the caller per thread. outcomes[2i] is thread i's IOF_PASS_* state, outcomes[2i+1] its
-// value. A NEW thread's SigBlk is read from /proc/self/task/TID/status: one that blocks signo is never sent it (a
-// NEWBORN one, blocking the C library's signals too, is looked at again until it unblocks or exits, unless its tid
-// is in no_wait); every other one is sent signo with tgkill (SIGNALLED). Then waits up to wait_ms for the answers of
-// SIGNALLED threads and for NEWBORN ones to unblock. A caller with a longer deadline calls again with the same
-// outcomes (a bounded wait keeps a Worker terminated inside the call from being held up for longer than wait_ms).
-// Returns how many threads are still SIGNALLED or NEWBORN; -EINVAL when signo is not the installed broadcast's or
-// count is not 1..IOF_BROADCAST_SLOTS; -errno when /proc/self/task cannot be opened.
-long iof_broadcast_pass(int signo, const int* tids, int count, const int* no_wait, int no_wait_count, long wait_ms,
-                        int* outcomes);
-
-// The read-back after a broadcast: /proc/self/task/TID/stat of each of `count` threads, each file's text followed by a
-// NUL byte in `out` (nothing but the NUL for a thread that is gone, or whose text does not fit IOF_STAT_MAX bytes).
-// `size` must be at least count * (IOF_STAT_MAX + 1). Returns the bytes written, or -EINVAL, or -errno.
-#define IOF_STAT_MAX 2047
-long iof_read_task_stats(const int* tids, int count, char* out, size_t size);
-
-// SIGRTMIN and SIGRTMAX as the C library defines them (glibc reserves the first few real-time signals).
+// SIGRTMIN and SIGRTMAX as the C library defines them (glibc keeps the first few real-time signals for itself).
 long iof_sigrtmin(void);
 long iof_sigrtmax(void);
 
+// Settles what earlier calls left behind (answers that came late, threads gone, pending signals of threads that block
+// them) and restores each signal's previous action once nothing sent on it is outstanding. Returns how many signals
+// still have the handler installed (1 without looking while a call is in progress on another thread), or -errno.
+long iof_broadcast_settle(void);
+
 #ifdef __cplusplus
 }
+
+// Puts every thread of this process in IO_FLUSHER state `value` (0 or 1): the calling thread directly, every other
+// thread listed in /proc/self/task by signal `signo` (a real-time signal whose action is SIG_DFL, or this library's
+// handler), listing again until a listing finds no new thread or `max_passes` listings found some. Waits up to
+// `timeout_ms` for the threads of each pass. One record per thread in `answers` (the calling thread first).
+// Returns the number of records, or, with nothing changed: -EINVAL (an argument out of range), -EBUSY (signo has a
+// handler that is not this library's, or is ignored), -EXDEV (/proc/self is not this process: a /proc of another PID
+// namespace), -E2BIG (more threads than IOF_BROADCAST_SLOTS), or -errno of opening or listing /proc/self/task or of
+// sigaction.
+long iof_broadcast_run(int signo, unsigned long value, long timeout_ms, int max_passes,
+                       std::vector<iof_thread_answer>* answers, iof_broadcast_summary* summary);
+
+// execve(path, argv, envp) with no broadcast in progress, after discarding any broadcast signal pending for the
+// calling thread: pending signals survive execve while handlers do not, so one arriving in the new program would
+// kill it (SIG_DFL). Returns -errno when execve fails (it does not return otherwise).
+long iof_execve_between_broadcasts(const char* path, char* const argv[], char* const envp[]);
 #endif
 
 #endif

@@ -1,7 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Worker } from 'node:worker_threads';
 import { expect } from 'vitest';
 
 export const ROOT = path.resolve(__dirname, '..');
@@ -79,31 +78,6 @@ export function holdsCapSysResource(): boolean {
   return holdsCapability(24);
 }
 
-/**
- * A Worker that installs the broadcast handler for `signo` (making prctl value `value`) and keeps it, as if it were
- * inside its own setProcessIoFlusher() call. `installed` is broadcastInstall's answer; release() restores the
- * handler, ends the Worker and answers broadcastRestore's.
- */
-export async function holdBroadcastInWorker(signo: number, value: 0 | 1): Promise<{ installed: unknown; release(): Promise<unknown> }> {
-  const worker = new Worker(
-    `const b = require(${JSON.stringify(path.join(DIST, 'native-binding.js'))}).loadNativeBinding().binding;
-     const { parentPort } = require('node:worker_threads');
-     parentPort.postMessage(b.broadcastInstall(${signo}, ${value}));
-     parentPort.once('message', () => parentPort.postMessage(b.broadcastRestore(${signo}, b.gettid())));`,
-    { eval: true },
-  );
-  const next = (): Promise<unknown> => new Promise((resolve) => worker.once('message', resolve));
-  const installed = await next();
-  return {
-    installed,
-    async release() {
-      worker.postMessage('restore');
-      const restored = await next();
-      await worker.terminate();
-      return restored;
-    },
-  };
-}
 
 /**
  * The kernel backend behind an instance: internal, so not in the published typings (stripInternal), but the

@@ -11,7 +11,7 @@ import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import * as io from '../dist/index.js';
 import { loadNativeBinding } from '../dist/native-binding.js';
-import { holdBroadcastInWorker, holdsCapSysResource, ROOT } from './helpers';
+import { holdsCapSysResource, ROOT } from './helpers';
 
 const capable = holdsCapSysResource();
 const native = io.createIoFlusher({ backend: 'native' });
@@ -96,18 +96,7 @@ describe.runIf(!capable)('[without CAP_SYS_RESOURCE] setProcessIoFlusher, native
     expect(workerTicks).toBeGreaterThan(0);
   });
 
-  it('answers EBUSY while another thread is inside a call, without disturbing it, and validates options', async () => {
-    const signo = binding.sigrtmax() - 1;
-    // A Worker that has installed the broadcast handler and is still alive: as if it were inside its own call.
-    const held = await holdBroadcastInWorker(signo, 0);
-    expect(held.installed).toBe(0);
-    try {
-      expect(() => native.setProcessIoFlusher(true)).toThrow(expect.objectContaining({ code: 'EBUSY', errno: -16, reason: 'signal-in-use' }));
-      expect(binding.signalDisposition(signo)).toBe(2); // still the Worker's
-    } finally {
-      expect(await held.release()).toBe(0);
-    }
-    expect(binding.signalDisposition(signo)).toBe(0);
+  it('validates options before anything is touched', () => {
     expect(() => native.setProcessIoFlusher(true, { signal: 10 })).toThrow(RangeError);
     expect(() => native.setProcessIoFlusher(true, { timeoutMs: 0 })).toThrow(/"options.timeoutMs" is out of range/);
     expect(() => native.setProcessIoFlusher('yes' as unknown as boolean)).toThrow(TypeError);
@@ -213,8 +202,9 @@ describe.each([
       clearInterval(timer);
       await Promise.all(churn.map((w) => w.terminate()));
     }
-    expect(calls).toBeGreaterThan(5);
-    expect(started).toBeGreaterThan(20);
+    // What it is about: calls made while threads came and went (not how many a loaded machine starts in 1.5 s).
+    expect(calls).toBeGreaterThan(0);
+    expect(started).toBeGreaterThan(0);
     // Refused everywhere, or reached: nothing but these reasons (a thread gone mid-call is `exited`).
     for (const reason of reasons) expect(['exited', 'refused', 'blocks-signal', 'not-verified']).toContain(reason);
     reportOf(() => instance.setProcessIoFlusher(false));
