@@ -108,31 +108,29 @@ export function setIoFlusher(enabled: boolean): void {
 /**
  * Puts **every thread of this process** in the requested state, and reports per thread. prctl changes only the
  * calling thread, and a Node process has V8, libuv and Worker threads before your code runs, so this does what
- * glibc's setxid broadcast and libcap's libpsx do: it lists /proc/self/task, sends each thread a real-time signal
- * whose handler makes the prctl on that thread and records its answer, waits with a bound, and sweeps again until
- * a pass finds no new thread. Then it reads every thread's flags back from /proc: coverage is verified, not
- * assumed. Threads created afterwards by covered threads inherit the state.
+ * glibc's setxid broadcast and libcap's libpsx do: it lists /proc/self/task, sends every other thread a real-time
+ * signal whose handler makes the prctl in that thread and reads the state back with PR_GET_IO_FLUSHER (the kernel's
+ * own answer for that thread), waits with a bound, and lists again until a listing finds no new thread. Threads
+ * created afterwards by covered threads inherit the state.
  *
- * It leaves the program undisturbed: the handler is installed only for the call (SA_RESTART, so no EINTR reaches
- * your fs calls), a signal that already has a handler is refused (ERR_IO_FLUSHER_SIGNAL_IN_USE), the previous
- * disposition is restored, and a thread that blocks the signal (Node's own signal-watchdog thread does) is never
- * sent it and is reported `blocks-signal` instead: only `io-flusher exec` covers that one. A thread that blocks every
- * signal only for a moment (glibc does while it starts a new thread) is checked again until it unblocks, exits, or
- * the pass times out. A signalled thread that
- * takes the signal late (inside vfork(), in uninterruptible sleep, stopped) is reported `timed-out`, and the handler
- * stays installed (`handlerRestored: false`) until no thread has the signal pending; the library then restores the
- * previous action itself, and a call made meanwhile answers EBUSY, changing nothing. EBUSY also answers a call
- * made while another thread of the process is inside one.
+ * It leaves the program undisturbed: a signal that has an action of the program's is never used, the handler is
+ * installed only for the call, with SA_RESTART (read, write and most blocking calls restart; poll, epoll_wait,
+ * select and sleeps with a timeout return EINTR, as with glibc's setxid broadcast), and the previous action is
+ * restored. A thread that blocks the signal (Node's own signal-watchdog thread does) is reported `blocks-signal`:
+ * only `io-flusher exec` covers it. A thread that has not answered by `timeoutMs` (held by a debugger, stopped) is
+ * reported `timed-out`, and the handler stays installed (`handlerRestored: false`), harmless, until a later call or a
+ * timer finds every signal it sent accounted for. Calls made from several threads of the process take turns.
  *
- * Every argument is checked, and the handler installed, before the calling thread's state is touched: a bad option
- * (TypeError/RangeError) or an EBUSY changes nothing. When some live thread stays uncovered the report says
- * `complete: false` and a process warning (IO_FLUSHER_PARTIAL) names those threads: partial success is never silent.
+ * Every argument is checked before any thread's state is touched. When some live thread stays uncovered the report
+ * says `complete: false` and a process warning (IO_FLUSHER_PARTIAL) names those threads: partial success is never
+ * silent.
  *
  * @param enabled `true` to set, `false` to clear.
- * @param options `signal` (default: the highest real-time signal whose action is SIG_DFL), `timeoutMs` per pass
- *   (default 1000), `maxPasses` (default 16).
+ * @param options `signal` (default: the one the last call used, else the highest real-time signal whose action is
+ *   SIG_DFL), `timeoutMs` per pass (default 1000), `maxPasses` (default 16).
  * @throws IoFlusherError when the calling thread itself is refused (EPERM, EINVAL; `err.report` holds every
- *   thread's own answer), ERR_IO_FLUSHER_SIGNAL_IN_USE when the signal already has a handler, EBUSY as above.
+ *   thread's own answer), ERR_IO_FLUSHER_SIGNAL_IN_USE when the signal asked for has an action of the program's,
+ *   reason 'proc-unavailable' or 'foreign-proc' when /proc cannot list this process's threads (nothing changed).
  */
 export function setProcessIoFlusher(enabled: boolean, options?: ProcessIoFlusherOptions): ProcessIoFlusherReport {
   return defaultIoFlusher().setProcessIoFlusher(enabled, options);

@@ -300,7 +300,8 @@ export function checkApiReference({ root = ROOT } = {}) {
   try {
     const { ok, output } = generateApi(root, scratch);
     if (!ok) {
-      const lines = output.split('\n').filter((l) => /\[(warning|error)\]/.test(l));
+      // Warnings, and the names some of them list on the lines below (tab-indented).
+      const lines = output.split('\n').filter((l) => /\[(warning|error)\]/.test(l) || /^\t\S/.test(l));
       return lines.length ? lines.map((l) => `typedoc: ${l}`) : [`typedoc failed: ${output}`];
     }
     const committed = path.join(root, 'docs/api');
