@@ -41,6 +41,11 @@ const ENV_DATA_FLAGS = 'io-flusher:emulated-flags';
 const ENV_DATA_REGISTRY = 'io-flusher:emulated-registry';
 const REGISTRY_SLOTS = 4096;
 
+/**
+ * How the emulator models the process (the `emulator` option of {@link createIoFlusher}). It models the kernel
+ * exactly: the capability checked before the arguments, every EPERM and EINVAL case, GET true only when both bits
+ * are set, state per thread, inherited by Workers and child processes created after a change. It protects nothing.
+ */
 export interface EmulatorOptions {
   /** Whether the modelled process holds CAP_SYS_RESOURCE. Default: IO_FLUSHER_EMULATED_CAP_SYS_RESOURCE, else what
    * the process really holds (its effective set in /proc/self/status; off Linux, whether it runs as uid 0). */

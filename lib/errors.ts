@@ -41,6 +41,7 @@ export type IoFlusherErrorReason =
   | 'command-not-executable'
   | 'unexpected-errno';
 
+/** What an {@link IoFlusherError} is made of (io-flusher makes them; you branch on their properties). */
 export interface IoFlusherErrorFields {
   code: string;
   errno?: number;
@@ -55,21 +56,48 @@ export interface IoFlusherErrorFields {
   report?: unknown;
 }
 
+/**
+ * Every failure io-flusher reports, shaped like Node's own system errors (message "CODE: description, syscall",
+ * `code`, negative `errno`, `syscall`), with `reason` to branch on and `hint`, the fix. Argument errors are Node's
+ * own TypeError/RangeError with ERR_* codes instead, thrown before any system call.
+ *
+ * ```ts
+ * import { setIoFlusher, IoFlusherError } from 'io-flusher';
+ *
+ * try {
+ *   setIoFlusher(true);
+ * } catch (err) {
+ *   if (!(err instanceof IoFlusherError)) throw err;
+ *   switch (err.reason) {
+ *     case 'missing-capability': console.error('grant CAP_SYS_RESOURCE:', err.hint); break;
+ *     case 'kernel-lacks-support': console.error('Linux >= 5.6 needed:', err.hint); break;
+ *     default: throw err;
+ *   }
+ * }
+ * ```
+ */
 export class IoFlusherError extends Error {
-  /** 'EPERM', 'EINVAL', 'ESRCH', ... or 'ERR_IO_FLUSHER_VERIFY' / 'ERR_IO_FLUSHER_NATIVE_UNAVAILABLE'. */
+  /**
+   * The errno name of a failed system call ('EPERM', 'EINVAL', 'ESRCH', 'ENOMEM', 'EACCES', 'EBUSY', ...), or one of
+   * io-flusher's own: 'ERR_IO_FLUSHER_VERIFY', 'ERR_IO_FLUSHER_NATIVE_UNAVAILABLE', 'ERR_IO_FLUSHER_SIGNAL_IN_USE',
+   * 'ERR_IO_FLUSHER_PREPARE', 'ERR_IO_FLUSHER_REEXEC_STDIN'.
+   */
   readonly code: string;
-  /** Negative errno, as in Node's system errors; undefined when no system call failed. */
+  /** Negative errno, as in Node's system errors (-1 for EPERM); undefined when no system call failed. */
   readonly errno: number | undefined;
+  /** The system call that failed: 'prctl', 'open' (/proc lookups), 'execve', 'mlock', 'setrlimit', ... */
   readonly syscall: string | undefined;
   /** The prctl option, e.g. 'PR_SET_IO_FLUSHER'. */
   readonly option: string | undefined;
+  /** The file the call was made on, when there was one (a /proc path, the command of an exec). */
   readonly path: string | undefined;
+  /** Why, for callers that branch: see {@link IoFlusherErrorReason}. */
   readonly reason: IoFlusherErrorReason;
   /** What to do about it. Also appended to `message`. */
   readonly hint: string;
   /** True when the emulator, not the kernel, produced this answer. */
   readonly emulated: boolean;
-  /** For setProcessIoFlusher(): the per-thread report at the time of the failure. */
+  /** For setProcessIoFlusher() and prepareDaemon(): the report at the time of the failure. */
   readonly report: unknown;
 
   constructor(fields: IoFlusherErrorFields) {

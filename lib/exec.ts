@@ -14,7 +14,11 @@ import { EACCES, ENOENT } from './kernel-constants';
 import { readDescriptorTarget, readOpenDescriptors, readThreadStat } from './procfs';
 import { assertObject, assertOptionalBoolean, mainThreadOnly } from './validate';
 
-/** Set on the re-executed process (value: its pid and start time, which execve keeps) so reexecWithIoFlusher() runs only once. */
+/**
+ * The environment variable that marks the re-executed process (value: its pid and start time, which execve keeps),
+ * so reexecWithIoFlusher() re-executes only once. Removed from the environment once read, so the daemon's children
+ * do not inherit it; a stale one (another pid, another start) never counts.
+ */
 export const REEXEC_ENV = 'IO_FLUSHER_REEXEC';
 
 /** `io-flusher exec --mlock`: the mlock flags for lib/preload.ts in the Node program started. */
@@ -161,11 +165,17 @@ export interface ReexecOptions {
   allowUnprotected?: boolean;
 }
 
+/** What {@link reexecWithIoFlusher} returns in the re-executed process (or, with `allowUnprotected`, in the first). */
 export interface ReexecResult {
   /** True when this process is the re-executed one (the call that exec'd never returns). */
   reexecuted: boolean;
   /** Threads of this process that lack IO_FLUSHER now (empty when every thread has it). */
-  unprotectedThreads: Array<{ tid: number; name: string }>;
+  unprotectedThreads: Array<{
+    /** The thread id. */
+    tid: number;
+    /** The thread's name (comm). */
+    name: string;
+  }>;
   /** Set when allowUnprotected let a failure through. */
   error?: IoFlusherError;
 }

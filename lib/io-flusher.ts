@@ -24,6 +24,7 @@ import {
 import { assertBoolean, assertId, assertObject, assertOneOf } from './validate';
 import { ProcessIoFlusherOptions, ProcessIoFlusherReport, setProcessIoFlusherWith } from './process-wide';
 
+/** Options of {@link createIoFlusher} (and `new IoFlusher()`): which backend, and how the emulator models the process. */
 export interface IoFlusherOptions {
   /** 'auto' (default), 'native' (never falls back) or 'emulated'. */
   backend?: BackendChoice;
@@ -33,7 +34,9 @@ export interface IoFlusherOptions {
 
 /** What `probe()` found. Never thrown from: unknown facts are null. */
 export interface ProbeResult {
+  /** `process.platform`: 'linux' where IO_FLUSHER can exist at all. */
   platform: string;
+  /** `os.release()`, e.g. '6.1.0-50-amd64'. */
   kernelRelease: string;
   /** Whether the kernel offers PR_SET_IO_FLUSHER to this process, from PR_GET_IO_FLUSHER through the addon. */
   feature: 'present' | 'absent' | 'unknown';
@@ -47,9 +50,18 @@ export interface ProbeResult {
   inUserNamespace: boolean | null;
   /** Seccomp mode of this process: 0 none, 1 strict, 2 filter. */
   seccompMode: number | null;
-  native: { loaded: boolean; path: string | null; error: string | null };
-  /** The backend this instance uses, and why. */
+  /** The native addon: whether it loaded, from where, and if not, the loader's error (every place it tried). */
+  native: {
+    /** The addon loaded, so the kernel could be asked. */
+    loaded: boolean;
+    /** The `.node` file loaded, or null. */
+    path: string | null;
+    /** Why it did not load, or null. */
+    error: string | null;
+  };
+  /** The backend this instance uses; null when none could be made (an invalid IO_FLUSHER_* variable, say). */
   backend: BackendName | null;
+  /** Why that backend (or why none), e.g. 'kernel 6.1.0-50-amd64 has IO_FLUSHER (PR_GET_IO_FLUSHER answered 0)'. */
   backendReason: string;
   /** The calling thread's IO_FLUSHER state as the backend answers it; null when refused. */
   ioFlusher: boolean | null;
@@ -69,6 +81,11 @@ export function ioFlusherChosenBy(options: IoFlusherOptions, source: string): Io
   return new IoFlusher({ ...options, [CHOSEN_BY]: source } as IoFlusherOptions);
 }
 
+/**
+ * The calls of the package bound to one backend: `native` (the kernel, through the addon) or `emulated` (the model
+ * of lib/emulator.ts, which protects nothing). Made by {@link createIoFlusher}; the plain functions
+ * ({@link setIoFlusher}, ...) use a default instance, one per thread, chosen by `IO_FLUSHER_BACKEND`.
+ */
 export class IoFlusher {
   /** 'native' or 'emulated'. */
   readonly backend: BackendName;
@@ -101,12 +118,7 @@ export class IoFlusher {
     return prctlFailure(option, rc, this.kernel.failureContext());
   }
 
-  /**
-   * Puts the calling thread in IO_FLUSHER state (PF_MEMALLOC_NOIO | PF_LOCAL_THROTTLE), or takes it out, and reads
-   * the state back. Only the calling thread changes; threads and processes it creates afterwards inherit the state.
-   * @throws IoFlusherError EPERM (missing-capability / refused-by-filter), EINVAL (kernel-lacks-support),
-   *   ERR_IO_FLUSHER_VERIFY (verification-failed).
-   */
+  /** The plain {@link !setIoFlusher | setIoFlusher()}, on this instance's backend. */
   setIoFlusher(enabled: boolean): void {
     assertBoolean(enabled, 'enabled');
     const rc = this.kernel.set(enabled ? 1 : 0);
@@ -130,20 +142,14 @@ export class IoFlusher {
     }
   }
 
-  /**
-   * Puts every thread of this process in the requested state (see lib/process-wide.ts for the mechanism) and
-   * reports, per thread, whether /proc shows it covered and why not. Threads created afterwards by covered threads
-   * inherit the state.
-   * @throws IoFlusherError when the calling thread itself is refused (`err.report` has the per-thread report), or
-   *   ERR_IO_FLUSHER_SIGNAL_IN_USE when the requested signal already has a handler.
-   */
+  /** The plain {@link !setProcessIoFlusher | setProcessIoFlusher()}, on this instance's backend. */
   setProcessIoFlusher(enabled: boolean, options: ProcessIoFlusherOptions = {}): ProcessIoFlusherReport {
     assertBoolean(enabled, 'enabled'); // once, here: setProcessIoFlusherWith trusts it
     assertObject(options, 'options');
     return setProcessIoFlusherWith(this.kernel, enabled, options);
   }
 
-  /** Whether the calling thread is in IO_FLUSHER state (both bits set), as PR_GET_IO_FLUSHER answers. */
+  /** The plain {@link !getIoFlusher | getIoFlusher()}, on this instance's backend. */
   getIoFlusher(): boolean {
     const rc = this.kernel.get();
     const state = interpretGetAnswer(rc).ioFlusher;
@@ -151,11 +157,7 @@ export class IoFlusher {
     return state;
   }
 
-  /**
-   * The memalloc flags of one thread from /proc/PID/task/TID/stat. Default: the calling thread; with only `pid`,
-   * that process's main thread. Under the emulator, this process's IO_FLUSHER bits are the model's (`emulated: true`).
-   * @throws IoFlusherError ESRCH (no-such-thread) when the thread or process does not exist.
-   */
+  /** The plain {@link !threadFlags | threadFlags()}, on this instance's backend. */
   threadFlags(pid?: number, tid?: number): ThreadFlags {
     if (pid !== undefined) assertId(pid, 'pid');
     if (tid !== undefined) assertId(tid, 'tid');
@@ -167,11 +169,7 @@ export class IoFlusher {
     return this.describe(thePid, stat.tid, stat.name, stat.flags, stat.startTime);
   }
 
-  /**
-   * The memalloc flags of every thread of a process (default: this one), in tid order. Threads that exit while the
-   * list is read are left out.
-   * @throws IoFlusherError ESRCH (no-such-thread) when the process does not exist.
-   */
+  /** The plain {@link !listThreads | listThreads()}, on this instance's backend. */
   listThreads(pid?: number): ThreadFlags[] {
     if (pid !== undefined) assertId(pid, 'pid');
     const thePid = pid ?? process.pid;
@@ -190,7 +188,11 @@ export class IoFlusher {
     return describeFlags(pid, tid, name, seen.flags, seen.emulated);
   }
 
-  /** What the kernel offers this process and what this instance uses. Never throws. */
+  /**
+   * What the kernel offers this process and what this instance uses. Never throws. `feature` is decided by asking
+   * the kernel through the addon whichever backend this instance uses; `protectionInEffect` is true only when the
+   * kernel itself says the calling thread is protected.
+   */
   probe(): ProbeResult {
     return probeWith(this.kernel, this.backendReason);
   }

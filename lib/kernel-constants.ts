@@ -4,8 +4,9 @@
  * See: include/uapi/linux/prctl.h, include/linux/sched.h, include/uapi/linux/capability.h, man 2 prctl.
  */
 
-/** prctl options (include/uapi/linux/prctl.h). Added in Linux 5.6, commit 8d19f1c8e193. */
+/** prctl option 57: put the calling thread in IO_FLUSHER state (1) or take it out (0). Added in Linux 5.6, commit 8d19f1c8e193 (include/uapi/linux/prctl.h). */
 export const PR_SET_IO_FLUSHER = 57;
+/** prctl option 58: 1 when the calling thread is in IO_FLUSHER state (both of {@link IO_FLUSHER_FLAGS}), else 0. Linux 5.6+. */
 export const PR_GET_IO_FLUSHER = 58;
 /** prctl(PR_GET_SECCOMP): 0 no filter, 2 a filter (man 2 prctl). */
 export const PR_GET_SECCOMP = 21;
@@ -41,12 +42,18 @@ export const PID_MAX_LIMIT = 4194304;
  * (PF_MEMALLOC during reclaim): always test with a mask.
  */
 export const PF_SUPERPRIV = 0x00000100;
+/** Task flag: the thread may dip into memory reserves and never enters reclaim itself (set while it reclaims). */
 export const PF_MEMALLOC = 0x00000800;
+/** Task flag: every allocation of the thread is GFP_NOFS (no filesystem reclaim); set by memalloc_nofs_save(). */
 export const PF_MEMALLOC_NOFS = 0x00040000;
+/** Task flag: every allocation of the thread is GFP_NOIO (reclaim starts no I/O); one half of IO_FLUSHER. */
 export const PF_MEMALLOC_NOIO = 0x00080000;
-/** Named PF_LESS_THROTTLE before Linux 5.8; same bit. */
+/**
+ * Task flag: the thread's writes are throttled against its own device's dirty pages only, not the global dirty limit;
+ * the other half of IO_FLUSHER. Named PF_LESS_THROTTLE before Linux 5.8; same bit.
+ */
 export const PF_LOCAL_THROTTLE = 0x00100000;
-/** Named PF_MEMALLOC_NOCMA before about Linux 5.13; same bit. */
+/** Task flag: allocations come only from zones that allow long-term pinning (not movable, not CMA). Named PF_MEMALLOC_NOCMA before about Linux 5.13; same bit. */
 export const PF_MEMALLOC_PIN = 0x10000000;
 
 /** What PR_SET_IO_FLUSHER sets and clears; PR_GET_IO_FLUSHER answers 1 only when both bits are set. */

@@ -12,8 +12,13 @@ import { OOM_SCORE_ADJ_MAX, OOM_SCORE_ADJ_MIN } from './kernel-constants';
 import { ProcessIoFlusherReport } from './process-wide';
 import { assertInteger, assertLimit, assertLimitPair, assertObject, assertOneOf, invalidArgValue } from './validate';
 
+/** The steps of {@link prepareDaemon}, in the order they run. */
 export type PrepareStepName = 'memlockLimit' | 'lockMemory' | 'oomScoreAdj' | 'ioFlusher';
 
+/**
+ * What {@link prepareDaemon} does. The whole object is validated before the first step, so a bad value never leaves
+ * a lowered memlock limit or locked memory behind.
+ */
 export interface PrepareDaemonOptions {
   /** 'process' (every thread, default), 'thread' (the calling thread only) or false (skip). */
   ioFlusher?: 'process' | 'thread' | false;
@@ -28,21 +33,31 @@ export interface PrepareDaemonOptions {
   required?: PrepareStepName[];
 }
 
+/** One step of a {@link PrepareDaemonReport}. */
 export interface PrepareStepReport {
+  /** Which step. */
   step: PrepareStepName;
+  /** The value asked for (the option as given, or its default). */
   wanted: unknown;
+  /** Whether its failure throws (see `required` in the options). */
   required: boolean;
+  /** Whether it was done. */
   done: boolean;
   /** True when the step went to the emulator: nothing is protected. */
   emulated: boolean;
   /** What the step found or did, e.g. VmLck bytes, the value read back, the per-thread coverage. */
   detail?: unknown;
+  /** When not done: the error's `code` ('EPERM', 'ENOMEM', ...). */
   code?: string;
+  /** When not done: the error's `reason` ('missing-capability', 'limit-exceeded', ...). */
   reason?: string;
+  /** When not done: what to do about it. */
   hint?: string;
 }
 
+/** What {@link prepareDaemon} did, step by step; also `err.report` of the error it throws. */
 export interface PrepareDaemonReport {
+  /** One entry per step asked for, in the order run. */
   steps: PrepareStepReport[];
   /** Every required step done. */
   ok: boolean;

@@ -46,8 +46,8 @@ for (const [kernel, mode, node] of runs) {
     const r = spawnSync(
       path.join(root, 'vm/kernel-run'),
       [
-        // --timeout: a guard against a hung guest, not a budget (mode full on bookworm with 64 Workers and the
-        // broadcast's fault tests took over 600 s on a loaded 2-core host).
+        // --timeout: a guard against a hung guest, not a budget (bookworm/full, with 64 Workers, memory scopes on four
+        // Node majors, the broadcast's fault tests and the deployment unit, took over 600 s on a loaded 2-core host).
         '--kernel', kernel, '--mode', mode, '--node', node, '--timeout', '1500', '--quiet', '--',
         path.join(root, 'node_modules/.bin/vitest'), 'run', '--config', 'vitest.kernel.config.mts',
         '--reporter=default', '--reporter=json', `--outputFile.json=${report}`,
