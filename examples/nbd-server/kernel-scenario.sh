@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The NBD server on a real kernel: runs INSIDE a VM started by scripts/kernel-run (as root, modules nbd and ext4
+# The NBD server on a real kernel: runs INSIDE a VM started by vm/kernel-run (as root, modules nbd and ext4
 # loaded; see scripts/test-nbd.mjs). Prints one JSON line `scenario-result {...}` and exits non-zero on failure.
 #
 #   kernel-scenario.sh basic    PROTECT   attach with nbd-client, mkfs.ext4, mount, write 64 MiB random data with
