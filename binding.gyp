@@ -12,7 +12,9 @@
       # into the addon stay its own (exported, they would be bound to Node's copies at load).
       "cflags": ["-fstack-protector-strong", "-Wall", "-Wextra", "-fvisibility=hidden"],
       "cflags_cc": ["-std=c++17", "-fstack-protector-strong", "-Wall", "-Wextra", "-fvisibility=hidden", "-fvisibility-inlines-hidden"],
-      "ldflags": ["-Wl,--version-script=<(module_root_dir)/native/exports.map"]
+      # -z nodelete: the addon stays mapped when a Worker that loaded it exits (Node unloads a Worker's addons), since
+      # its signal handler can be left installed for a late thread and must never point at unmapped code.
+      "ldflags": ["-Wl,--version-script=<(module_root_dir)/native/exports.map", "-Wl,-z,nodelete"]
     }
   ]
 }

@@ -19,7 +19,10 @@ export interface NativeBinding {
   capEffective(): bigint | number;
 
   // Process-wide broadcast (native/thread_broadcast.h).
-  /** sigaction query: 0 SIG_DFL, 1 SIG_IGN, 2 another handler, 3 the broadcast's own handler, or -errno. */
+  /**
+   * sigaction query: 0 SIG_DFL, 1 SIG_IGN, 2 another handler, 3 the broadcast's own handler, 4 blocked in the calling
+   * thread, or -errno.
+   */
   signalDisposition(signo: number): number;
   /**
    * Every thread of this process to IO_FLUSHER `value` (0 or 1) in one call: the calling thread directly, the others

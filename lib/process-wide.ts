@@ -120,17 +120,19 @@ export function setProcessIoFlusherWith(backend: KernelBackend, enabled: boolean
   return warnIfPartial(report);
 }
 
-let warnedUnreachable = false;
+/** Threads already named in a warning for blocking every signal: each is named once (Node has one such thread). */
+const warnedBlockers = new Set<number>();
 
 /**
- * Partial success is never silent: a warning names the threads left out. Threads that block every signal (Node has
- * one, see ProcessIoFlusherReport.unreachable) are named once per process; any other gap, every time.
+ * Partial success is never silent: a warning names the threads left out. A thread that blocks every signal is named
+ * the first time it is found so; any other gap, every time.
  */
 function warnIfPartial(report: ProcessIoFlusherReport): ProcessIoFlusherReport {
   const missing = report.threads.filter((t) => !t.covered && t.reason !== 'exited');
   const reachableGap = missing.some((t) => t.reason !== 'blocks-signal');
-  if (missing.length && (reachableGap || !warnedUnreachable)) {
-    warnedUnreachable = true;
+  const newBlockers = missing.filter((t) => t.reason === 'blocks-signal' && !warnedBlockers.has(t.tid));
+  if (missing.length && (reachableGap || newBlockers.length)) {
+    for (const t of newBlockers) warnedBlockers.add(t.tid);
     process.emitWarning(
       `io-flusher: IO_FLUSHER ${report.enabled ? 'set' : 'cleared'} on ${report.covered} of ${report.threads.length} threads; not on ` +
         missing.map((t) => `${t.tid} (${escapeName(readThreadName(t.tid))}): ${t.reason}${t.code ? ` ${t.code}` : ''}${t.seen ? ` (${t.seen})` : ''}`).join(', ') +

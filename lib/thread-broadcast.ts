@@ -23,9 +23,11 @@ import { assertInteger } from './validate';
  * Why a thread is not in the requested state: `blocks-signal` (it blocks the signal, so only what it inherited counts:
  * start the process through `io-flusher exec` to cover it), `exited` (gone during the call), `refused` (its prctl
  * failed: `code` says how), `timed-out` (no answer by timeoutMs: `seen` and `code` say what /proc showed),
- * `not-verified` (its prctl succeeded but PR_GET_IO_FLUSHER did not read back the state asked for).
+ * `not-reached` (never sent the signal: listed only after maxPasses listings had found new threads, or the signal
+ * could not be queued: `code` says why), `not-verified` (its prctl succeeded but PR_GET_IO_FLUSHER did not read back
+ * the state asked for).
  */
-export type UncoveredReason = 'blocks-signal' | 'exited' | 'refused' | 'timed-out' | 'not-verified';
+export type UncoveredReason = 'blocks-signal' | 'exited' | 'refused' | 'timed-out' | 'not-reached' | 'not-verified';
 
 /** How the prctl reached a thread: made directly (the calling thread), through the signal handler, or in the model. */
 export type ThreadVia = 'direct' | 'signal' | 'emulated' | 'none';
@@ -101,7 +103,10 @@ function assertSignalInRange(binding: NativeBinding | undefined, requested: numb
   assertInteger(requested, 'options.signal', min, max);
 }
 
-/** signalDisposition(): the action is SIG_DFL (0), or the broadcast's own handler left for a late thread (3). */
+/**
+ * signalDisposition(): the action is SIG_DFL (0), or the broadcast's own handler left for a late thread (3); not
+ * ignored, handled by the program, or blocked in the calling thread (a program that waits for it blocks it).
+ */
 const usable = (disposition: number): boolean => disposition === 0 || disposition === 3;
 
 function signalInUse(binding: NativeBinding, signo: number): IoFlusherError {
@@ -109,7 +114,7 @@ function signalInUse(binding: NativeBinding, signo: number): IoFlusherError {
     code: 'ERR_IO_FLUSHER_SIGNAL_IN_USE',
     reason: 'signal-in-use',
     syscall: 'sigaction',
-    message: `ERR_IO_FLUSHER_SIGNAL_IN_USE: signal ${signo} already has a handler or is ignored`,
+    message: `ERR_IO_FLUSHER_SIGNAL_IN_USE: signal ${signo} already has a handler, is ignored, or is blocked by the calling thread`,
     hint: `choose a real-time signal (${binding.sigrtmin()}..${binding.sigrtmax()}) that nothing else in the process uses, with the \`signal\` option; nothing was changed`,
   });
 }
@@ -194,11 +199,9 @@ function coverageOf(tid: number, outcome: number, a: number, b: number, enabled:
     }
     case BROADCAST_OUTCOME.exited:
       return { tid, via: 'none', covered: false, ioFlusher: null, reason: 'exited' };
-    case BROADCAST_OUTCOME.sendFailed:
-      return { tid, via: 'none', covered: false, ioFlusher: null, reason: 'refused', code: errnoName(a) };
-    case BROADCAST_OUTCOME.notReached:
-      // Listed after the last pass (threads kept appearing), or beyond the table.
-      return { tid, via: 'none', covered: false, ioFlusher: null, reason: a < 0 ? 'refused' : 'timed-out', ...(a < 0 ? { code: errnoName(a) } : {}) };
+    case BROADCAST_OUTCOME.sendFailed: // rt_tgsigqueueinfo failed (EAGAIN: RLIMIT_SIGPENDING): no prctl was made there
+    case BROADCAST_OUTCOME.notReached: // listed after the last pass (threads kept appearing), or beyond the table
+      return { tid, via: 'none', covered: false, ioFlusher: null, reason: 'not-reached', ...(a < 0 ? { code: errnoName(a) } : {}) };
     default: {
       // BROADCAST_OUTCOME.timedOut: b is -errno when its status could not be read (never taken for an exit)
       const seen = SEEN_NAMES[a];
@@ -235,10 +238,13 @@ export function nativeThreadBroadcast(binding: NativeBinding): ThreadBroadcast {
 /** @internal */
 export function emulatedThreadBroadcast(emulator: EmulatedKernel): ThreadBroadcast {
   return {
-    // The model uses no signal, but a call the native backend would refuse is refused here too.
+    // The model uses no signal, but a call the native backend would refuse is refused here too: out of range, or a
+    // signal the program has an action of its own on.
     assertSignal(requested) {
       const loaded = loadNativeBinding();
-      assertSignalInRange(loaded.loaded ? loaded.binding : undefined, requested);
+      const binding = loaded.loaded ? loaded.binding : undefined;
+      assertSignalInRange(binding, requested);
+      if (binding && requested !== undefined && !usable(binding.signalDisposition(requested))) throw signalInUse(binding, requested);
     },
     run(value, _requested, _timeoutMs, maxPasses) {
       let listed = ownTaskIdsBeforeChange(); // /proc checked before the model changes, as the native call does
@@ -253,7 +259,7 @@ export function emulatedThreadBroadcast(emulator: EmulatedKernel): ThreadBroadca
         if (fresh.length === 0) break;
         for (const tid of fresh) known.add(tid);
         if (passes === maxPasses) {
-          for (const tid of fresh) threads.push({ tid, via: 'none', covered: false, ioFlusher: null, reason: 'timed-out' });
+          for (const tid of fresh) threads.push({ tid, via: 'none', covered: false, ioFlusher: null, reason: 'not-reached' });
           break;
         }
         passes++;

@@ -26,6 +26,9 @@ constexpr int kSlots = IOF_BROADCAST_SLOTS;
 constexpr uint32_t kPending = 0xFFFFFFFFu;  // a slot's state while its thread has not answered
 constexpr long kFirstLookNs = 2000000;      // silent this long: read the thread's status
 constexpr long kLongestLookNs = 50000000;   // looks again at doubling intervals, up to this
+// A look's finding not reported (a timed-out thread seen so at the last look is reported IOF_SEEN_TAKEN): the signal
+// was taken while the thread sleeps, once; a second look alike makes it the program's.
+constexpr int IOF_SEEN_TAKEN_BY_PROGRAM = 100;
 static_assert(sizeof(std::atomic<int>) == sizeof(int), "futex word");
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "the handler needs a lock-free 64-bit atomic");
 
@@ -61,18 +64,21 @@ int g_lowest_free = 0;  // no free slot below this one
 struct Outstanding {
   int slot;
   int tid;
+  unsigned long long start_time;  // with the tid, names the thread for good (0: unknown)
   int signo;
   bool blocker;
 };
-std::vector<Outstanding> g_outstanding;
+// Never destroyed (like the rest of this state): a call may still be running on another thread when the process exits.
+std::vector<Outstanding>& g_outstanding = *new std::vector<Outstanding>;
 // Threads found to block the broadcast signal (tid and start time, which together name one thread for good): not
 // sent it again while they live. A thread that blocks every signal (Node's signal watchdog) keeps doing so; its
 // coverage is what it inherited, read from its stat.
 struct Blocker {
   int tid;
   unsigned long long start_time;
+  bool waits_for_it;  // takes the signal as its own (sigwaitinfo, signalfd): its mask cannot tell, so not checked
 };
-std::vector<Blocker> g_blockers;
+std::vector<Blocker>& g_blockers = *new std::vector<Blocker>;
 struct Installed {
   bool on = false;
   struct sigaction previous;
@@ -92,15 +98,9 @@ std::atomic<int> g_cached_pid{0};
 thread_local int t_cached_tid = 0;
 bool g_proc_checked = false;  // /proc/self was this process at a call's start (guarded by g_call_lock)
 
+void ChildAfterFork();  // below
 struct ForkSafety {
-  ForkSafety() {
-    pthread_atfork(nullptr, nullptr, [] {
-      pthread_mutex_init(&g_call_lock, nullptr);
-      g_cached_pid.store(0);
-      t_cached_tid = 0;
-      g_proc_checked = false;
-    });
-  }
+  ForkSafety() { pthread_atfork(nullptr, nullptr, ChildAfterFork); }
 } g_fork_safety;
 
 pid_t CachedPid() {
@@ -162,6 +162,8 @@ struct TaskStatus {
   uint64_t pending = 0;
   uint64_t blocked = 0;
   bool stopped = false;  // State T (stopped) or t (tracing stop)
+  bool sleeping = false; // State S or D: waiting in the kernel (never true inside the broadcast's own handler)
+  int tracer = 0;        // TracerPid: a debugger or strace holds the thread
 };
 
 uint64_t Field(const char* text, const char* key) {
@@ -194,11 +196,14 @@ TaskStatus ReadStatus(int task_dir, int tid) {
   text[length] = '\0';
   status.pending = Field(text, "\nSigPnd:");
   status.blocked = Field(text, "\nSigBlk:");
+  const char* tracer = strstr(text, "\nTracerPid:");
+  if (tracer) status.tracer = atoi(tracer + strlen("\nTracerPid:"));
   const char* state = strstr(text, "\nState:");
   if (state) {
     state += strlen("\nState:");
     while (*state == ' ' || *state == '\t') state++;
     status.stopped = *state == 'T' || *state == 't';
+    status.sleeping = *state == 'S' || *state == 'D';
   }
   return status;
 }
@@ -240,12 +245,10 @@ long ListTasks(int task_dir, std::vector<int>* tids) {
   if (lseek(task_dir, 0, SEEK_SET) < 0) return -errno;
   alignas(8) char buffer[32768];
   for (;;) {
+    // Only 0 is the end: a read also stops short when the calling thread gets a signal, or a thread just listed exits.
     long n = syscall(SYS_getdents64, task_dir, buffer, sizeof buffer);
     if (n < 0) return -errno;
     if (n == 0) return 0;
-    // procfs fills the buffer while entries fit (proc_task_readdir): with room left for several more, this was the
-    // end of the directory, and the read that would say so is saved.
-    bool last = n < static_cast<long>(sizeof buffer) - 1024;
     for (long at = 0; at < n;) {
       // struct linux_dirent64: d_ino (8), d_off (8), d_reclen (2), d_type (1), d_name
       unsigned short reclen;
@@ -254,7 +257,6 @@ long ListTasks(int task_dir, std::vector<int>* tids) {
       if (name[0] >= '1' && name[0] <= '9') tids->push_back(atoi(name));
       at += reclen;
     }
-    if (last) return 0;
   }
 }
 
@@ -281,6 +283,9 @@ int AllocateSlot() {
 }
 
 void FreeSlot(int slot) {
+  // A handler still to come for this slot (a thread whose signal the program took, then ran ours late after all) must
+  // find it no longer waiting, even if this call gives the slot to another thread with the same generation.
+  g_slots[slot].word.store(0, std::memory_order_release);
   g_slot_busy[slot] = false;
   g_lowest_free = std::min(g_lowest_free, slot);
 }
@@ -290,6 +295,10 @@ bool IsOurs(const struct sigaction& action) {
 }
 
 long Install(int signo) {
+  // A signal the calling thread blocks is one the program waits for (sigwaitinfo, signalfd: they need it blocked in
+  // every thread): its waiting thread would take the broadcast's signal as its own. In use, so refused.
+  sigset_t mask;
+  if (pthread_sigmask(SIG_BLOCK, nullptr, &mask) == 0 && sigismember(&mask, signo)) return -EBUSY;
   struct sigaction current;
   if (sigaction(signo, nullptr, &current) != 0) return -errno;
   if (g_installed[signo].on) {
@@ -327,14 +336,24 @@ void Restore(int signo, bool discard_pending, bool checked) {
   g_installed[signo].on = false;
 }
 
-void RememberBlocker(int tid, unsigned long long start_time) {
+void RememberBlocker(int tid, unsigned long long start_time, bool waits_for_it = false) {
   for (Blocker& b : g_blockers) {
     if (b.tid == tid) {
-      b.start_time = start_time;
+      b = {tid, start_time, waits_for_it};
       return;
     }
   }
-  g_blockers.push_back({tid, start_time});
+  g_blockers.push_back({tid, start_time, waits_for_it});
+}
+
+// Whether a thread that has the signal pending and blocked blocks it for good: not a thread the C library is starting
+// or ending (32 or 33 blocked too), unless it is one of io_uring's (PF_IO_WORKER: the kernel blocks every signal in
+// them, 32 and 33 included, for their whole life). Reads the thread's stat for the latter; `stat` is filled when read.
+bool BlocksForGood(int task_dir, int tid, const TaskStatus& status, TaskStat* stat, long* stat_read) {
+  *stat_read = 1;  // not read
+  if (!InLibcWindow(status.blocked)) return true;
+  *stat_read = ReadStat(task_dir, tid, stat);
+  return *stat_read == 0 && (stat->flags & IOF_PF_IO_WORKER);
 }
 
 // Accounts for the slots earlier calls (and this one) left outstanding, then restores the action of every installed
@@ -343,14 +362,20 @@ void Settle(int task_dir, int installed_now) {
   size_t kept = 0;
   for (Outstanding o : g_outstanding) {
     bool settled = StateOf(g_slots[o.slot].word.load(std::memory_order_acquire)) != kPending;  // answered late
-    if (!settled && !o.blocker) {
+    if (!settled) {
       TaskStatus status = ReadStatus(task_dir, o.tid);
+      TaskStat stat;
       if (IsGone(status.error)) {
         settled = true;
-      } else if (status.error == 0 && Has(status.pending, o.signo) && Has(status.blocked, o.signo) && !InLibcWindow(status.blocked)) {
-        o.blocker = true;
-        TaskStat stat;
-        if (ReadStat(task_dir, o.tid, &stat) == 0) RememberBlocker(o.tid, stat.start_time);
+      } else if (status.error == 0 && o.start_time != 0 && ReadStat(task_dir, o.tid, &stat) == 0 && stat.start_time != o.start_time) {
+        settled = true;  // gone, and its id taken by a new thread
+      } else {
+        // Its signal may be discarded only while it is still pending and blocked there, with no tracer: a signal a
+        // debugger has already dequeued is out of SIG_IGN's reach, and would kill the process under SIG_DFL once the
+        // debugger lets it go. Anything else is waited for like any late thread.
+        long stat_read;
+        o.blocker = status.error == 0 && status.tracer == 0 && Has(status.pending, o.signo) && Has(status.blocked, o.signo) &&
+                    BlocksForGood(task_dir, o.tid, status, &stat, &stat_read);
       }
     }
     if (settled) FreeSlot(o.slot);
@@ -376,6 +401,30 @@ void Settle(int task_dir, int installed_now) {
   }
 }
 
+// A child forked while another thread of the parent was inside a call (or with a handler left for a late thread) has
+// one thread, none of the parent's outstanding signals, and maybe the handler installed (fork copies the actions):
+// it starts afresh, with every action of the broadcast's back to SIG_DFL (the only action it ever replaces).
+void ChildAfterFork() {
+  pthread_mutex_init(&g_call_lock, nullptr);
+  g_cached_pid.store(0);
+  t_cached_tid = 0;
+  g_proc_checked = false;
+  for (int signo = SIGRTMIN; signo <= SIGRTMAX; signo++) {
+    struct sigaction current;
+    if (sigaction(signo, nullptr, &current) == 0 && IsOurs(current)) {
+      struct sigaction dfl;
+      memset(&dfl, 0, sizeof dfl);
+      dfl.sa_handler = SIG_DFL;
+      sigaction(signo, &dfl, nullptr);
+    }
+    g_installed[signo].on = false;
+  }
+  g_outstanding.clear();  // keeps its memory: nothing is freed in a child of a threaded process
+  g_blockers.clear();
+  memset(g_slot_busy, 0, sizeof g_slot_busy);
+  g_lowest_free = 0;
+}
+
 struct Sent {
   size_t record;  // index in the answers
   int slot;
@@ -389,6 +438,8 @@ struct Sent {
 long iof_signal_disposition(int signo) {
   struct sigaction current;
   if (sigaction(signo, nullptr, &current) != 0) return -errno;
+  sigset_t mask;
+  if (pthread_sigmask(SIG_BLOCK, nullptr, &mask) == 0 && sigismember(&mask, signo)) return 4;
   if (IsOurs(current)) return 3;
   if (current.sa_flags & SA_SIGINFO) return 2;
   if (current.sa_handler == SIG_DFL) return 0;
@@ -470,23 +521,27 @@ long iof_broadcast_run(int signo, unsigned long value, long timeout_ms, int max_
     }
     summary->passes++;
 
-    // Send: remembered blockers (the same thread: same start time) are not sent it again.
+    // Send: a remembered blocker (the same thread: same start time) that still blocks the signal is not sent it again.
     sent.clear();
     for (int tid : fresh) {
       auto blocker = std::find_if(g_blockers.begin(), g_blockers.end(), [tid](const Blocker& b) { return b.tid == tid; });
       if (blocker != g_blockers.end()) {
+        TaskStatus status = ReadStatus(task_dir, tid);
         TaskStat stat;
-        long read = ReadStat(task_dir, tid, &stat);
+        long read = IsGone(status.error) ? -ESRCH : ReadStat(task_dir, tid, &stat);
         if (read == -ENOENT || read == -ESRCH) {
           g_blockers.erase(blocker);
           answers->push_back({tid, IOF_THREAD_EXITED, 0, 0});
           continue;
         }
-        if (read == 0 && stat.start_time == blocker->start_time) {
+        if (read == 0 && stat.start_time == blocker->start_time && status.error == 0 &&
+            (blocker->waits_for_it || (Has(status.blocked, signo) && (!InLibcWindow(status.blocked) || (stat.flags & IOF_PF_IO_WORKER))))) {
           answers->push_back({tid, IOF_THREAD_BLOCKS_SIGNAL, 0, static_cast<int32_t>(stat.flags)});
           continue;
         }
-        g_blockers.erase(blocker);  // a new thread has its id (or its stat is unreadable): sent the signal like any other
+        // It no longer blocks it (a critical section, a fork, has ended), or a new thread has its id, or it cannot be
+        // read: sent the signal like any other.
+        g_blockers.erase(blocker);
       }
       int slot = AllocateSlot();
       if (slot < 0) {
@@ -552,17 +607,33 @@ long iof_broadcast_run(int signo, unsigned long value, long timeout_ms, int max_
           }
           s.status_error = 0;
           bool pending = Has(status.pending, signo), blocked = Has(status.blocked, signo);
-          if (pending && blocked && !InLibcWindow(status.blocked)) {
-            // It blocks the signal: it stays pending there, to be discarded before the previous action is back.
-            TaskStat stat;
-            long read = ReadStat(task_dir, s.tid, &stat);
+          TaskStat stat;
+          long read;
+          if (pending && blocked && BlocksForGood(task_dir, s.tid, status, &stat, &read)) {
+            // It blocks the signal: it stays pending there, to be discarded (if it still is, and no debugger holds the
+            // thread) before the previous action is back. Its coverage is its flags: what it inherited.
+            if (read == 1) read = ReadStat(task_dir, s.tid, &stat);
             (*answers)[s.record] = {s.tid, IOF_THREAD_BLOCKS_SIGNAL, static_cast<int32_t>(read), static_cast<int32_t>(stat.flags)};
-            g_outstanding.push_back({s.slot, s.tid, signo, true});
+            g_outstanding.push_back({s.slot, s.tid, read == 0 ? stat.start_time : 0, signo, true});
             if (read == 0) RememberBlocker(s.tid, stat.start_time);
             continue;
           }
-          s.seen = pending ? (InLibcWindow(status.blocked) ? IOF_SEEN_NEWBORN : IOF_SEEN_PENDING)
-                           : (blocked ? IOF_SEEN_IN_HANDLER : IOF_SEEN_TAKEN);
+          int seen = pending ? (InLibcWindow(status.blocked) ? IOF_SEEN_NEWBORN : IOF_SEEN_PENDING)
+                             : (blocked ? IOF_SEEN_IN_HANDLER : IOF_SEEN_TAKEN);
+          // No longer pending, no answer, no debugger, and asleep in the kernel, at two looks in a row: the program's
+          // own sigwaitinfo() (which unblocks the signal while it waits) or signalfd took it as its own. The broadcast's
+          // handler never sleeps. Nothing of ours is left to come there: the thread is treated as one that blocks the
+          // signal, and not sent it again while it lives.
+          const bool taken_by_program = !pending && status.tracer == 0 && status.sleeping;
+          if (taken_by_program && s.seen == IOF_SEEN_TAKEN_BY_PROGRAM) {
+            long stat_read = ReadStat(task_dir, s.tid, &stat);
+            (*answers)[s.record] = {s.tid, IOF_THREAD_BLOCKS_SIGNAL, static_cast<int32_t>(stat_read), static_cast<int32_t>(stat.flags)};
+            FreeSlot(s.slot);
+            if (stat_read == 0) RememberBlocker(s.tid, stat.start_time, true);
+            continue;
+          }
+          if (taken_by_program) seen = IOF_SEEN_TAKEN_BY_PROGRAM;
+          s.seen = seen;
           sent[kept++] = s;
         }
         sent.resize(kept);
@@ -587,8 +658,9 @@ long iof_broadcast_run(int signo, unsigned long value, long timeout_ms, int max_
         continue;
       }
       // No answer by the deadline: its slot stays reserved, so a late answer is still recorded there.
-      (*answers)[s.record] = {s.tid, IOF_THREAD_TIMED_OUT, s.seen, -s.status_error};
-      g_outstanding.push_back({s.slot, s.tid, signo, false});
+      (*answers)[s.record] = {s.tid, IOF_THREAD_TIMED_OUT, s.seen == IOF_SEEN_TAKEN_BY_PROGRAM ? IOF_SEEN_TAKEN : s.seen, -s.status_error};
+      TaskStat stat;
+      g_outstanding.push_back({s.slot, s.tid, ReadStat(task_dir, s.tid, &stat) == 0 ? stat.start_time : 0, signo, false});
     }
     rc = ListTasks(task_dir, &listed);
     if (rc < 0) break;  // the threads reached so far are reported; no new listing, no new pass
@@ -600,16 +672,18 @@ long iof_broadcast_run(int signo, unsigned long value, long timeout_ms, int max_
 
 long iof_execve_between_broadcasts(const char* path, char* const argv[], char* const envp[]) {
   Locked lock;
-  sigset_t pending;
-  if (sigpending(&pending) == 0) {
-    for (int signo = 1; signo < _NSIG; signo++) {
-      if (!g_installed[signo].on || !sigismember(&pending, signo)) continue;
-      struct sigaction ours, ignore;
-      memset(&ignore, 0, sizeof ignore);
-      ignore.sa_handler = SIG_IGN;
-      sigaction(signo, &ignore, &ours);  // discards it
-      sigaction(signo, &ours, nullptr);
-    }
+  // Drain this thread's own copies only (blocked, then taken with a zero wait): SIG_IGN would also discard other
+  // threads' signals, whose slots would then never settle if execve failed. Unblocked again before execve, so the new
+  // program does not start with them blocked.
+  sigset_t ours, old;
+  sigemptyset(&ours);
+  for (int signo = SIGRTMIN; signo <= SIGRTMAX; signo++) {
+    if (g_installed[signo].on) sigaddset(&ours, signo);
   }
+  pthread_sigmask(SIG_BLOCK, &ours, &old);
+  const struct timespec now = {0, 0};
+  while (sigtimedwait(&ours, nullptr, &now) > 0) {
+  }
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
   return iof_execve(path, argv, envp);
 }

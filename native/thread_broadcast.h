@@ -7,20 +7,25 @@
 // What the design guarantees, and why (the cases are tested in test/broadcast-faults.test.ts and the kernel suite):
 // - Each thread answers for itself. Nothing is checked from outside before the signal is sent; only threads still
 //   silent after about 2 ms get a /proc/self/task/TID/status read: gone means exited; the signal both blocked and
-//   pending (outside the C library's start/exit window) means the thread blocks it; anything else (pending, being
-//   delivered, held by a tracer, an unreadable file) means keep waiting, up to the caller's timeout. A thread whose
-//   status cannot be read is never taken for one that exited.
+//   pending (outside the C library's start/exit window, or in one of io_uring's threads) means the thread blocks it;
+//   anything else (pending, being delivered, held by a tracer, an unreadable file) means keep waiting, up to the
+//   caller's timeout. A thread whose status cannot be read is never taken for one that exited.
 // - The signal carries a slot and a generation (rt_tgsigqueueinfo's si_value). A slot stays reserved until its
 //   thread answered, is gone, or was found to block the signal, so a late handler (a thread a tracer held past the
 //   timeout) writes its answer into its own slot and nowhere else. Every handler applies the state most recently
 //   asked for, so a late one never undoes a later call.
 // - The previous action of the signal is put back only when every signal sent on it was answered, its thread is
-//   gone, or it was pending in a thread that blocks it (then it is discarded first, by setting SIG_IGN: restoring
-//   SIG_DFL with it pending would kill the process once the thread unblocked it). Otherwise the handler stays
-//   installed (it is harmless) until a later call or iof_broadcast_settle finds every signal accounted for. A signal
-//   held by a tracer in signal-delivery-stop is not pending, so it is never mistaken for one that was taken.
+//   gone, or it is still pending in a thread that blocks it and that no debugger holds (then it is discarded first, by
+//   setting SIG_IGN: restoring SIG_DFL with it pending would kill the process once the thread unblocked it; a signal a
+//   debugger has dequeued is out of SIG_IGN's reach). Otherwise the handler stays installed (it is harmless) until a
+//   later call or iof_broadcast_settle finds every signal accounted for.
 // - Threads found blocking the signal are remembered (thread id and start time, which name one thread for good) and
-//   not sent it again while they live; their coverage is their /proc stat flags (they keep what they inherited).
+//   not sent it again while their status still shows it blocked (one that blocked it for a moment, around a fork say,
+//   is signalled again once it does not); their coverage is their /proc stat flags (they keep what they inherited).
+// - A signal the calling thread blocks is refused as in use: a program waiting for it with sigwaitinfo or signalfd
+//   blocks it in every thread, and its waiting thread would take the broadcast's signal as its own. A thread that
+//   takes it anyway (it blocks the signal alone) is found at two looks asleep with no answer and nothing pending, no
+//   debugger on it: it gets the signal once, and is then treated as a thread that blocks it.
 // - Calls are serialized by a mutex held only inside iof_broadcast_run (and iof_broadcast_settle, and
 //   iof_execve_between_broadcasts), so no call ever fails because of an earlier one, and a Worker terminated while
 //   inside the call still finishes the native part (Node stops a Worker's JavaScript, not its native call).
@@ -55,6 +60,11 @@ extern "C" {
 #define IOF_THREAD_SEND_FAILED 6     // rt_tgsigqueueinfo failed (not ESRCH): a = -errno
 #define IOF_THREAD_NOT_REACHED 7     // never sent: listed after the last pass (a = 0) or the table was full (a = -E2BIG)
 
+// PF_IO_WORKER (include/linux/sched.h, 5.12+): io_uring's own threads (iou-sqp, iou-wrk). The kernel blocks every
+// signal in them, the C library's 32 and 33 too, for their whole life; they never run a handler, and inherit the
+// submitting thread's flags. Only the native side reads it (lib/kernel-constants.ts holds the flags the API shows).
+#define IOF_PF_IO_WORKER 0x00000010
+
 // What a timed-out thread's status showed at the last look.
 #define IOF_SEEN_NOTHING 0    // not looked at (the deadline came first)
 #define IOF_SEEN_PENDING 1    // the signal pending: the thread has not run since (stopped, or waiting for a CPU)
@@ -75,7 +85,8 @@ struct iof_broadcast_summary {
 };
 
 // sigaction(signo, NULL, &old): 0 SIG_DFL, 1 SIG_IGN, 2 another handler, 3 this library's broadcast handler (left
-// installed by an earlier call for a late thread); -errno on failure.
+// installed by an earlier call for a late thread), 4 blocked in the calling thread (whatever the action: a program
+// waiting for it); -errno on failure.
 long iof_signal_disposition(int signo);
 
 // SIGRTMIN and SIGRTMAX as the C library defines them (glibc keeps the first few real-time signals for itself).
@@ -92,7 +103,8 @@ long iof_broadcast_settle(void);
 
 // Puts every thread of this process in IO_FLUSHER state `value` (0 or 1): the calling thread directly, every other
 // thread listed in /proc/self/task by signal `signo` (a real-time signal whose action is SIG_DFL, or this library's
-// handler), listing again until a listing finds no new thread or `max_passes` listings found some. Waits up to
+// handler; not one the calling thread blocks), listing again until a listing finds no new thread or `max_passes`
+// listings found some. Waits up to
 // `timeout_ms` for the threads of each pass. One record per thread in `answers` (the calling thread first).
 // Returns the number of records, or, with nothing changed: -EINVAL (an argument out of range), -EBUSY (signo has a
 // handler that is not this library's, or is ignored), -EXDEV (/proc/self is not this process: a /proc of another PID

@@ -7,7 +7,6 @@
  */
 import { ChildProcessWithoutNullStreams, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { createRequire } from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
@@ -185,18 +184,22 @@ describe('calls from several threads, and a Worker terminated inside one', () =>
       `const { parentPort } = require('node:worker_threads');
        const n = require(${JSON.stringify(path.join(DIST, 'index.js'))}).createIoFlusher({ backend: 'native' });
        let report; try { report = n.setProcessIoFlusher(true, { timeoutMs: 800 }); } catch (e) { report = e.report; }
-       parentPort.postMessage(report.signal);`,
+       const ended = performance.timeOrigin + performance.now();
+       parentPort.postMessage({ signal: report.signal, ended });`,
       { eval: true },
     );
     try {
-      const workerDone = new Promise<number>((resolve) => caller.once('message', resolve));
+      const workerDone = new Promise<{ signal: number; ended: number }>((resolve) => caller.once('message', resolve));
       // Inside its call once the broadcast handler is installed on the signal it chose.
       const signo = binding.sigrtmax();
       expect(await until(() => binding.signalDisposition(signo) === 3)).toBe(true);
-      const started = performance.now();
       const report = reportOf(() => native.setProcessIoFlusher(true, { timeoutMs: 100 }));
-      expect(performance.now() - started).toBeGreaterThan(100);
-      expect(await workerDone).toBe(signo);
+      const ended = performance.timeOrigin + performance.now();
+      const worker = await workerDone;
+      // This call waited for the Worker's to end, then waited its own 100 ms for the stopped thread: had the two
+      // overlapped, this one would have ended about when the Worker's did, or before.
+      expect(ended - worker.ended).toBeGreaterThanOrEqual(90);
+      expect(worker.signal).toBe(signo);
       expect(report.signal).toBe(signo);
       expect(report.threads.find((t) => t.tid === stoppedTid)).toMatchObject({ reason: 'timed-out' });
     } finally {
@@ -230,7 +233,8 @@ describe('calls from several threads, and a Worker terminated inside one', () =>
         { eval: true },
       );
       const callerTid = await new Promise<number>((resolve) => caller!.once('message', resolve));
-      await new Promise((r) => setTimeout(r, 200)); // inside its call, waiting on the stopped thread
+      // Inside its call, waiting on the stopped thread, once that thread has the call's signal pending.
+      expect(await until(() => pendingBit(stoppedTid, binding.sigrtmax()))).toBe(true);
       await caller.terminate();
       // Its thread id comes back as a new thread's (the next id handed out is one above ns_last_pid).
       let reused: { worker: Worker; tid: number } | undefined;
@@ -312,6 +316,7 @@ describe('/proc that cannot be trusted: refused before anything changes', () => 
     }
     expect(out.set.message).toMatch(/another PID namespace.*mount a \/proc for this PID namespace/);
     expect(prctlSetCount(trace)).toBe(0);
+    fs.rmSync(path.dirname(trace), { recursive: true });
   });
 
   it.runIf(hasStrace && hasUnshare)(`no /proc at all: ENOENT (proc-unavailable) naming /proc/self/task, and no prctl made${note}`, () => {
@@ -322,6 +327,7 @@ describe('/proc that cannot be trusted: refused before anything changes', () => 
     expect(out.set).toMatchObject({ code: 'ENOENT', reason: 'proc-unavailable', syscall: 'open', path: '/proc/self/task' });
     expect(out.set.message).toMatch(/mount \/proc/);
     expect(prctlSetCount(trace)).toBe(0);
+    fs.rmSync(path.dirname(trace), { recursive: true });
   });
 });
 
@@ -339,7 +345,7 @@ describe('newborn threads and threads that block every signal', () => {
     }
   });
 
-  it.runIf(canTrace)(`a thread that blocks every signal itself (as Node's watchdog does) is named blocks-signal, its pending signal discarded, and not signalled again${traceNote}`, async () => {
+  it.runIf(canTrace && hasStrace)(`a thread that blocks every signal itself (as Node's watchdog does) is named blocks-signal, its pending signal discarded, and not signalled again${canTrace && hasStrace ? '' : ' (SKIPPED: needs root, python3 and strace)'}`, async () => {
     const { worker, tid } = await idleWorker();
     try {
       const tracer = await holdThread('mask-own', tid, -1);
@@ -351,8 +357,22 @@ describe('newborn threads and threads that block every signal', () => {
       expect(pendingBit(tid, first.signal!)).toBe(false); // discarded before SIG_DFL came back
       expect(first.handlerRestored).toBe(true);
       expect(first.passes).toBe(1);
-      // Remembered: the next call does not send it the signal (nothing pending, no wait for it).
-      const second = reportOf(() => native.setProcessIoFlusher(wanted));
+      // Remembered: the next call does not send it the signal. strace, attached to this process for that call only,
+      // records every rt_tgsigqueueinfo the call makes.
+      const trace = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'iof-strace-')), 'out');
+      const strace = spawn('strace', ['-f', '-qq', '-e', 'trace=rt_tgsigqueueinfo', '-o', trace, '-p', String(process.pid)], { stdio: 'ignore' });
+      let second: io.ProcessIoFlusherReport;
+      try {
+        expect(await until(() => /^TracerPid:\s*[1-9]/m.test(fs.readFileSync('/proc/self/status', 'latin1')))).toBe(true);
+        second = reportOf(() => native.setProcessIoFlusher(wanted));
+      } finally {
+        strace.kill('SIGINT');
+        await new Promise((resolve) => strace.once('exit', resolve));
+      }
+      const sends = fs.readFileSync(trace, 'utf8').split('\n').filter((line) => line.includes('rt_tgsigqueueinfo('));
+      fs.rmSync(path.dirname(trace), { recursive: true });
+      expect(sends.length).toBeGreaterThan(0); // the others were sent it
+      expect(sends.filter((line) => new RegExp(`rt_tgsigqueueinfo\\(\\d+, ${tid},`).test(line))).toEqual([]);
       expect(second.threads.find((t) => t.tid === tid)).toMatchObject({ reason: 'blocks-signal' });
       expect(second.handlerRestored).toBe(true);
       expect(pendingBit(tid, second.signal!)).toBe(false);
@@ -362,16 +382,98 @@ describe('newborn threads and threads that block every signal', () => {
   });
 });
 
-describe('what another thread can observe during a call', () => {
-  const hasKoffi = (() => {
-    try {
-      createRequire(__filename)('koffi');
-      return true;
-    } catch {
-      return false;
-    }
-  })();
+/** Runs test/fixtures/faults/SCRIPT in its own process: its status, signal, output and the JSON of its RESULT line. */
+function fault(script: string, args: string[] = [], env: Record<string, string> = {}) {
+  const r = spawnSync(process.execPath, [path.join(__dirname, 'fixtures/faults', script), ...args], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    timeout: 120_000,
+    env: { ...process.env, ...env },
+  });
+  const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));
+  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr, result: line ? JSON.parse(line.slice(7)) : undefined };
+}
+const hasKoffi = spawnSync(process.execPath, ['-e', "require('koffi')"], { cwd: ROOT, stdio: 'ignore' }).status === 0;
+const koffiNote = hasKoffi ? '' : ' (SKIPPED: needs the koffi dev dependency)';
+const ioUring = spawnSync(process.execPath, ['-e', `
+  const fs = require('fs');
+  (async () => { for (let i = 0; i < 20; i++) await fs.promises.readFile('/proc/self/stat');
+    process.exit(fs.readdirSync('/proc/self/task').some((t) => /^iou-/.test(fs.readFileSync('/proc/self/task/' + t + '/comm', 'latin1'))) ? 0 : 1); })();`],
+  { env: { ...process.env, UV_USE_IO_URING: '1' }, stdio: 'ignore' }).status === 0;
 
+describe('what the program does with signals and threads of its own', () => {
+  it.runIf(hasKoffi)(`a signal that arrives at the calling thread while it lists the threads (a profiler's, a timer's) never leaves live threads out${koffiNote}`, () => {
+    const r = fault('signal-during-listing.js', ['500']);
+    expect(r.result, r.stderr).toEqual({ calls: 500, partial: 0, onlySelf: 0 });
+  });
+
+  it.runIf(hasKoffi)(`a thread that blocked every signal for a moment when first looked at (around a fork, say) is signalled again once it no longer does${koffiNote}`, () => {
+    const r = fault('transient-blocker.js');
+    expect(r.result, r.stderr).toBeDefined();
+    for (const t of r.result.later) expect(t).toMatchObject({ via: 'signal' });
+  });
+
+  it.runIf(hasKoffi)(`a thread that waits for the chosen signal with sigtimedwait() takes it once; no call waits for it again, and the action comes back${koffiNote}`, () => {
+    const r = fault('sigwait-user.js');
+    expect(r.result, r.stderr).toEqual({ received: 1, timedOut: 0, disposition: 0 });
+  });
+
+  it('a signal the calling thread blocks (as a program that waits for it blocks it everywhere) is refused as in use', () => {
+    const r = spawnSync(process.execPath, ['-e', `
+      const koffi = require('koffi'); const libc = koffi.load('libc.so.6');
+      const sigemptyset = libc.func('int sigemptyset(_Inout_ uint8_t *set)');
+      const sigaddset = libc.func('int sigaddset(_Inout_ uint8_t *set, int signo)');
+      const pthread_sigmask = libc.func('int pthread_sigmask(int how, uint8_t *set, _Out_ uint8_t *old)');
+      const { binding } = require('./dist/native-binding.js').loadNativeBinding();
+      const set = Buffer.alloc(128); sigemptyset(set); sigaddset(set, binding.sigrtmax());
+      pthread_sigmask(0, set, Buffer.alloc(128));
+      const n = require('./dist/index.js').createIoFlusher({ backend: 'native' });
+      const out = {};
+      try { n.setProcessIoFlusher(true, { signal: binding.sigrtmax() }); } catch (e) { out.asked = e.code; }
+      try { n.setProcessIoFlusher(true); } catch (e) { out.chosen = e.report ? e.report.signal : e.code; }
+      out.disposition = binding.signalDisposition(binding.sigrtmax());
+      process.stdout.write(JSON.stringify(out));`], { cwd: ROOT, encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const max = binding.sigrtmax();
+    expect(JSON.parse(r.stdout)).toEqual({ asked: 'ERR_IO_FLUSHER_SIGNAL_IN_USE', chosen: max - 1, disposition: 4 });
+  });
+
+  it.runIf(ioUring)(`io_uring's own threads (every signal blocked by the kernel) are named blocks-signal at once, never waited for, and the action comes back${ioUring ? '' : ' (SKIPPED: io_uring threads do not start here)'}`, () => {
+    const r = fault('io-uring-threads.js', [], { UV_USE_IO_URING: '1' });
+    expect(r.result, r.stderr).toBeDefined();
+    expect(r.result.ioThreads).toBeGreaterThan(0);
+    expect(r.result).toMatchObject({ timedOut: 0, handlerRestored: true });
+  });
+
+  it.runIf(canTrace)(`a thread found blocking the signal that unblocks it while a debugger holds the signal: the process survives the debugger letting it go${traceNote}`, () => {
+    const r = fault('blocker-under-tracer.js');
+    expect({ status: r.status, signal: r.signal }, r.stdout + r.stderr).toEqual({ status: 0, signal: null });
+    expect(r.stdout).toContain('survived');
+  });
+
+  it.runIf(canTrace)(`the addon loaded only in a Worker that left the handler for a late thread and exited: the process survives the late signal${traceNote}`, () => {
+    const r = fault('dlclose-late-handler.js');
+    expect({ status: r.status, signal: r.signal }, r.stdout + r.stderr).toEqual({ status: 0, signal: null });
+    expect(r.stdout).toContain('still alive');
+  });
+
+  it('the emulated backend refuses a signal the program ignores, as the native one does', () => {
+    const max = binding.sigrtmax();
+    const script = `
+      const io = require('./dist/index.js');
+      const out = {};
+      for (const backend of ['native', 'emulated']) {
+        try { io.createIoFlusher({ backend, emulator: { capSysResource: true } }).setProcessIoFlusher(true, { signal: ${max} }); out[backend] = 'accepted'; }
+        catch (e) { out[backend] = e.code === 'EPERM' ? 'accepted' : e.code; }
+      }
+      process.stdout.write(JSON.stringify(out));`;
+    const r = spawnSync('sh', ['-c', `trap '' ${max}; exec "$0" -e "$1"`, process.execPath, script], { cwd: ROOT, encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ native: 'ERR_IO_FLUSHER_SIGNAL_IN_USE', emulated: 'ERR_IO_FLUSHER_SIGNAL_IN_USE' });
+  });
+});
+
+describe('what another thread can observe during a call', () => {
   it.runIf(hasKoffi)(`poll() and nanosleep() in another thread return EINTR, as glibc's setxid broadcast makes them do, and as docs/performance.md says${hasKoffi ? '' : ' (SKIPPED: needs the koffi dev dependency)'}`, async () => {
     // SA_RESTART restarts read(), write() and most waits, never poll, epoll_wait, select or the sleeps (man 7 signal).
     const sleeper = (call: string) =>
