@@ -115,11 +115,12 @@ export function setIoFlusher(enabled: boolean): void {
  * own answer for that thread), waits with a bound, and lists again until a listing finds no new thread. Threads
  * created afterwards by covered threads inherit the state.
  *
- * It leaves the program undisturbed: a signal that has an action of the program's is never used, the handler is
- * installed only for the call, with SA_RESTART (read, write and most blocking calls restart; poll, epoll_wait,
- * select and sleeps with a timeout return EINTR, as with glibc's setxid broadcast), and the previous action is
- * restored. A thread that blocks the signal (Node's own signal-watchdog thread does) is reported `blocks-signal`:
- * only `io-flusher exec` covers it. A thread that has not answered by `timeoutMs` (held by a debugger, stopped) is
+ * What the program can observe is what glibc's setxid broadcast does to it: each thread runs a short handler. A
+ * signal the program handles, ignores or blocks in the calling thread is never used; the handler is installed only
+ * for the call, with SA_RESTART, so read, write and most blocking calls restart, but poll, epoll_wait, select and
+ * sleeps with a timeout return EINTR in a thread that takes the signal (man 7 signal); the previous action is put
+ * back. A thread that blocks the signal (Node's own signal-watchdog thread does, and io_uring's threads) is reported
+ * `blocks-signal` and keeps what it inherited: only `io-flusher exec` covers it. A thread that has not answered by `timeoutMs` (held by a debugger, stopped) is
  * reported `timed-out`, and the handler stays installed (`handlerRestored: false`), harmless, until a later call or a
  * timer finds every signal it sent accounted for. Calls made from several threads of the process take turns.
  *
