@@ -37,12 +37,18 @@ function perCall(fn, iterations = ITER) {
 }
 const results = { host: os.hostname(), kernel: os.release(), node: process.version, cpus: os.cpus()[0]?.model, capSysResource: io.capabilities().sysResource };
 
-// The C programs the figures are measured against, compiled here (cached in the temp directory until the source changes).
-function buildC(name, flags = []) {
+// The C and C++ programs the figures are measured against, compiled here (cached in the temp directory until a
+// source changes). `sources`: more files linked in (broadcast-anchor links io-flusher's native core).
+function buildC(name, flags = [], sources = []) {
   const out = path.join(os.tmpdir(), `io-flusher-${name}-${process.getuid?.() ?? 0}`);
-  const src = path.join(root, `bench/${name}.c`);
-  const newest = Math.max(...[src, path.join(root, 'bench/timing.h')].map((f) => fs.statSync(f).mtimeMs));
-  if (!fs.existsSync(out) || fs.statSync(out).mtimeMs < newest) execFileSync('cc', ['-O2', ...flags, '-o', out, src]);
+  const file = ['.c', '.cc'].map((ext) => path.join(root, `bench/${name}${ext}`)).find((f) => fs.existsSync(f));
+  const linked = sources.map((s) => path.join(root, s));
+  const inputs = [file, path.join(root, 'bench/timing.h'), ...linked, ...linked.map((s) => s.replace(/\.cc$/, '.h')).filter((h) => fs.existsSync(h))];
+  const newest = Math.max(...inputs.map((f) => fs.statSync(f).mtimeMs));
+  const compiler = file.endsWith('.cc') ? ['c++', ['-std=c++17']] : ['cc', []];
+  if (!fs.existsSync(out) || fs.statSync(out).mtimeMs < newest) {
+    execFileSync(compiler[0], ['-O2', ...compiler[1], ...flags, '-o', out, file, ...linked]);
+  }
   return out;
 }
 
@@ -97,7 +103,7 @@ results.calls = calls;
 // anchors with the same number of threads: glibc's setxid broadcast (setresuid with unchanged ids signals every thread
 // and waits for each) in a C process (bench/broadcast-anchor.c) and in this very process, and a C loop reading every
 // /proc/self/task/TID/stat. io-flusher's and the in-process glibc samples alternate, so both see the same machine.
-const anchorBinary = buildC('broadcast-anchor', ['-pthread']);
+const anchorBinary = buildC('broadcast-anchor', ['-pthread'], ['native/thread_broadcast.cc', 'native/prctl_io_flusher.cc', 'native/process_exec.cc']);
 const anchorAt = (threads) => JSON.parse(execFileSync(anchorBinary, [String(threads), String(REPEATS), quick ? '10' : '40'], { encoding: 'utf8' }));
 const timedMs = (fn) => median(Array.from({ length: REPEATS }, () => {
   const t0 = performance.now();
@@ -160,6 +166,7 @@ for (const count of workerCounts) {
     perThreadUs: (ms * 1000) / threads,
     glibcSetxidPerThreadUs: anchor.setxidPerThreadUs,
     glibcSetxidHerePerThreadUs: glibcHere.length ? (median(glibcHere) * 1000) / threads : null,
+    nativeCorePerThreadUs: anchor.nativeCorePerThreadUs,
     listMs,
     cListMs: anchor.listMs,
   });
@@ -229,6 +236,9 @@ if (json) {
     `process-wide set, per thread (medians of ${PROCESS_WIDE_REPEATS})`,
     'threads  reached  io-flusher   glibc setxid (C process)  vs it   glibc setxid (this process)  vs it',
     ...results.processWide.map((p) => `${String(p.threads).padEnd(8)} ${String(p.reached).padEnd(8)} ${p.perThreadUs.toFixed(1).padStart(7)} us   ${p.glibcSetxidPerThreadUs.toFixed(1).padStart(9)} us              ${ratio(p.perThreadUs, p.glibcSetxidPerThreadUs).padEnd(7)} ${(p.glibcSetxidHerePerThreadUs == null ? 'n/a' : `${p.glibcSetxidHerePerThreadUs.toFixed(1)} us`).padStart(9)}                    ${ratio(p.perThreadUs, p.glibcSetxidHerePerThreadUs)}`),
+    'the floors, per thread: io-flusher\'s native core (every guarantee, no Node, no JavaScript) over the C process\'s threads, and glibc over Node\'s threads',
+    'threads  native core, C process  vs glibc there   glibc here vs glibc in C (Node\'s threads)',
+    ...results.processWide.map((p) => `${String(p.threads).padEnd(8)} ${p.nativeCorePerThreadUs.toFixed(1).padStart(8)} us              ${ratio(p.nativeCorePerThreadUs, p.glibcSetxidPerThreadUs).padEnd(16)} ${ratio(p.glibcSetxidHerePerThreadUs, p.glibcSetxidPerThreadUs)}`),
     `first call of the process (${results.firstCall.threads} threads, learns the thread that blocks every signal): ${results.firstCall.ms.toFixed(2)} ms`,
     '',
     'listThreads()                threads  io-flusher   C /proc/self/task/*/stat  vs C',

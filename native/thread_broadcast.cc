@@ -188,6 +188,8 @@ TaskStatus ReadStatus(int task_dir, int tid) {
     if (n < 0) status.error = errno;
     if (n <= 0) break;
     length += static_cast<size_t>(n);
+    // The kernel makes the file in one go (one seq_file record): a read with room left has returned all of it.
+    if (length < sizeof text - 1) break;
     if (length == sizeof text - 1) break;
   }
   close(fd);
@@ -240,9 +242,10 @@ long ReadStat(int task_dir, int tid, TaskStat* stat) {
 }
 
 // The thread ids in /proc/self/task, read from the start of the open directory (getdents64).
-long ListTasks(int task_dir, std::vector<int>* tids) {
+// `rewind`: false for a directory just opened (already at its start).
+long ListTasks(int task_dir, std::vector<int>* tids, bool rewind = true) {
   tids->clear();
-  if (lseek(task_dir, 0, SEEK_SET) < 0) return -errno;
+  if (rewind && lseek(task_dir, 0, SEEK_SET) < 0) return -errno;
   alignas(8) char buffer[32768];
   for (;;) {
     // Only 0 is the end: a read also stops short when the calling thread gets a signal, or a thread just listed exits.
@@ -486,7 +489,7 @@ long iof_broadcast_run(int signo, unsigned long value, long timeout_ms, int max_
   if (!g_proc_checked && !ProcIsOurs(pid)) return -EXDEV;
   g_proc_checked = true;
   std::vector<int> listed;
-  long rc = ListTasks(task_dir, &listed);
+  long rc = ListTasks(task_dir, &listed, false);
   if (rc < 0) return rc;
   if (listed.size() > static_cast<size_t>(kSlots) - g_outstanding.size()) return -E2BIG;
   // Remembered blockers no longer listed are gone: forgotten (their ids may come back as new threads).
@@ -500,8 +503,8 @@ long iof_broadcast_run(int signo, unsigned long value, long timeout_ms, int max_
   const uint32_t generation = ++g_generation;
   g_desired.store(value, std::memory_order_release);
   answers->reserve(listed.size() + 1);
-  long set_result = iof_set_io_flusher(value);
-  answers->push_back({self, IOF_THREAD_DIRECT, static_cast<int32_t>(set_result), static_cast<int32_t>(iof_get_io_flusher())});
+  answers->push_back({self, IOF_THREAD_DIRECT, 0, 0});  // the calling thread's own prctl: made once the first signals are out
+  bool self_done = false;
 
   std::vector<int> known = {self};  // sorted
   std::vector<Sent> sent;
@@ -521,32 +524,15 @@ long iof_broadcast_run(int signo, unsigned long value, long timeout_ms, int max_
     }
     summary->passes++;
 
-    // Send: a remembered blocker (the same thread: same start time) that still blocks the signal is not sent it again.
+    // Send. A remembered blocker is looked at after the others have been sent theirs (its two /proc reads would only
+    // delay them), and the calling thread makes its own prctl then too, while the others run their handlers.
     sent.clear();
-    for (int tid : fresh) {
-      auto blocker = std::find_if(g_blockers.begin(), g_blockers.end(), [tid](const Blocker& b) { return b.tid == tid; });
-      if (blocker != g_blockers.end()) {
-        TaskStatus status = ReadStatus(task_dir, tid);
-        TaskStat stat;
-        long read = IsGone(status.error) ? -ESRCH : ReadStat(task_dir, tid, &stat);
-        if (read == -ENOENT || read == -ESRCH) {
-          g_blockers.erase(blocker);
-          answers->push_back({tid, IOF_THREAD_EXITED, 0, 0});
-          continue;
-        }
-        if (read == 0 && stat.start_time == blocker->start_time && status.error == 0 &&
-            (blocker->waits_for_it || (Has(status.blocked, signo) && (!InLibcWindow(status.blocked) || (stat.flags & IOF_PF_IO_WORKER))))) {
-          answers->push_back({tid, IOF_THREAD_BLOCKS_SIGNAL, 0, static_cast<int32_t>(stat.flags)});
-          continue;
-        }
-        // It no longer blocks it (a critical section, a fork, has ended), or a new thread has its id, or it cannot be
-        // read: sent the signal like any other.
-        g_blockers.erase(blocker);
-      }
+    std::vector<int> deferred;
+    auto send_to = [&](int tid) {
       int slot = AllocateSlot();
       if (slot < 0) {
         answers->push_back({tid, IOF_THREAD_NOT_REACHED, -E2BIG, 0});
-        continue;
+        return;
       }
       g_slots[slot].word.store(Pack(generation, kPending), std::memory_order_release);
       siginfo_t info;
@@ -563,6 +549,37 @@ long iof_broadcast_run(int signo, unsigned long value, long timeout_ms, int max_
         FreeSlot(slot);
         answers->push_back({tid, sent_rc == -ESRCH ? IOF_THREAD_EXITED : IOF_THREAD_SEND_FAILED, static_cast<int32_t>(sent_rc), 0});
       }
+    };
+    for (int tid : fresh) {
+      bool remembered = std::any_of(g_blockers.begin(), g_blockers.end(), [tid](const Blocker& b) { return b.tid == tid; });
+      if (remembered) deferred.push_back(tid);
+      else send_to(tid);
+    }
+    if (!self_done) {
+      self_done = true;
+      long set_result = iof_set_io_flusher(value);
+      (*answers)[0] = {self, IOF_THREAD_DIRECT, static_cast<int32_t>(set_result), static_cast<int32_t>(iof_get_io_flusher())};
+    }
+    // A remembered blocker (the same thread: same start time) that still blocks the signal is not sent it again.
+    for (int tid : deferred) {
+      auto blocker = std::find_if(g_blockers.begin(), g_blockers.end(), [tid](const Blocker& b) { return b.tid == tid; });
+      TaskStatus status = ReadStatus(task_dir, tid);
+      TaskStat stat;
+      long read = IsGone(status.error) ? -ESRCH : ReadStat(task_dir, tid, &stat);
+      if (read == -ENOENT || read == -ESRCH) {
+        g_blockers.erase(blocker);
+        answers->push_back({tid, IOF_THREAD_EXITED, 0, 0});
+        continue;
+      }
+      if (read == 0 && stat.start_time == blocker->start_time && status.error == 0 &&
+          (blocker->waits_for_it || (Has(status.blocked, signo) && (!InLibcWindow(status.blocked) || (stat.flags & IOF_PF_IO_WORKER))))) {
+        answers->push_back({tid, IOF_THREAD_BLOCKS_SIGNAL, 0, static_cast<int32_t>(stat.flags)});
+        continue;
+      }
+      // It no longer blocks it (a critical section, a fork, has ended), or a new thread has its id, or it cannot be
+      // read: sent the signal like any other.
+      g_blockers.erase(blocker);
+      send_to(tid);
     }
 
     // Wait for the answers; look at the silent threads' status from 2 ms on.
@@ -664,6 +681,10 @@ long iof_broadcast_run(int signo, unsigned long value, long timeout_ms, int max_
     }
     rc = ListTasks(task_dir, &listed);
     if (rc < 0) break;  // the threads reached so far are reported; no new listing, no new pass
+  }
+  if (!self_done) {  // a process with no other thread
+    long set_result = iof_set_io_flusher(value);
+    (*answers)[0] = {self, IOF_THREAD_DIRECT, static_cast<int32_t>(set_result), static_cast<int32_t>(iof_get_io_flusher())};
   }
   Settle(task_dir, installed_by_this_call ? signo : 0);
   summary->handler_restored = !g_installed[signo].on;
