@@ -54,8 +54,33 @@ std::atomic<int> g_answers{0};
 std::atomic<int> g_wake_at{0};
 std::atomic<bool> g_waiting{false};
 
-// Everything below is guarded by g_call_lock, which the handler never takes.
-pthread_mutex_t g_call_lock = PTHREAD_MUTEX_INITIALIZER;
+// Everything below is guarded by CallLock, which the handler never takes. A futex word of its own (0 free, 1 held, 2
+// held with waiters: Drepper, "Futexes Are Tricky") rather than a pthread mutex: pthread_mutex_trylock has been
+// versioned GLIBC_2.34 since libpthread moved into libc, and the prebuilds must load on glibc 2.28.
+std::atomic<int> g_call_lock{0};
+
+void Futex(std::atomic<int>* word, int op, int value) {
+  syscall(SYS_futex, reinterpret_cast<int*>(word), op, value, nullptr, nullptr, 0);
+}
+
+void CallLock() {
+  int c = 0;
+  if (g_call_lock.compare_exchange_strong(c, 1, std::memory_order_acquire)) return;
+  if (c != 2) c = g_call_lock.exchange(2, std::memory_order_acquire);
+  while (c != 0) {
+    Futex(&g_call_lock, FUTEX_WAIT_PRIVATE, 2);
+    c = g_call_lock.exchange(2, std::memory_order_acquire);
+  }
+}
+
+bool CallTryLock() {
+  int c = 0;
+  return g_call_lock.compare_exchange_strong(c, 1, std::memory_order_acquire);
+}
+
+void CallUnlock() {
+  if (g_call_lock.exchange(0, std::memory_order_release) == 2) Futex(&g_call_lock, FUTEX_WAKE_PRIVATE, 1);
+}
 uint32_t g_generation = 0;
 bool g_slot_busy[kSlots];
 int g_lowest_free = 0;  // no free slot below this one
@@ -86,8 +111,8 @@ struct Installed {
 Installed g_installed[_NSIG];
 
 struct Locked {
-  Locked() { pthread_mutex_lock(&g_call_lock); }
-  ~Locked() { pthread_mutex_unlock(&g_call_lock); }
+  Locked() { CallLock(); }
+  ~Locked() { CallUnlock(); }
 };
 
 // A child forked while another thread held the lock would find it held forever: it starts with it free (only the
@@ -299,9 +324,10 @@ bool IsOurs(const struct sigaction& action) {
 
 long Install(int signo) {
   // A signal the calling thread blocks is one the program waits for (sigwaitinfo, signalfd: they need it blocked in
-  // every thread): its waiting thread would take the broadcast's signal as its own. In use, so refused.
+  // every thread): its waiting thread would take the broadcast's signal as its own. In use, so refused. (sigprocmask is
+  // the calling thread's mask on Linux, as pthread_sigmask is; the latter is versioned GLIBC_2.32, past our 2.28.)
   sigset_t mask;
-  if (pthread_sigmask(SIG_BLOCK, nullptr, &mask) == 0 && sigismember(&mask, signo)) return -EBUSY;
+  if (sigprocmask(SIG_BLOCK, nullptr, &mask) == 0 && sigismember(&mask, signo)) return -EBUSY;
   struct sigaction current;
   if (sigaction(signo, nullptr, &current) != 0) return -errno;
   if (g_installed[signo].on) {
@@ -408,7 +434,7 @@ void Settle(int task_dir, int installed_now) {
 // one thread, none of the parent's outstanding signals, and maybe the handler installed (fork copies the actions):
 // it starts afresh, with every action of the broadcast's back to SIG_DFL (the only action it ever replaces).
 void ChildAfterFork() {
-  pthread_mutex_init(&g_call_lock, nullptr);
+  g_call_lock.store(0);
   g_cached_pid.store(0);
   t_cached_tid = 0;
   g_proc_checked = false;
@@ -442,7 +468,7 @@ long iof_signal_disposition(int signo) {
   struct sigaction current;
   if (sigaction(signo, nullptr, &current) != 0) return -errno;
   sigset_t mask;
-  if (pthread_sigmask(SIG_BLOCK, nullptr, &mask) == 0 && sigismember(&mask, signo)) return 4;
+  if (sigprocmask(SIG_BLOCK, nullptr, &mask) == 0 && sigismember(&mask, signo)) return 4;
   if (IsOurs(current)) return 3;
   if (current.sa_flags & SA_SIGINFO) return 2;
   if (current.sa_handler == SIG_DFL) return 0;
@@ -455,9 +481,9 @@ long iof_sigrtmax(void) { return SIGRTMAX; }
 
 long iof_broadcast_settle(void) {
   // Never waits for a call in progress on another thread (it settles at its end): the caller's event loop stays free.
-  if (pthread_mutex_trylock(&g_call_lock) != 0) return 1;
+  if (!CallTryLock()) return 1;
   struct Unlock {
-    ~Unlock() { pthread_mutex_unlock(&g_call_lock); }
+    ~Unlock() { CallUnlock(); }
   } unlock;
   if (g_outstanding.empty()) return 0;
   int task_dir = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -701,10 +727,10 @@ long iof_execve_between_broadcasts(const char* path, char* const argv[], char* c
   for (int signo = SIGRTMIN; signo <= SIGRTMAX; signo++) {
     if (g_installed[signo].on) sigaddset(&ours, signo);
   }
-  pthread_sigmask(SIG_BLOCK, &ours, &old);
+  sigprocmask(SIG_BLOCK, &ours, &old);
   const struct timespec now = {0, 0};
   while (sigtimedwait(&ours, nullptr, &now) > 0) {
   }
-  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  sigprocmask(SIG_SETMASK, &old, nullptr);
   return iof_execve(path, argv, envp);
 }

@@ -64,7 +64,6 @@ const TARGETS = [
 
 // Only the Node-API entry points are exported: napi_register_module_v1, and node_api_module_get_api_version_v1 that
 // newer Node versions also look up (both defined by node_api.h's NAPI_MODULE macros).
-const EXPORTS_MAP = '{\n  global: napi_register_module_v1; node_api_module_get_api_version_v1;\n  local: *;\n};\n';
 
 const STARTED = Date.now();
 const log = (msg) => console.log(`prebuild [${((Date.now() - STARTED) / 1000).toFixed(1)}s]: ${msg}`);
@@ -117,10 +116,8 @@ function stage(target, inputs) {
 function toolchainEnv(target, dir, zig) {
   const tc = path.join(dir, '.toolchain');
   fs.mkdirSync(tc, { recursive: true });
-  const exportsMap = path.join(tc, 'exports.map');
-  fs.writeFileSync(exportsMap, EXPORTS_MAP);
-  const env = { LDFLAGS: `-Wl,--version-script=${exportsMap}` };
-  if (!target.zigTarget) return { ...env, CC: target.cc, CXX: target.cxx };
+  // The exports (Node-API's registration only) and -z nodelete come from binding.gyp's ldflags (native/exports.map).
+  if (!target.zigTarget) return { CC: target.cc, CXX: target.cxx };
   if (zig.includes("'")) throw new Error(`zig path ${zig} contains a quote`);
   for (const [name, mode] of [['cc', 'cc'], ['c++', 'c++']]) {
     const file = path.join(tc, name);
@@ -131,7 +128,7 @@ function toolchainEnv(target, dir, zig) {
     CC: path.join(tc, 'cc'),
     CXX: path.join(tc, 'c++'),
     // -O2 at link time too: zig builds libc++ for the link in the link command's mode (Debug without -O).
-    LDFLAGS: `${env.LDFLAGS} -O2`,
+    LDFLAGS: '-O2',
     ZIG_GLOBAL_CACHE_DIR: path.join(toolsDir(), 'zig-cache'),
     ZIG_LOCAL_CACHE_DIR: path.join(toolsDir(), 'zig-cache'),
   };
