@@ -13,10 +13,11 @@
 //   npm run lab:pressure -- --campaign [--until-pairs 10] [--min-pairs 3] [--cells bookworm:dirty,trixie:dirty,...]
 //   npm run lab:pressure -- --summary [--results FILE]
 //   npm run lab:pressure -- --plot [--results FILE] [--out DIR]
+//   npm run lab:pressure -- --stacks [--results FILE]      (where the blocked threads were, per cell and outcome)
 // --runs N runs N pairs, alternating which side goes first, unless --protect names one side. --campaign takes each
 // cell (kernel:variant) in order to --min-pairs pairs, and to --until-pairs when its sides differ (see docs/lab).
 // SIGTERM or SIGINT to this process (not its process group) stops after the run in progress has been recorded.
-// Environment for the guest (pressure-run.sh): NBD_LAB_WRITE_MIB (128), NBD_LAB_STALL_S (10), NBD_LAB_HANG_S (300),
+// Environment for the guest (pressure-run.sh): NBD_LAB_WRITE_MIB (64), NBD_LAB_STALL_S (10), NBD_LAB_HANG_S (300),
 // NBD_LAB_BOUND_S (600), NBD_LAB_SWAP_MIB (512), NBD_LAB_HOG_OVER_MIB (256), NBD_LAB_MEMCG_MIB (160).
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -161,6 +162,43 @@ export function sparklines(records) {
   return lines.join('\n');
 }
 
+/**
+ * Where the blocked tasks were, per kernel, variant and side: for each outcome with a stall, the blocked (D) threads
+ * of the snapshot that explains it (a hang's end, else the start of the run's last recorded stall), their stacks
+ * cut to the first `frames` frames and the last 4 (where the call came from), with the number of runs that had each.
+ */
+export function stacks(records, frames = 6) {
+  const out = [];
+  for (const [key, rs] of groups(records.filter((r) => r.snapshots))) {
+    const [kernel, variant, sideName] = key.split('|');
+    const byOutcome = new Map();
+    for (const r of rs) {
+      const o = r.outcome;
+      if (!['stalled', 'hung', 'unresolved'].includes(o)) continue;
+      const names = Object.keys(r.snapshots);
+      const snap = r.snapshots.end ?? r.snapshots[names.filter((n) => n.startsWith('stall-')).sort((a, b) => a.localeCompare(b, 'en', { numeric: true })).at(-1)];
+      if (!snap) continue;
+      if (!byOutcome.has(o)) byOutcome.set(o, { runs: 0, lines: new Map() });
+      const entry = byOutcome.get(o);
+      entry.runs++;
+      const seen = new Set();
+      for (const t of snap.threads.filter((x) => x.state === 'D')) {
+        const f = t.stack.split(' < ');
+        const cut = f.length > frames + 4 ? [...f.slice(0, frames), '...', ...f.slice(-4)] : f;
+        const line = `${t.role.padEnd(7)} ${t.name.padEnd(16)} ${cut.join(' < ')}`;
+        if (seen.has(line)) continue;
+        seen.add(line);
+        entry.lines.set(line, (entry.lines.get(line) ?? 0) + 1);
+      }
+    }
+    for (const [o, { runs, lines }] of byOutcome) {
+      out.push(`${kernel} ${variant} ${sideName}, ${o} (${runs} runs): blocked threads (runs that had each)`);
+      for (const [line, n] of [...lines].sort((a, b) => b[1] - a[1])) out.push(`  ${String(n).padStart(3)}  ${line}`);
+    }
+  }
+  return out.join('\n');
+}
+
 /** Whether a cell's two sides differ: their counts of runs that did not finish without a stall differ. */
 export function showsEffect(records) {
   const bad = (p) => records.filter((r) => r.protect === p && ['stalled', 'hung', 'unresolved', 'incomplete'].includes(outcomeOf(r).outcome)).length;
@@ -251,6 +289,7 @@ async function main() {
       memory: { type: 'string', default: '960' },
       results: { type: 'string', default: DEFAULT_RESULTS },
       summary: { type: 'boolean', default: false },
+      stacks: { type: 'boolean', default: false },
       plot: { type: 'boolean', default: false },
       out: { type: 'string' },
       campaign: { type: 'boolean', default: false },
@@ -260,6 +299,10 @@ async function main() {
     },
   });
   const file = path.resolve(values.results);
+  if (values.stacks) {
+    process.stdout.write(`${stacks(readResults(file))}\n`);
+    return 0;
+  }
   if (values.summary || values.plot) {
     const records = readResults(file);
     if (values.plot) {

@@ -18,6 +18,7 @@ export function panelSpec(records, title) {
     const run = `${r.protect}-${i}`;
     const { t, nbd0WriteSectors } = r.series;
     const outcome = outcomeOf(r).outcome;
+    lines.push({ run, side: SIDE[r.protect], t: 0, mib: 0 });
     for (let k = 0; k < t.length; k++) lines.push({ run, side: SIDE[r.protect], t: t[k], mib: nbd0WriteSectors[k] * SECTOR_MIB });
     if (t.length) ends.push({ run, side: SIDE[r.protect], t: t.at(-1), mib: nbd0WriteSectors.at(-1) * SECTOR_MIB, outcome });
   });
@@ -34,7 +35,7 @@ export function panelSpec(records, title) {
         data: { values: lines },
         mark: { type: 'line', strokeWidth: 1.2, opacity: 0.7 },
         encoding: {
-          x: { field: 't', type: 'quantitative', title: 'seconds since the writer was released' },
+          x: { field: 't', type: 'quantitative', title: 'seconds since the load was released (the writer; in variant swap, the hog)' },
           y: { field: 'mib', type: 'quantitative', title: 'MiB written to /dev/nbd0 (completed)' },
           color,
           detail: { field: 'run' },

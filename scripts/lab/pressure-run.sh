@@ -51,7 +51,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 node=$(command -v node)
 cli="$root/dist/cli.js"
 server="$root/examples/nbd-server/dist/server.js"
-mib=${NBD_LAB_WRITE_MIB:-128}
+mib=${NBD_LAB_WRITE_MIB:-64}
 stall_s=${NBD_LAB_STALL_S:-10}
 hang_s=${NBD_LAB_HANG_S:-300}
 bound_s=${NBD_LAB_BOUND_S:-600}
@@ -341,6 +341,10 @@ while :; do
   fi
 done
 kv stoppedBy "$stopped_by"
+if [ "$variant" = memcg ]; then
+  kv memcgMaxUsageMiB $(($(cat /sys/fs/cgroup/memory/lab/memory.max_usage_in_bytes) >> 20))
+  kv memcgFailcnt "$(cat /sys/fs/cgroup/memory/lab/memory.failcnt)"
+fi
 kv guestLoadavgEnd "$(cut -d' ' -f1-3 /proc/loadavg)"
 
 writer_exit=null
