@@ -11,9 +11,10 @@
 //   npm run lab:pressure -- [--runs N] [--variant dirty|swap|memcg] [--kernel bookworm|trixie|bullseye]
 //                           [--protect both|exec|none] [--node MAJOR] [--memory MIB] [--results FILE]
 //   npm run lab:pressure -- --campaign [--until-pairs 10] [--min-pairs 3] [--cells bookworm:dirty,trixie:dirty,...]
-//   npm run lab:pressure -- --summary [--results FILE]
+//   npm run lab:pressure -- --summary [--results FILE] [--readme docs/lab/README.md (writes the table there)]
 //   npm run lab:pressure -- --plot [--results FILE] [--out DIR]
 //   npm run lab:pressure -- --stacks [--results FILE]      (where the blocked threads were, per cell and outcome)
+//   npm run lab:pressure -- --reclassify [--results FILE]  (rewrite the derived fields; never while a campaign runs)
 // --runs N runs N pairs, alternating which side goes first, unless --protect names one side. --campaign takes each
 // cell (kernel:variant) in order to --min-pairs pairs, and to --until-pairs when its sides differ (see docs/lab).
 // SIGTERM or SIGINT to this process (not its process group) stops after the run in progress has been recorded.
@@ -24,7 +25,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { buildRecord, COUNTED, isOld, outcomeOf } from './lab/record.mjs';
+import { buildRecord, classify, COUNTED, derive, isOld, outcomeOf } from './lab/record.mjs';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 export const DEFAULT_RESULTS = path.join(root, 'docs/lab/pressure.jsonl');
@@ -83,9 +84,10 @@ export function runOnce({ variant, protect, kernel = 'bookworm', node = 'system'
 }
 const round2 = (x) => Math.round(x * 100) / 100;
 
+/** The records of the results file, each read under the current definitions (see derive in scripts/lab/record.mjs). */
 export function readResults(file) {
   if (!fs.existsSync(file)) return [];
-  return fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  return fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => derive(JSON.parse(l)));
 }
 
 const median = (xs) => {
@@ -104,7 +106,9 @@ export function groups(records) {
     if (!map.has(key)) map.set(key, []);
     map.get(key).push(r);
   }
-  return [...map].sort(([a], [b]) => a.localeCompare(b));
+  // New records first, old ones after them.
+  const order = (key) => `${key.endsWith('|old') ? 1 : 0}|${key}`;
+  return [...map].sort(([a], [b]) => order(a).localeCompare(order(b)));
 }
 
 /** The table: one row per kernel, variant, side (and definition), the outcomes counted apart. */
@@ -290,7 +294,9 @@ async function main() {
       results: { type: 'string', default: DEFAULT_RESULTS },
       summary: { type: 'boolean', default: false },
       stacks: { type: 'boolean', default: false },
+      reclassify: { type: 'boolean', default: false },
       plot: { type: 'boolean', default: false },
+      readme: { type: 'string' },
       out: { type: 'string' },
       campaign: { type: 'boolean', default: false },
       cells: { type: 'string', default: DEFAULT_CELLS.join(',') },
@@ -299,6 +305,15 @@ async function main() {
     },
   });
   const file = path.resolve(values.results);
+  if (values.reclassify) {
+    // Rewrites the derived fields of every record under the current definitions. Not while a campaign appends to the
+    // file: a line appended between the read and the rename would be lost.
+    const lines = readResults(file).map((r) => JSON.stringify(r.series ? r : { ...r, ...(({ outcome, reason }) => ({ outcome, outcomeReason: reason }))(classify(r)) }));
+    fs.writeFileSync(`${file}.tmp`, `${lines.join('\n')}\n`);
+    fs.renameSync(`${file}.tmp`, file);
+    process.stdout.write(`lab: ${lines.length} records re-classified in ${path.relative(process.cwd(), file)}\n`);
+    return 0;
+  }
   if (values.stacks) {
     process.stdout.write(`${stacks(readResults(file))}\n`);
     return 0;
@@ -310,7 +325,16 @@ async function main() {
       const outDir = path.resolve(values.out ?? path.join(path.dirname(file), 'plots'));
       for (const p of await writePlots(records, outDir)) process.stdout.write(`lab: wrote ${path.relative(process.cwd(), p)}\n`);
     }
-    if (values.summary) {
+    if (values.summary && values.readme) {
+      // The lab page's table, replaced between its markers, so that the page shows what the file holds.
+      const readme = path.resolve(values.readme);
+      const text = fs.readFileSync(readme, 'utf8');
+      const begin = '<!-- summary:begin -->';
+      const end = '<!-- summary:end -->';
+      if (!text.includes(begin) || !text.includes(end)) throw new Error(`${readme} has no ${begin} ... ${end} markers`);
+      fs.writeFileSync(readme, `${text.slice(0, text.indexOf(begin) + begin.length)}\n${summarize(records)}\n${text.slice(text.indexOf(end))}`);
+      process.stdout.write(`lab: table written to ${path.relative(process.cwd(), readme)}\n`);
+    } else if (values.summary) {
       process.stdout.write(`${summarize(records)}\n`);
       if (process.stdout.isTTY) process.stdout.write(`\n${sparklines(records)}\n`);
     }

@@ -228,7 +228,7 @@ kv writerFlags "$(printf '0x%x' "$(pf_flags "/proc/$writer_pid/stat")")"
 # ---------------------------------------------------------------------------------------------------------------------
 # Snapshots of where the tasks are, with shell builtins only (a stuck machine may not start a program in time).
 snapshot() { # NAME T
-  local name=$1 t=$2 dir pid tid stat rest comm state flags role wchan stack line
+  local name=$1 t=$2 dir pid tid stat rest comm state flags role wchan stack frames line
   for dir in /proc/[0-9]*/task/[0-9]*; do
     pid=${dir#/proc/} && pid=${pid%%/*} && tid=${dir##*/}
     IFS= read -r stat <"$dir/stat" 2>/dev/null || continue
@@ -247,11 +247,17 @@ snapshot() { # NAME T
     fi
     wchan=
     IFS= read -r wchan <"$dir/wchan" 2>/dev/null
-    stack=
-    while IFS= read -r line; do
-      line=${line#*] } && line=${line%%+0x*}
-      stack+="${stack:+ < }$line"
-    done <"$dir/stack" 2>/dev/null
+    # A thread being woken can give a stack cut short: read it up to three times, keep the longest.
+    stack= frames=0
+    for _ in 1 2 3; do
+      local try='' n=0
+      while IFS= read -r line; do
+        line=${line#*] } && line=${line%%+0x*}
+        try+="${try:+ < }$line" && n=$((n + 1))
+      done <"$dir/stack" 2>/dev/null
+      ((n > frames)) && stack=$try frames=$n
+      [[ $try == *entry_SYSCALL* || $try == *ret_from_fork* || $try == *asm_exc_page_fault* ]] && break
+    done
     printf 'lab-thread\t%s\t%s\t%s\t%s\t%s\t0x%x\t%s\t%s\t%s\t%s\n' "$name" "$t" "$role" "$pid" "$tid" "$flags" "$state" \
       "${wchan:-0}" "${comm//$'\t'/ }" "$stack" >>"$work/threads"
   done

@@ -124,19 +124,35 @@ export function stallEpisodes(series, thresholdSeconds, { writerFinished = false
 const round1 = (x) => Math.round(x * 10) / 10;
 
 /**
+ * Whether two kernel stacks of one thread are the same place. A stack read while the thread is being woken (a thread
+ * in balance_dirty_pages sleeps at most 200 ms at a time, then checks again) can come out cut short, its outer
+ * frames missing: the shorter then counts as the same place when it is the start of the longer and has at least
+ * MIN_SAME_FRAMES frames.
+ */
+export const MIN_SAME_FRAMES = 4;
+export function samePlace(a, b) {
+  if (a === b) return 'same';
+  const [short, long] = [a.split(' < '), b.split(' < ')].sort((x, y) => x.length - y.length);
+  return short.length >= MIN_SAME_FRAMES && short.every((f, i) => f === long[i]) ? 'cut-short' : undefined;
+}
+
+/**
  * Where the tasks were at the start of the last stall and at its end. `same` is the hang's evidence: at least one
  * server thread was blocked (D) at the start, and every server and writer thread blocked then is blocked at the end
- * with the same kernel stack.
+ * in the same place (samePlace).
  */
 export function compareSnapshots(start, end) {
   if (!start || !end) return undefined;
   const at = new Map(end.threads.map((t) => [`${t.role}:${t.tid}`, t]));
   const blocked = start.threads.filter((t) => (t.role === 'server' || t.role === 'writer') && t.state === 'D');
   const moved = [];
+  let cutShort = 0;
   for (const t of blocked) {
     const e = at.get(`${t.role}:${t.tid}`);
-    if (!e || e.state !== 'D' || e.stack !== t.stack) {
-      moved.push({ role: t.role, tid: t.tid, name: t.name, start: `${t.state} ${t.wchan}`, end: e ? `${e.state} ${e.wchan}` : 'gone' });
+    const place = e && e.state === 'D' ? samePlace(t.stack, e.stack) : undefined;
+    if (place === 'cut-short') cutShort++;
+    if (!place) {
+      moved.push({ role: t.role, tid: t.tid, name: t.name, start: `${t.state} ${t.stack}`, end: e ? `${e.state} ${e.stack}` : 'gone' });
     }
   }
   const blockedKeys = new Set(start.threads.filter((t) => t.state === 'D').map((t) => `${t.role}:${t.tid}`));
@@ -148,6 +164,7 @@ export function compareSnapshots(start, end) {
     endSeconds: end.t,
     blockedAtStart: blocked.map((t) => ({ role: t.role, tid: t.tid, name: t.name, wchan: t.wchan })),
     unchanged: blocked.length - moved.length,
+    stacksCutShort: cutShort,
     moved,
     newlyBlocked,
     same: blocked.some((t) => t.role === 'server') && moved.length === 0,
@@ -233,33 +250,43 @@ export function buildRecord(output, host) {
   });
   delete record.guestLoadavgStart;
   delete record.guestLoadavgEnd;
-  if (g.unsupported) return { ...record, ...outcomeFields(classify(record)) };
-  if (g.error && parsed.series.t.length === 0) return { ...record, ...outcomeFields(classify(record)) };
-  const threshold = g.stallThresholdSeconds ?? DEFAULT_STALL_SECONDS;
-  const { episodes, longestStallSeconds } = stallEpisodes(parsed.series, threshold, {
-    writerFinished: g.stoppedBy === 'writer-exited',
-    fromSeconds: (g.watchFromMs ?? 0) / 1000,
-  });
-  const stallNames = Object.keys(parsed.snapshots).filter((n) => n.startsWith('stall-')).sort((a, b) => Number(a.slice(6)) - Number(b.slice(6)));
-  const end = parsed.snapshots.end;
+  if (g.unsupported || (g.error && parsed.series.t.length === 0)) return { ...record, ...outcomeFields(classify(record)) };
   record.series = parsed.series;
-  record.episodes = episodes;
-  record.longestStallSeconds = longestStallSeconds;
   record.snapshots = parsed.snapshots;
-  record.stackComparison = end ? compareSnapshots(parsed.snapshots[stallNames.at(-1)], end) : undefined;
-  // The cause: where the server was blocked at the end of a hang, else at the start of the longest stall recorded.
-  const explained = end ?? parsed.snapshots[stallNames.at(-1)];
-  record.cause = episodes.length ? causeOf(explained) : undefined;
   record.kernelLog = parsed.kernelLog.length ? parsed.kernelLog : undefined;
-  const c = classify(record);
-  // Fields older readers of the record use (scripts/test-nbd.mjs): completed and hung, from the outcome.
-  record.completed = c.outcome === 'no-stall' || c.outcome === 'stalled';
-  record.hung = c.outcome === 'hung';
-  return { ...record, ...outcomeFields(c) };
+  return derive(record);
 }
 const outcomeFields = (c) => ({ outcome: c.outcome, outcomeReason: c.reason });
 
-/** The outcome of any record, old or new (new ones carry it; old ones are classified on reading). */
+/**
+ * A new record's derived fields (stalls, the comparison of the snapshots, the cause, the outcome), computed again
+ * from what the run recorded (the series and the snapshots), so that every record is read under the definitions of
+ * this file.
+ */
+export function derive(record) {
+  if (!record.series || record.outcome === 'unsupported' || (record.error && !record.series.t.length)) return record;
+  const threshold = record.stallThresholdSeconds ?? DEFAULT_STALL_SECONDS;
+  const { episodes, longestStallSeconds } = stallEpisodes(record.series, threshold, {
+    writerFinished: record.stoppedBy === 'writer-exited',
+    fromSeconds: (record.watchFromMs ?? 0) / 1000,
+  });
+  const snapshots = record.snapshots ?? {};
+  const stallNames = Object.keys(snapshots).filter((n) => n.startsWith('stall-')).sort((a, b) => Number(a.slice(6)) - Number(b.slice(6)));
+  const end = snapshots.end;
+  const r = { ...record, episodes, longestStallSeconds };
+  r.stackComparison = end ? compareSnapshots(snapshots[stallNames.at(-1)], end) : undefined;
+  // The cause: where the server was blocked at the end of a hang, else at the start of the last stall recorded.
+  r.cause = episodes.length ? causeOf(end ?? snapshots[stallNames.at(-1)]) : undefined;
+  const c = classify(r);
+  // Fields older readers of the record use (scripts/test-nbd.mjs): completed and hung, from the outcome.
+  r.completed = c.outcome === 'no-stall' || c.outcome === 'stalled';
+  r.hung = c.outcome === 'hung';
+  return { ...r, ...outcomeFields(c) };
+}
+
+/** The outcome of any record, old or new, under the definitions of this file. */
 export function outcomeOf(record) {
-  return record.outcome ? { outcome: record.outcome, reason: record.outcomeReason } : classify(record);
+  if (!record.series) return classify(record);
+  const r = derive(record);
+  return { outcome: r.outcome, reason: r.outcomeReason };
 }

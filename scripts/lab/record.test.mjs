@@ -2,7 +2,7 @@
 // counted as a hang, a hang needs the bound and the same blocked threads at both ends, old records stay apart.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { buildRecord, classify, compareSnapshots, parseGuestOutput, stallEpisodes } from './record.mjs';
+import { buildRecord, classify, compareSnapshots, parseGuestOutput, samePlace, stallEpisodes } from './record.mjs';
 
 const series = (points) => ({
   t: points.map((p) => p[0]),
@@ -53,6 +53,17 @@ test('a blocked thread that moved, or no blocked server thread: not the same', (
   assert.equal(compareSnapshots(start, moved).moved[0].tid, 101);
   const writerOnly = { t: 10, threads: [thread('server', 101, 'S', 'ep_poll'), thread('writer', 200, 'D', BDP)] };
   assert.equal(compareSnapshots(writerOnly, writerOnly).same, false);
+});
+
+test('a stack cut short (read while the thread was waking) is the same place only as the start of the other', () => {
+  const full = `${BDP} < vfs_write < __x64_sys_pwrite64 < do_syscall_64`;
+  assert.equal(samePlace(full, full), 'same');
+  assert.equal(samePlace(BDP, full), 'cut-short');
+  assert.equal(samePlace('balance_dirty_pages < balance_dirty_pages_ratelimited_flags', full), undefined);
+  assert.equal(samePlace(`folio_wait_writeback < ${BDP}`, full), undefined);
+  const start = { t: 10, threads: [thread('server', 101, 'D', BDP)] };
+  const end = { t: 300, threads: [thread('server', 101, 'D', full)] };
+  assert.deepEqual([compareSnapshots(start, end).same, compareSnapshots(start, end).stacksCutShort], [true, 1]);
 });
 
 test('hung needs the bound of at least 300 s and the same threads; stalled needs a stall that ended', () => {
