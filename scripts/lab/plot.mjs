@@ -14,7 +14,8 @@ const SECTOR_MIB = 512 / (1 << 20);
 export function panelSpec(records, title) {
   const lines = [];
   const ends = [];
-  records.forEach((r, i) => {
+  // Unprotected first, so the protected lines are drawn on top of them.
+  [...records].sort((a, b) => (a.protect === b.protect ? 0 : a.protect === 'none' ? -1 : 1)).forEach((r, i) => {
     const run = `${r.protect}-${i}`;
     const { t, nbd0WriteSectors } = r.series;
     const outcome = outcomeOf(r).outcome;
@@ -35,7 +36,8 @@ export function panelSpec(records, title) {
         data: { values: lines },
         mark: { type: 'line', strokeWidth: 1.2, opacity: 0.7 },
         encoding: {
-          x: { field: 't', type: 'quantitative', title: 'seconds since the load was released (the writer; in variant swap, the hog)' },
+          // symlog: the few seconds of a run without a stall and the 300 s of a hang both get room.
+          x: { field: 't', type: 'quantitative', scale: { type: 'symlog', constant: 1 }, axis: { values: [0, 1, 2, 5, 10, 20, 50, 100, 200, 300, 500] }, title: 'seconds since the load was released (the writer; in variant swap, the hog); symlog scale' },
           y: { field: 'mib', type: 'quantitative', title: 'MiB written to /dev/nbd0 (completed)' },
           color,
           detail: { field: 'run' },
@@ -45,7 +47,7 @@ export function panelSpec(records, title) {
         data: { values: ends },
         mark: { type: 'point', filled: true, size: 60 },
         encoding: {
-          x: { field: 't', type: 'quantitative' },
+          x: { field: 't', type: 'quantitative', scale: { type: 'symlog', constant: 1 } },
           y: { field: 'mib', type: 'quantitative' },
           color,
           shape: {

@@ -34,7 +34,8 @@
 # (/sys/block/nbd0/stat) and the writer's bytes (wchar in /proc/WRITER/io); also read sectors and pages swapped out,
 # for the reader. No progress means neither of the first two moved. When there has been none for NBD_LAB_STALL_S
 # (default 10) seconds, the threads of the server, the writer, the hog, kswapd and every task in D state are
-# recorded (state, PF_ flags, wchan, kernel stack) with /proc/meminfo: the start of a stall. When none for
+# recorded (state, PF_ flags, wchan, kernel stack) with /proc/meminfo: the start of a stall; again after
+# NBD_LAB_SETTLE_S (default 60) seconds without progress. When none for
 # NBD_LAB_HANG_S (default 300) seconds, they are recorded again (the end), blocked tasks are dumped to the kernel log
 # (sysrq w), and the run stops; the record holds both, and the host compares them. The run also stops at
 # NBD_LAB_BOUND_S (default 600) seconds.
@@ -54,6 +55,7 @@ server="$root/examples/nbd-server/dist/server.js"
 mib=${NBD_LAB_WRITE_MIB:-64}
 stall_s=${NBD_LAB_STALL_S:-10}
 hang_s=${NBD_LAB_HANG_S:-300}
+settle_s=${NBD_LAB_SETTLE_S:-60}
 bound_s=${NBD_LAB_BOUND_S:-600}
 swap_mib=${NBD_LAB_SWAP_MIB:-512}
 hog_over_mib=${NBD_LAB_HOG_OVER_MIB:-256}
@@ -89,6 +91,7 @@ kv memTotalKiB "$(awk '/MemTotal/ {print $2}' /proc/meminfo)"
 kv writeMiB "$mib"
 kv stallThresholdSeconds "$stall_s"
 kv hangBoundSeconds "$hang_s"
+kv settleSeconds "$settle_s"
 kv runBoundSeconds "$bound_s"
 kv guestLoadavgStart "$(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -327,9 +330,16 @@ while :; do
   if [ -z "$snapped" ] && ((stalled_ms >= stall_s * 1000)); then
     episode=$((episode + 1)) snapped=1
     # The start of a stall; at most 6 are kept (the last one always, as it may become the hang's start).
-    ((episode <= 5)) || sed -i "/^lab-\(thread\|memory\)\tstall-$((episode - 1))\t/d" "$work/threads" "$work/memory"
+    ((episode <= 5)) || sed -i "/^lab-\(thread\|memory\)\t\(stall\|settled\)-$((episode - 1))\t/d" "$work/threads" "$work/memory"
     log "no progress for ${stall_s}s at t=$((t / 1000))s: recording the tasks (stall $episode)"
     snapshot "stall-$episode" "$t"
+  fi
+  # Once more NBD_LAB_SETTLE_S into the stall: threads can still move along the path they block in during the first
+  # seconds (a swap-out waits for a bio, then for a request tag), so a hang is also compared with this one.
+  if [ "$snapped" = 1 ] && ((stalled_ms >= settle_s * 1000)); then
+    snapped=2
+    log "no progress for ${settle_s}s: recording the tasks again (stall $episode)"
+    snapshot "settled-$episode" "$t"
   fi
   if ((stalled_ms >= hang_s * 1000)); then
     log "no progress for ${hang_s}s: recording the tasks again, and the blocked tasks to the kernel log"
