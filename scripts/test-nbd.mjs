@@ -71,8 +71,8 @@ for (const protect of ['exec', 'none']) {
   else if (mustPass || record.intact === false) failed++;
   rows.push(
     `${ok ? 'PASS' : mustPass || record.intact === false ? 'FAIL' : 'NOTE'}  lab dirty/${protect} (${record.memTotalKiB ? Math.round(record.memTotalKiB / 1024) : '?'} MiB guest): ` +
-      (record.hung
-        ? `no write to /dev/nbd0 for ${record.stallThresholdSeconds} s (hang caught); cause ${record.cause}; server threads in IO_FLUSHER ${record.serverThreadsFlagged}`
+      (record.hung || record.outcome === 'unresolved'
+        ? `${record.outcome}: no progress for ${record.longestStallSeconds} s${record.outcomeReason ? ` (${record.outcomeReason})` : ''}; cause ${record.cause}; server threads in IO_FLUSHER ${record.serverThreadsFlagged}`
         : w
           ? `${w.mibPerSecond.toFixed(2)} MiB/s, write p99 ${w.p99Ms.toFixed(0)} ms, max ${w.maxMs.toFixed(0)} ms, longest stall ${record.longestStallSeconds} s, data ${record.intact ? 'intact' : 'CORRUPTED'}, server threads in IO_FLUSHER ${record.serverThreadsFlagged}`
           : `no result: ${record.error ?? `writer exit ${record.writerExit}`}`) +

@@ -1,95 +1,199 @@
 #!/usr/bin/env bash
-# One run of the pressure lab, INSIDE a VM started by scripts/lab-pressure.mjs through scripts/kernel-run (root,
-# modules nbd, ext4 and virtio_blk, an empty disk as /dev/vda). Prints one line `lab-result {JSON}`.
+# One run of the pressure lab, INSIDE a VM started by scripts/lab-pressure.mjs through vm/kernel-run (root,
+# modules nbd and ext4, an empty disk as /dev/vda), itself started through `io-flusher exec` (see "The observer").
+# Prints its record as tab-separated lines between `lab-record-begin` and `lab-record-end`; scripts/lab/record.mjs
+# turns them into the JSON line of docs/lab/pressure.jsonl and classifies the run.
 #
-#   pressure-run.sh VARIANT PROTECT        (NBD_LAB_WRITE_MIB, default 128, is what the writer writes)
+#   pressure-run.sh VARIANT PROTECT
 #
 # The setup a storage daemon really has: the NBD server (examples/nbd-server) keeps its backing file on ext4 on a
 # block device of its own (/dev/vda) and writes it with ordinary buffered pwrite; the kernel's NBD client attaches
-# /dev/nbd0 to it (no request timeout), ext4 on /dev/nbd0 is written by a writer that fsyncs at the end. The server is
+# /dev/nbd0 to it (no request timeout); ext4 on /dev/nbd0 is written by a writer that fsyncs at the end. The server is
 # started through `io-flusher exec` (PROTECT=exec) or `io-flusher exec --clear` (PROTECT=none), both with
 # oom_score_adj -1000, so they differ only in IO_FLUSHER.
 #
-# VARIANT separates the two things IO_FLUSHER changes:
-#   dirty    PF_LOCAL_THROTTLE. A small global dirty limit (vm.dirty_bytes 8 MiB, background 2 MiB) and no periodic
-#            writeback (vm.dirty_writeback_centisecs 0): /dev/nbd0's pages in flight hold the global count over the
-#            limit, and an unprotected server is throttled in balance_dirty_pages for its own pwrite, behind the very
-#            pages only it can clean.
-#   reclaim  PF_MEMALLOC_NOIO. A memory hog holds all but NBD_LAB_HEADROOM_MIB (default 64) of available memory and
-#            keeps touching it, so the server's allocations enter direct reclaim while /dev/nbd0 has dirty pages.
-#   both     the two together.
+# VARIANT:
+#   dirty  PF_LOCAL_THROTTLE. A small global dirty limit (vm.dirty_bytes 8 MiB, background 2 MiB) and no periodic
+#          writeback (vm.dirty_writeback_centisecs 0): /dev/nbd0's pages in flight hold the global count over the
+#          limit, and an unprotected server is throttled in balance_dirty_pages for its own pwrite, behind the very
+#          pages only it can clean.
+#   swap   PF_MEMALLOC_NOIO. A swap file on the ext4 of /dev/nbd0 and a memory hog (NBD_LAB_HOG_OVER_MIB, default 256,
+#          more than the memory available, every page touched over and over) keep memory short, so the server's own
+#          allocations enter direct reclaim, which swaps anonymous pages out to /dev/nbd0: I/O only the server can
+#          complete. PF_MEMALLOC_NOIO forbids reclaim that I/O. The server (and this observer) sit in a cgroup-v2 with
+#          memory.swap.max 0: a daemon whose own memory is swapped to the device it serves deadlocks whatever its
+#          flags, which is a different mistake (its cure is keeping the daemon out of swap, not IO_FLUSHER).
+#          Default dirty settings. A swap file rather than swap on /dev/nbd0 itself: the writer keeps its filesystem
+#          on the same device, so the run has the same writer and the same progress measures as the other variants.
+#   memcg  The server and the writer in one cgroup-v1 memory cgroup (memory.limit_in_bytes NBD_LAB_MEMCG_MIB,
+#          default 160: their two Node processes plus about 64 MiB of page cache) with vm.dirty_bytes 16 MiB and
+#          background 4 MiB: the cgroup's reclaim waits on writeback of /dev/nbd0's pages. Kernels built without the
+#          v1 memory controller (CONFIG_MEMCG_V1 off: Debian's 6.12) are recorded as unsupported.
 #
-# Progress is watched on /dev/nbd0's completed write sectors (/sys/block/nbd0/stat). When none complete for
-# NBD_LAB_STALL_S seconds (default 30) while the writer runs, the run is declared hung and, before it ends, every
-# server thread's state, wchan and kernel stack are recorded (and the writer's), `echo w > /proc/sysrq-trigger`
-# dumps blocked tasks to the kernel log, and the cause is classified from the stacks.
+# Progress, once a second from the moment the load starts (t=0): completed write sectors of /dev/nbd0
+# (/sys/block/nbd0/stat) and the writer's bytes (wchar in /proc/WRITER/io); also read sectors and pages swapped out,
+# for the reader. No progress means neither of the first two moved. When there has been none for NBD_LAB_STALL_S
+# (default 10) seconds, the threads of the server, the writer, the hog, kswapd and every task in D state are
+# recorded (state, PF_ flags, wchan, kernel stack) with /proc/meminfo: the start of a stall; again after
+# NBD_LAB_SETTLE_S (default 60) seconds without progress. When none for
+# NBD_LAB_HANG_S (default 300) seconds, they are recorded again (the end), blocked tasks are dumped to the kernel log
+# (sysrq w), and the run stops; the record holds both, and the host compares them. The run also stops at
+# NBD_LAB_BOUND_S (default 600) seconds.
+#
+# The observer: this script runs with IO_FLUSHER set (lab-pressure.mjs starts it through `io-flusher exec`), so that
+# its own allocations, and those of the tools it starts, never wait on /dev/nbd0: it has to report on a machine whose
+# other tasks are stuck. The writer and the hog are started through `io-flusher exec --clear`: unprotected, like any
+# application, with oom_score_adj 0 (the writer) and 1000 (the hog) where the observer has -1000.
 set -uo pipefail
-variant=${1:?dirty|reclaim|both} protect=${2:?exec|none}
-case $variant in dirty | reclaim | both) ;; *) echo "VARIANT must be dirty, reclaim or both" >&2; exit 2 ;; esac
+variant=${1:?dirty|swap|memcg} protect=${2:?exec|none}
+case $variant in dirty | swap | memcg) ;; *) echo "VARIANT must be dirty, swap or memcg" >&2; exit 2 ;; esac
 case $protect in exec | none) ;; *) echo "PROTECT must be exec or none" >&2; exit 2 ;; esac
 root=$(cd "$(dirname "$0")/../.." && pwd)
 node=$(command -v node)
 cli="$root/dist/cli.js"
 server="$root/examples/nbd-server/dist/server.js"
-mib=${NBD_LAB_WRITE_MIB:-128}
-stall_s=${NBD_LAB_STALL_S:-30}
+mib=${NBD_LAB_WRITE_MIB:-64}
+stall_s=${NBD_LAB_STALL_S:-10}
+hang_s=${NBD_LAB_HANG_S:-300}
+settle_s=${NBD_LAB_SETTLE_S:-60}
 bound_s=${NBD_LAB_BOUND_S:-600}
-work=/tmp/lab
-mkdir -p "$work/store" "$work/mnt"
+swap_mib=${NBD_LAB_SWAP_MIB:-512}
+hog_over_mib=${NBD_LAB_HOG_OVER_MIB:-256}
+memcg_mib=${NBD_LAB_MEMCG_MIB:-160}
+
+# A fresh directory in the guest's own /tmp (a tmpfs), never a fixed path: a project checked out at such a path is
+# mounted over it by kernel-run, and the server's Unix socket would land on the 9p share (listen ENXIO).
+work=$(mktemp -d /tmp/nbd-lab.XXXXXX) || { echo "lab: mktemp failed" >&2; exit 1; }
+[ "$(stat -f -c %T "$work")" = tmpfs ] || { echo "lab: $work is not on a tmpfs ($(stat -f -c %T "$work"))" >&2; exit 1; }
+cd "$work" || exit 1
+mkdir store mnt
 log() { echo "lab: $*" >&2; }
-# JSON string of $1 without starting a program (a stuck machine may not start node in time): escape \ and ", drop
-# control characters.
-json_string() {
-  local s=${1//\\/\\\\}
-  s=${s//\"/\\\"}
-  printf '"%s"' "$(printf '%s' "$s" | tr -d '\000-\037')"
+record="$work/record"
+kv() { printf 'lab-kv\t%s\t%s\n' "$1" "$2" >>"$record"; }
+print_record() {
+  echo "lab-record-begin"
+  cat "$record" "$work/series" "$work/threads" "$work/memory" "$work/kernel-log" 2>/dev/null
+  echo "lab-record-end"
 }
+fail() { # REASON: the run could not be set up; the record says why
+  log "$*"
+  kv error "$*"
+  print_record
+  exit 1
+}
+: >"$record"
+kv variant "$variant"
+kv protect "$protect"
+kv kernel "$(uname -r)"
+kv node "$("$node" --version)"
+kv workDir "$work"
+kv memTotalKiB "$(awk '/MemTotal/ {print $2}' /proc/meminfo)"
+kv writeMiB "$mib"
+kv stallThresholdSeconds "$stall_s"
+kv hangBoundSeconds "$hang_s"
+kv settleSeconds "$settle_s"
+kv runBoundSeconds "$bound_s"
+kv guestLoadavgStart "$(cut -d' ' -f1-3 /proc/loadavg)"
 
-[ -b /dev/vda ] || { log "no /dev/vda: kernel-run needs --disk"; exit 2; }
-[ -b /dev/nbd0 ] || { log "no /dev/nbd0: kernel-run needs --modules nbd"; exit 2; }
-mkfs.ext4 -q -F /dev/vda && mount /dev/vda "$work/store" || { log "cannot make the backing filesystem"; exit 1; }
+# PF_ flags of a task, from field 9 of its stat (after the command name, which may hold spaces).
+pf_flags() { # PATH-TO-STAT -> decimal flags
+  local stat rest
+  IFS= read -r stat <"$1" 2>/dev/null || return 1
+  rest=${stat##*) }
+  set -f
+  # shellcheck disable=SC2086 # the fields after the name are numbers and one letter
+  set -- $rest
+  set +f
+  echo "$7"
+}
+readonly PF_IO_FLUSHER=$((0x80000 | 0x100000)) # PF_MEMALLOC_NOIO | PF_LOCAL_THROTTLE
+self_flags=$(pf_flags /proc/self/stat)
+(((self_flags & PF_IO_FLUSHER) == PF_IO_FLUSHER)) ||
+  fail "the observer is not in IO_FLUSHER state (flags $self_flags): start it through io-flusher exec"
 
-# Hung tasks are reported after 20 s instead of 120 s, so the kernel log has them before the run ends.
+# Kernel messages stay off the console (they would cut through the record's lines); the record takes them from dmesg.
+echo 1 >/proc/sys/kernel/printk
+# Hung tasks are reported after 20 s instead of 120 s, so the kernel log has them early in a stall.
 echo 20 >/proc/sys/kernel/hung_task_timeout_secs 2>/dev/null || true
-if [ "$variant" != reclaim ]; then
-  sysctl -q -w vm.dirty_bytes=8388608 vm.dirty_background_bytes=2097152 vm.dirty_writeback_centisecs=0
-fi
 
-case $protect in
-  exec) "$node" "$cli" exec --oom-score-adj -1000 -- "$node" "$server" --file "$work/store/disk.img" --size 1G \
-    --socket "$work/nbd.sock" --export disk --protect exec 2>"$work/server.log" & ;;
-  none) "$node" "$cli" exec --clear --oom-score-adj -1000 -- "$node" "$server" --file "$work/store/disk.img" --size 1G \
-    --socket "$work/nbd.sock" --export disk --protect none 2>"$work/server.log" & ;;
+[ -b /dev/vda ] || fail "no /dev/vda: kernel-run needs --disk"
+[ -b /dev/nbd0 ] || fail "no /dev/nbd0: kernel-run needs --modules nbd"
+mkfs.ext4 -q -F /dev/vda && mount /dev/vda store || fail "cannot make the backing filesystem"
+
+# Where each process goes: "" (stay in this script's cgroup) or a cgroup.procs / tasks file to join.
+server_cgroup='' writer_cgroup='' hog_cgroup=''
+case $variant in
+  dirty)
+    sysctl -q -w vm.dirty_bytes=8388608 vm.dirty_background_bytes=2097152 vm.dirty_writeback_centisecs=0
+    ;;
+  swap)
+    mount -t cgroup2 none /sys/fs/cgroup || fail "cannot mount cgroup2"
+    echo +memory >/sys/fs/cgroup/cgroup.subtree_control || fail "cannot enable the memory controller in cgroup2"
+    mkdir /sys/fs/cgroup/lab-noswap /sys/fs/cgroup/lab-apps
+    [ -e /sys/fs/cgroup/lab-noswap/memory.swap.max ] || fail "no memory.swap.max: this kernel does not account swap per cgroup"
+    echo 0 >/sys/fs/cgroup/lab-noswap/memory.swap.max || fail "cannot set memory.swap.max"
+    # This script (so the server it starts, and every tool it runs) stays out of swap; the applications do not.
+    echo $$ >/sys/fs/cgroup/lab-noswap/cgroup.procs || fail "cannot join the no-swap cgroup"
+    writer_cgroup=/sys/fs/cgroup/lab-apps/cgroup.procs hog_cgroup=$writer_cgroup
+    ;;
+  memcg)
+    kv memoryControllers "$(grep -w memory /proc/cgroups | tr '\t' ' ')"
+    mount -t tmpfs -o mode=755 none /sys/fs/cgroup && mkdir /sys/fs/cgroup/memory || fail "cannot prepare /sys/fs/cgroup"
+    if ! mount -t cgroup -o memory none /sys/fs/cgroup/memory 2>"$work/mount.err"; then
+      kv unsupported "no cgroup-v1 memory controller on this kernel: mount -t cgroup -o memory: $(tr '\n' ' ' <"$work/mount.err")"
+      print_record
+      exit 0
+    fi
+    mkdir /sys/fs/cgroup/memory/lab
+    echo $((memcg_mib << 20)) >/sys/fs/cgroup/memory/lab/memory.limit_in_bytes || fail "cannot set memory.limit_in_bytes"
+    kv memcgLimitMiB "$memcg_mib"
+    sysctl -q -w vm.dirty_bytes=16777216 vm.dirty_background_bytes=4194304
+    server_cgroup=/sys/fs/cgroup/memory/lab/cgroup.procs writer_cgroup=$server_cgroup
+    ;;
 esac
+kv sysctl "$(sysctl -n vm.dirty_bytes vm.dirty_background_bytes vm.dirty_writeback_centisecs vm.swappiness | tr '\n' ' ')"
+
+# The server, through io-flusher exec (IO_FLUSHER set, then execve) or exec --clear (cleared, then execve).
+server_args=(--file "$work/store/disk.img" --size 1G --socket "$work/nbd.sock" --export disk --protect "$protect")
+case $protect in exec) exec_flag=() ;; none) exec_flag=(--clear) ;; esac
+(
+  [ -z "$server_cgroup" ] || echo $BASHPID >"$server_cgroup"
+  exec "$node" "$cli" exec "${exec_flag[@]}" --oom-score-adj -1000 -- "$node" "$server" "${server_args[@]}"
+) 2>"$work/server.log" &
 server_pid=$!
 for _ in $(seq 1 600); do grep -q 'listening on' "$work/server.log" 2>/dev/null && break; sleep 0.1; done
-grep -q 'listening on' "$work/server.log" || { cat "$work/server.log" >&2; exit 1; }
-server_threads_flagged=$("$node" "$cli" status "$server_pid" --json | "$node" -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{const p=JSON.parse(s).processes[0];console.log(p.threads.filter(t=>t.ioFlusher).length+'/'+p.threads.length)})")
+grep -q 'listening on' "$work/server.log" || fail "the server did not start: $(tail -3 "$work/server.log" | tr '\n' ' ')"
+kv serverThreadsFlagged "$("$node" "$cli" status "$server_pid" --json | "$node" -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{const p=JSON.parse(s).processes[0];console.log(p.threads.filter(t=>t.ioFlusher).length+'/'+p.threads.length)})")"
+kv serverFlags "$(printf '0x%x' "$(pf_flags "/proc/$server_pid/stat")")"
 
-/usr/sbin/nbd-client -unix "$work/nbd.sock" /dev/nbd0 -N disk -b 4096 >/dev/null 2>&1 || { log "nbd-client failed"; exit 1; }
+/usr/sbin/nbd-client -unix "$work/nbd.sock" /dev/nbd0 -N disk -b 4096 >/dev/null 2>&1 || fail "nbd-client failed"
 # No lazy initialisation: ext4lazyinit would add writes of its own during the run.
-mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 /dev/nbd0 && mount /dev/nbd0 "$work/mnt" ||
-  { log "cannot make the filesystem on /dev/nbd0"; exit 1; }
+mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 /dev/nbd0 && mount /dev/nbd0 mnt ||
+  fail "cannot make the filesystem on /dev/nbd0"
 
-hog_pid=
-if [ "$variant" != dirty ]; then
-  avail_kb=$(awk '/MemAvailable/ {print $2}' /proc/meminfo)
-  hog_mb=$((avail_kb / 1024 - ${NBD_LAB_HEADROOM_MIB:-64}))
-  "$node" -e "
-    const chunks = [];
-    for (let i = 0; i < $hog_mb; i++) chunks.push(Buffer.alloc(1 << 20, i));
-    setInterval(() => { for (const c of chunks) c[0]++; }, 200);" &
-  hog_pid=$!
-  echo 1000 >"/proc/$hog_pid/oom_score_adj" # if the OOM killer must pick, it picks the hog
-  sleep 3
+if [ "$variant" = swap ]; then
+  # fallocate: unwritten extents are accepted for swap since iomap_swapfile_activate, and cost no writes now.
+  fallocate -l "${swap_mib}M" mnt/swapfile && chmod 600 mnt/swapfile && mkswap mnt/swapfile >/dev/null &&
+    swapon mnt/swapfile || fail "cannot make a swap file on /dev/nbd0"
+  kv swapMiB "$swap_mib"
 fi
 
+# The load waits at a FIFO until released, so that Node's start-up is not counted as time without progress.
+mkfifo writer.go hog.go
+start_unprotected() { # CGROUP-FILE ROLE OOM-SCORE-ADJ JS: io-flusher exec --clear, then node -e JS; sets started_pid
+  (
+    [ -z "$1" ] || echo $BASHPID >"$1"
+    exec "$node" "$cli" exec --clear --oom-score-adj "$3" -- "$node" -e "$4"
+  ) >/dev/null 2>"$work/$2.err" &
+  started_pid=$!
+}
 # The writer: random data in 1 MiB writes (generated as it goes), each timed; fsync at the end; the sha256 is checked
 # after a remount.
-"$node" -e "
+start_unprotected "$writer_cgroup" writer 0 "
   const fs = require('fs'); const crypto = require('crypto');
+  fs.writeFileSync('writer.ready', ''); fs.readFileSync('writer.go');
   const hash = crypto.createHash('sha256'); const lat = [];
-  const fd = fs.openSync('$work/mnt/data', 'w'); const t0 = process.hrtime.bigint();
+  const fd = fs.openSync('mnt/data', 'w'); const t0 = process.hrtime.bigint();
   for (let i = 0; i < $mib; i++) {
     const chunk = crypto.randomBytes(1 << 20); hash.update(chunk);
     const t = process.hrtime.bigint();
@@ -100,103 +204,217 @@ fi
   fs.closeSync(fd);
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   lat.sort((a, b) => a - b); const q = (p) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))];
-  fs.writeFileSync('$work/writer.json', JSON.stringify({ seconds, mibPerSecond: $mib / seconds, p50Ms: q(0.5), p99Ms: q(0.99),
+  fs.writeFileSync('writer.json', JSON.stringify({ seconds, mibPerSecond: $mib / seconds, p50Ms: q(0.5), p99Ms: q(0.99),
     maxMs: lat[lat.length - 1], fsyncMs, sha256: hash.digest('hex') }));
-" 2>"$work/writer.err" &
-writer_pid=$!
+"
+writer_pid=$started_pid
+hog_pid=
+if [ "$variant" = swap ]; then
+  avail_kb=$(awk '/MemAvailable/ {print $2}' /proc/meminfo)
+  hog_mib=$((avail_kb / 1024 + hog_over_mib))
+  kv hogMiB "$hog_mib"
+  # More than the memory there is, every page written over and over: pages are swapped out and back in all along.
+  start_unprotected "$hog_cgroup" hog 1000 "
+    const fs = require('fs');
+    fs.writeFileSync('hog.started', ''); fs.readFileSync('hog.go');
+    const chunks = [];
+    for (let i = 0; i < $hog_mib; i++) chunks.push(Buffer.alloc(1 << 20, i));
+    fs.writeFileSync('hog.ready', '');
+    for (let pass = 0; ; pass++) for (const c of chunks) for (let o = 0; o < c.length; o += 4096) c[o] = pass;"
+  hog_pid=$started_pid # oom_score_adj 1000: if the OOM killer must pick, it picks the hog
+fi
+for _ in $(seq 1 600); do [ -e writer.ready ] && { [ -z "$hog_pid" ] || [ -e hog.started ]; } && break; sleep 0.1; done
+[ -e writer.ready ] || fail "the writer did not start: $(tail -3 "$work/writer.err" | tr '\n' ' ')"
+[ -z "$hog_pid" ] || [ -e hog.started ] || fail "the hog did not start: $(tail -3 "$work/hog.err" | tr '\n' ' ')"
+kv writerFlags "$(printf '0x%x' "$(pf_flags "/proc/$writer_pid/stat")")"
 
-# Watch /dev/nbd0's completed write sectors; the longest time without any is the longest stall.
-sectors() { awk '{print $7}' /sys/block/nbd0/stat; }
-last=$(sectors) last_change=$SECONDS longest_stall=0 hung=false started=$SECONDS
-while kill -0 "$writer_pid" 2>/dev/null; do
-  sleep 1
-  now=$(sectors)
-  if [ "$now" != "$last" ]; then last=$now last_change=$SECONDS; fi
-  stalled=$((SECONDS - last_change))
-  [ $stalled -le $longest_stall ] || longest_stall=$stalled
-  if [ $stalled -ge "$stall_s" ] || [ $((SECONDS - started)) -ge "$bound_s" ]; then hung=true; break; fi
-done
-
-# Evidence: where every server thread (and the writer) sleeps, while they are still stuck.
-thread_report() { # PID ROLE -> one JSON object per thread, comma-separated
-  local pid=$1 role=$2 dir first=1
-  for dir in /proc/"$pid"/task/*; do
-    [ -r "$dir/stat" ] || continue
-    local stat comm state wchan stack
-    stat=$(cat "$dir/stat" 2>/dev/null) || continue
-    comm=$(cat "$dir/comm" 2>/dev/null)
-    state=$(echo "${stat##*) }" | cut -d' ' -f1)
-    wchan=$(cat "$dir/wchan" 2>/dev/null)
-    stack=$(sed -E 's/^\[<[0-9a-f]+>\] //; s/\+0x[0-9a-f]+\/0x[0-9a-f]+//' "$dir/stack" 2>/dev/null | tr '\n' ' ')
-    [ $first = 1 ] || printf ','
-    first=0
-    printf '{"role":"%s","tid":%s,"name":%s,"state":"%s","wchan":%s,"stack":%s}' "$role" "${dir##*/}" \
-      "$(json_string "$comm")" "$state" "$(json_string "${wchan:-0}")" "$(json_string "$stack")"
+# ---------------------------------------------------------------------------------------------------------------------
+# Snapshots of where the tasks are, with shell builtins only (a stuck machine may not start a program in time).
+snapshot() { # NAME T
+  local name=$1 t=$2 dir pid tid stat rest comm state flags role wchan stack frames line
+  for dir in /proc/[0-9]*/task/[0-9]*; do
+    pid=${dir#/proc/} && pid=${pid%%/*} && tid=${dir##*/}
+    IFS= read -r stat <"$dir/stat" 2>/dev/null || continue
+    comm=${stat#*(} && comm=${comm%)*} && rest=${stat##*) }
+    set -f
+    # shellcheck disable=SC2086
+    set -- $rest
+    set +f
+    state=$1 flags=$7
+    if [ "$pid" = "$server_pid" ]; then role=server
+    elif [ "$pid" = "$writer_pid" ]; then role=writer
+    elif [ -n "$hog_pid" ] && [ "$pid" = "$hog_pid" ]; then role=hog
+    elif [ "$state" = D ]; then role=blocked
+    elif [[ $comm == kswapd* ]]; then role=kswapd
+    else continue
+    fi
+    wchan=
+    IFS= read -r wchan <"$dir/wchan" 2>/dev/null
+    # A thread being woken can give a stack cut short: read it up to three times, keep the longest.
+    stack= frames=0
+    for _ in 1 2 3; do
+      local try='' n=0
+      while IFS= read -r line; do
+        line=${line#*] } && line=${line%%+0x*}
+        try+="${try:+ < }$line" && n=$((n + 1))
+      done <"$dir/stack" 2>/dev/null
+      ((n > frames)) && stack=$try frames=$n
+      [[ $try == *entry_SYSCALL* || $try == *ret_from_fork* || $try == *asm_exc_page_fault* ]] && break
+    done
+    printf 'lab-thread\t%s\t%s\t%s\t%s\t%s\t0x%x\t%s\t%s\t%s\t%s\n' "$name" "$t" "$role" "$pid" "$tid" "$flags" "$state" \
+      "${wchan:-0}" "${comm//$'\t'/ }" "$stack" >>"$work/threads"
   done
+  local key value unit fields=''
+  while read -r key value unit; do
+    case $key in Dirty: | Writeback: | MemFree: | MemAvailable: | SwapTotal: | SwapFree: | Cached:) fields+="	${key%:}=$value" ;; esac
+  done </proc/meminfo
+  printf 'lab-memory\t%s\t%s%s\n' "$name" "$t" "$fields" >>"$work/memory"
 }
-threads_json='[]' cause=null meminfo='{}'
-if [ $hung = true ]; then
-  log "no write to /dev/nbd0 completed for ${stall_s}s: recording the server's threads"
-  threads_json="[$(thread_report "$server_pid" server),$(thread_report "$writer_pid" writer)]"
-  meminfo=$(awk '/^(Dirty|Writeback|MemFree|MemAvailable):/ {gsub(":", ""); printf "%s\"%s\":%s", (n++ ? "," : "{"), $1, $2} END {print "}"}' /proc/meminfo)
-  echo w >/proc/sysrq-trigger 2>/dev/null || true
-  # The cause, from the server's D-state threads' stacks (all its threads if none is in D), most specific first.
-  stuck=$(printf '%s' "$threads_json" | grep -o '"role":"server"[^}]*"state":"D"[^}]*}' || true)
-  [ -n "$stuck" ] || stuck=$(printf '%s' "$threads_json" | grep -o '"role":"server"[^}]*}' || true)
-  if printf '%s' "$stuck" | grep -q 'balance_dirty_pages'; then cause='"balance_dirty_pages"'
-  elif printf '%s' "$stuck" | grep -Eq 'reclaim_throttle|shrink_(folio|page)_list|try_to_free_(mem_cgroup_)?pages|__alloc_pages_slowpath|do_try_to_free_pages'; then cause='"direct-reclaim"'
-  elif printf '%s' "$stuck" | grep -Eq 'folio_wait_writeback|wait_on_page_writeback|__filemap_fdatawait'; then cause='"waiting-on-writeback"'
-  elif printf '%s' "$stuck" | grep -Eq 'jbd2|start_this_handle|ext4_journal'; then cause='"filesystem-journal"'
-  elif printf '%s' "$stuck" | grep -q '"state":"D"'; then cause='"other"'
-  else cause='"no-server-thread-in-D"'
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The watch: one sample a second, from the release of the load (t=0).
+mkfifo tick
+exec {tick_fd}<>tick # read -t on a FIFO nobody writes: a one-second sleep without starting a program
+# Each sets globals: $(...) would start a subshell every second.
+now_ms() { now=${EPOCHREALTIME//[!0-9]/} && now=$((now / 1000)); }
+nbd_sectors() { # reads, writes: completed sectors of /dev/nbd0
+  local f
+  read -r -a f </sys/block/nbd0/stat
+  reads=${f[2]} writes=${f[6]}
+}
+writer_bytes() { # keeps the last value once the writer has gone
+  local key value
+  while read -r key value; do [ "$key" = wchar: ] && { wchar=$value && return; }; done <"/proc/$writer_pid/io" 2>/dev/null
+}
+swapped_out() {
+  local key value
+  swapped=0
+  while read -r key value; do [ "$key" = pswpout ] && { swapped=$value && return; }; done </proc/vmstat
+}
+alive() { # PID: running and not a zombie
+  local stat
+  IFS= read -r stat <"/proc/$1/stat" 2>/dev/null || return 1
+  stat=${stat##*) }
+  [ "${stat%% *}" != Z ]
+}
+
+nbd_sectors && reads0=$reads writes0=$writes
+swapped_out && swap0=$swapped
+now_ms && t0=$now
+writer_started=''
+watching='' wchar=0 bytes=0 bytes0=0
+release_writer() { # T: the writer's bytes count from its release (Node's start-up writes a few)
+  writer_bytes && bytes0=$wchar && bytes=0 && last_bytes=0
+  echo go >writer.go && writer_started=$1
+}
+if [ -n "$hog_pid" ]; then echo go >hog.go; else release_writer 0 && watching=1 && kv watchFromMs 0; fi
+kv guestStart "$(date -u +%FT%TZ)"
+last_writes=$writes0 last_bytes=0 last_change=0 episode=0 snapped='' stopped_by=''
+: >"$work/series"
+while :; do
+  read -r -t 1 -u "$tick_fd" _
+  now_ms && t=$((now - t0))
+  nbd_sectors && swapped_out
+  [ -z "$writer_started" ] || { writer_bytes && bytes=$((wchar - bytes0)); }
+  printf 'lab-sample\t%s\t%s\t%s\t%s\t%s\n' "$t" $((writes - writes0)) "$bytes" $((reads - reads0)) \
+    $((swapped - swap0)) >>"$work/series"
+  if [ "$writes" != "$last_writes" ] || [ "$bytes" != "$last_bytes" ] || [ -z "$watching" ]; then
+    last_writes=$writes last_bytes=$bytes last_change=$t snapped=''
   fi
+  # The swap variant's hog first fills free memory, which needs no I/O: the watch for stalls begins with the first
+  # page swapped out (or the writer's release).
+  if [ -z "$watching" ] && { ((swapped > swap0)) || [ -n "$writer_started" ]; }; then
+    watching=1 && kv watchFromMs "$t"
+  fi
+  stalled_ms=$((t - last_change))
+  if [ -z "$snapped" ] && ((stalled_ms >= stall_s * 1000)); then
+    episode=$((episode + 1)) snapped=1
+    # The start of a stall; at most 6 are kept (the last one always, as it may become the hang's start).
+    ((episode <= 5)) || sed -i "/^lab-\(thread\|memory\)\t\(stall\|settled\)-$((episode - 1))\t/d" "$work/threads" "$work/memory"
+    log "no progress for ${stall_s}s at t=$((t / 1000))s: recording the tasks (stall $episode)"
+    snapshot "stall-$episode" "$t"
+  fi
+  # Once more NBD_LAB_SETTLE_S into the stall: threads can still move along the path they block in during the first
+  # seconds (a swap-out waits for a bio, then for a request tag), so a hang is also compared with this one.
+  if [ "$snapped" = 1 ] && ((stalled_ms >= settle_s * 1000)); then
+    snapped=2
+    log "no progress for ${settle_s}s: recording the tasks again (stall $episode)"
+    snapshot "settled-$episode" "$t"
+  fi
+  if ((stalled_ms >= hang_s * 1000)); then
+    log "no progress for ${hang_s}s: recording the tasks again, and the blocked tasks to the kernel log"
+    snapshot end "$t"
+    echo w >/proc/sysrq-trigger 2>/dev/null || true
+    stopped_by=hang-bound
+    break
+  fi
+  if [ -n "$writer_started" ] && ! alive "$writer_pid"; then stopped_by=writer-exited && break; fi
+  if ((t >= bound_s * 1000)); then stopped_by=run-bound && break; fi
+  # The swap variant releases the writer once the hog holds more than the memory there is (or after 120 s).
+  if [ -z "$writer_started" ] && { [ -e hog.ready ] || ((t >= 120000)) || ! alive "$hog_pid"; }; then
+    release_writer "$t"
+    kv writerReleasedMs "$t"
+  fi
+done
+kv stoppedBy "$stopped_by"
+if [ "$variant" = memcg ]; then
+  kv memcgMaxUsageMiB $(($(cat /sys/fs/cgroup/memory/lab/memory.max_usage_in_bytes) >> 20))
+  kv memcgFailcnt "$(cat /sys/fs/cgroup/memory/lab/memory.failcnt)"
+fi
+kv guestLoadavgEnd "$(cut -d' ' -f1-3 /proc/loadavg)"
+
+writer_exit=null
+if [ "$stopped_by" = writer-exited ]; then
+  wait "$writer_pid"
+  writer_exit=$?
+else
   kill -KILL "$writer_pid" 2>/dev/null
 fi
-wait "$writer_pid" 2>/dev/null
-writer_exit=$?
-[ $hung = false ] || writer_exit=null
-
+kv writerExit "$writer_exit"
+[ "$writer_exit" = 0 ] || [ "$writer_exit" = null ] || kv writerError "$(tail -3 "$work/writer.err" | tr '\n\t' '  ')"
 server_alive=false
-kill -0 "$server_pid" 2>/dev/null && server_alive=true
-hog_survived=null
+alive "$server_pid" && server_alive=true
+kv serverAlive "$server_alive"
 if [ -n "$hog_pid" ]; then
-  hog_survived=true
-  kill "$hog_pid" 2>/dev/null || hog_survived=false
-  wait "$hog_pid" 2>/dev/null
+  if alive "$hog_pid"; then kv hogSurvived true; else kv hogSurvived false; fi
+  [ "$stopped_by" = hang-bound ] || { kill -KILL "$hog_pid" 2>/dev/null && wait "$hog_pid" 2>/dev/null; }
 fi
-oom_kills=$(dmesg | grep -c 'Out of memory' || true)
-stuck_requests=$(dmesg | grep -c 'Possible stuck request' || true)
-hung_task_reports=$(dmesg | grep -c 'blocked for more than' || true)
+kv oomKills "$(dmesg | grep -ci 'out of memory: killed process' || true)"
+kv oomKilled "$(dmesg | grep -io 'out of memory: killed process [0-9]* ([^)]*)' | sed 's/.*(//; s/)//' | tr '\n' ' ')"
+kv stuckRequestMessages "$(dmesg | grep -c 'Possible stuck request' || true)"
+kv hungTaskReports "$(dmesg | grep -c 'blocked for more than' || true)"
+# The kernel's own account of the blocked tasks (hung-task reports and sysrq w), when there was a stall to explain.
+if [ "$episode" -gt 0 ]; then
+  # sysrq w's dump when there is one (a hang), else the last hung-task reports; the unreliable "? " frames dropped.
+  dmesg >dmesg.txt
+  first=$(grep -n 'Show Blocked State' dmesg.txt | tail -1 | cut -d: -f1)
+  if [ -n "$first" ]; then tail -n +"$first" dmesg.txt; else grep -A 40 'blocked for more than' dmesg.txt; fi |
+    grep -v '\] *? ' | head -n 400 | sed 's/^/lab-dmesg\t/' >"$work/kernel-log"
+fi
 
-write=null intact=null
-if [ $hung = false ] && [ -s "$work/writer.json" ]; then
-  write=$(cat "$work/writer.json")
-  if umount "$work/mnt" && mount /dev/nbd0 "$work/mnt"; then
-    want=$(echo "$write" | "$node" -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>console.log(JSON.parse(s).sha256))")
-    got=$(sha256sum <"$work/mnt/data" | cut -d' ' -f1)
-    intact=false
+if [ "$stopped_by" = writer-exited ] && [ "$writer_exit" = 0 ] && [ -s writer.json ]; then
+  kv write "$(cat writer.json)"
+  [ "$variant" != swap ] || swapoff mnt/swapfile || log "swapoff failed"
+  intact=false
+  if umount mnt && mount /dev/nbd0 mnt; then
+    want=$(sed 's/.*"sha256":"\([0-9a-f]*\)".*/\1/' writer.json)
+    got=$(sha256sum <mnt/data | cut -d' ' -f1)
     [ "$got" = "$want" ] && intact=true
   fi
-elif [ $hung = false ]; then
-  log "the writer failed (exit $writer_exit): $(tail -3 "$work/writer.err" | tr '\n' ' ')"
+  kv intact "$intact"
 fi
 
-echo "lab-result {\"variant\":\"$variant\",\"protect\":\"$protect\",\"kernel\":\"$(uname -r)\",\"node\":\"$("$node" --version)\",\
-\"memTotalKiB\":$(awk '/MemTotal/ {print $2}' /proc/meminfo),\"writeMiB\":$mib,\"stallThresholdSeconds\":$stall_s,\
-\"completed\":$([ "$write" != null ] && echo true || echo false),\"hung\":$hung,\"writerExit\":$writer_exit,\
-\"write\":$write,\"intact\":$intact,\"longestStallSeconds\":$longest_stall,\"serverAlive\":$server_alive,\
-\"serverThreadsFlagged\":\"$server_threads_flagged\",\"hogSurvived\":$hog_survived,\"oomKills\":$oom_kills,\
-\"stuckRequestMessages\":$stuck_requests,\"hungTaskReports\":$hung_task_reports,\"cause\":$cause,\"meminfoKiB\":$meminfo,\
-\"threads\":$threads_json}"
-if [ $hung = true ]; then
-  # The stuck threads never finish, and the guest's final sync would wait forever behind /dev/nbd0's dirty pages:
-  # power off at once, once the output above has drained to the console (the lab reads the result line, and expects
-  # kernel-run to report a VM that ended without an exit status).
+print_record
+if [ "$stopped_by" != writer-exited ]; then
+  # The stuck tasks never finish, and the guest's final sync would wait forever behind /dev/nbd0's dirty pages:
+  # power off at once, once the output above has drained to the console (kernel-run then reports a VM that ended
+  # without an exit status, which the lab expects).
   sleep 3
   echo o >/proc/sysrq-trigger
   sleep 30
 fi
-mountpoint -q "$work/mnt" && umount "$work/mnt"
+[ "$variant" != swap ] || swapoff mnt/swapfile 2>/dev/null
+mountpoint -q mnt && umount mnt
 /usr/sbin/nbd-client -d /dev/nbd0 >/dev/null 2>&1
 kill "$server_pid" 2>/dev/null
 exit 0

@@ -1,0 +1,122 @@
+// The lab's definitions, checked on made-up guest output: `node --test scripts/lab/`. A stall that ends is never
+// counted as a hang, a hang needs the bound and the same blocked threads at both ends, old records stay apart.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { buildRecord, classify, compareSnapshots, parseGuestOutput, samePlace, stallEpisodes } from './record.mjs';
+
+const series = (points) => ({
+  t: points.map((p) => p[0]),
+  nbd0WriteSectors: points.map((p) => p[1]),
+  writerBytes: points.map((p) => p[2]),
+  nbd0ReadSectors: points.map(() => 0),
+  pagesSwappedOut: points.map(() => 0),
+});
+
+test('a quiet time of at least the threshold that ends is one ended stall; a shorter one is none', () => {
+  const s = series([[1, 8, 1], [2, 16, 2], [3, 16, 2], [14, 16, 2], [15, 24, 3], [17, 32, 4]]);
+  assert.deepEqual(stallEpisodes(s, 10), { episodes: [{ startSeconds: 2, seconds: 13, ended: true }], longestStallSeconds: 13 });
+  assert.deepEqual(stallEpisodes(s, 14).episodes, []);
+});
+
+test('either measure moving is progress: the writer writing while nbd0 is quiet is no stall', () => {
+  const s = series([[1, 8, 1], [6, 8, 2], [11, 8, 3], [16, 8, 4], [21, 16, 5]]);
+  assert.deepEqual(stallEpisodes(s, 10).episodes, []);
+});
+
+test('the quiet time before the watch begins (the hog filling free memory) is no stall', () => {
+  const s = series([[1, 0, 0], [12, 0, 0], [14, 8, 0], [15, 16, 0], [27, 24, 1]]);
+  assert.deepEqual(stallEpisodes(s, 10).episodes, [{ startSeconds: 0, seconds: 14, ended: true }, { startSeconds: 15, seconds: 12, ended: true }]);
+  assert.deepEqual(stallEpisodes(s, 10, { fromSeconds: 13 }).episodes, [{ startSeconds: 15, seconds: 12, ended: true }]);
+});
+
+test('a quiet time still running at the end has not ended, unless the writer finished', () => {
+  const s = series([[1, 8, 1], [2, 16, 2], [30, 16, 2]]);
+  assert.deepEqual(stallEpisodes(s, 10).episodes, [{ startSeconds: 2, seconds: 28, ended: false }]);
+  assert.deepEqual(stallEpisodes(s, 10, { writerFinished: true }).episodes, [{ startSeconds: 2, seconds: 28, ended: true }]);
+});
+
+const thread = (role, tid, state, stack) => ({ role, pid: 100, tid, name: 'node', state, flags: '0x0', wchan: stack.split(' < ')[0], stack });
+const BDP = 'balance_dirty_pages < balance_dirty_pages_ratelimited_flags < generic_perform_write < ext4_buffered_write_iter';
+
+test('the same blocked server and writer threads in the same place at both ends: same', () => {
+  const start = { t: 10, threads: [thread('server', 101, 'D', BDP), thread('server', 102, 'S', 'ep_poll'), thread('writer', 200, 'D', BDP)] };
+  const end = { t: 300, threads: [thread('server', 101, 'D', BDP), thread('server', 102, 'S', 'ep_poll'), thread('writer', 200, 'D', BDP)] };
+  const c = compareSnapshots(start, end);
+  assert.equal(c.same, true);
+  assert.equal(c.unchanged, 2);
+});
+
+test('a blocked thread that moved, or no blocked server thread: not the same', () => {
+  const start = { t: 10, threads: [thread('server', 101, 'D', BDP), thread('writer', 200, 'D', BDP)] };
+  const moved = { t: 300, threads: [thread('server', 101, 'D', 'folio_wait_writeback < ' + BDP), thread('writer', 200, 'D', BDP)] };
+  assert.equal(compareSnapshots(start, moved).same, false);
+  assert.equal(compareSnapshots(start, moved).moved[0].tid, 101);
+  const writerOnly = { t: 10, threads: [thread('server', 101, 'S', 'ep_poll'), thread('writer', 200, 'D', BDP)] };
+  assert.equal(compareSnapshots(writerOnly, writerOnly).same, false);
+});
+
+test('a stack cut short (read while the thread was waking) is the same place only as the start of the other', () => {
+  const full = `${BDP} < vfs_write < __x64_sys_pwrite64 < do_syscall_64`;
+  assert.equal(samePlace(full, full), 'same');
+  assert.equal(samePlace(BDP, full), 'cut-short');
+  assert.equal(samePlace('balance_dirty_pages < balance_dirty_pages_ratelimited_flags', full), undefined);
+  assert.equal(samePlace(`folio_wait_writeback < ${BDP}`, full), undefined);
+  const start = { t: 10, threads: [thread('server', 101, 'D', BDP)] };
+  const end = { t: 300, threads: [thread('server', 101, 'D', full)] };
+  assert.deepEqual([compareSnapshots(start, end).same, compareSnapshots(start, end).stacksCutShort], [true, 1]);
+});
+
+test('hung needs the bound of at least 300 s and the same threads; stalled needs a stall that ended', () => {
+  const same = { same: true, blockedAtStart: [{ role: 'server' }], moved: [] };
+  const base = { series: series([]), hangBoundSeconds: 300, runBoundSeconds: 600, episodes: [] };
+  assert.equal(classify({ ...base, stoppedBy: 'hang-bound', stackComparison: same }).outcome, 'hung');
+  assert.equal(classify({ ...base, hangBoundSeconds: 150, stoppedBy: 'hang-bound', stackComparison: same }).outcome, 'unresolved');
+  assert.equal(classify({ ...base, stoppedBy: 'hang-bound', stackComparison: { ...same, same: false, moved: [] } }).outcome, 'unresolved');
+  // Threads that moved in the first 60 s and then stayed put for 240 s: hung, with the move named; a move after the
+  // settle snapshot, or no settle snapshot, stays unresolved.
+  const moved = { same: false, startSeconds: 21, blockedAtStart: [{ role: 'server' }], moved: [{ role: 'server', name: 'node', start: 'D mempool_alloc < x', end: 'D blk_mq_get_tag < y' }] };
+  const settledSame = { same: true, startSeconds: 81, endSeconds: 321, blockedAtStart: [{ role: 'server' }], moved: [] };
+  const viaSettle = classify({ ...base, stoppedBy: 'hang-bound', stackComparison: moved, settledComparison: settledSame });
+  assert.equal(viaSettle.outcome, 'hung');
+  assert.match(viaSettle.reason, /moved in the first 60 s .*mempool_alloc -> D blk_mq_get_tag.*same place for 240 s/);
+  assert.equal(classify({ ...base, stoppedBy: 'hang-bound', stackComparison: moved }).outcome, 'unresolved');
+  assert.equal(classify({ ...base, stoppedBy: 'hang-bound', stackComparison: moved, settledComparison: { ...settledSame, same: false } }).outcome, 'unresolved');
+  assert.equal(classify({ ...base, stoppedBy: 'hang-bound', stackComparison: moved, settledComparison: { ...settledSame, endSeconds: 200 } }).outcome, 'unresolved');
+  const done = { ...base, stoppedBy: 'writer-exited', writerExit: 0, write: { mibPerSecond: 3 } };
+  assert.equal(classify({ ...done, episodes: [{ startSeconds: 5, seconds: 39, ended: true }] }).outcome, 'stalled');
+  assert.equal(classify(done).outcome, 'no-stall');
+  assert.equal(classify({ ...base, stoppedBy: 'run-bound' }).outcome, 'incomplete');
+});
+
+test('old records (no series): completed ones re-classified from their longest stall, 30 s "hangs" unresolved', () => {
+  assert.equal(classify({ completed: true, hung: false, longestStallSeconds: 26 }).outcome, 'stalled');
+  assert.equal(classify({ completed: true, hung: false, longestStallSeconds: 2 }).outcome, 'no-stall');
+  assert.equal(classify({ completed: false, hung: true, stallThresholdSeconds: 30 }).outcome, 'unresolved');
+});
+
+test('the guest output becomes a record: series, snapshots, comparison, outcome', () => {
+  const kv = (k, v) => `lab-kv\t${k}\t${v}`;
+  const sample = (ms, w, b) => `lab-sample\t${ms}\t${w}\t${b}\t0\t0`;
+  const th = (snap, ms, role, tid, state, stack) => `lab-thread\t${snap}\t${ms}\t${role}\t100\t${tid}\t0x400100\t${state}\tbalance_dirty_pages\tnode\t${stack}`;
+  const out = [
+    'lab: setting up',
+    'lab-record-begin',
+    kv('variant', 'dirty'), kv('protect', 'none'), kv('stallThresholdSeconds', 10), kv('hangBoundSeconds', 300),
+    kv('runBoundSeconds', 600), kv('stoppedBy', 'hang-bound'), kv('writerExit', 'null'), kv('guestLoadavgStart', '0.5 0.2 0.1'),
+    sample(1000, 8, 1048576), sample(2000, 16, 2097152), sample(12000, 16, 2097152), sample(302000, 16, 2097152),
+    th('stall-1', 12000, 'server', 101, 'D', BDP), th('stall-1', 12000, 'writer', 200, 'D', BDP),
+    th('end', 302000, 'server', 101, 'D', BDP), th('end', 302000, 'writer', 200, 'D', BDP),
+    'lab-memory\tend\t302000\tDirty=1024\tWriteback=7400',
+    'lab-record-end',
+  ].join('\n');
+  const parsed = parseGuestOutput(out);
+  assert.equal(parsed.series.t.length, 4);
+  assert.equal(parsed.snapshots.end.memoryKiB.Writeback, 7400);
+  const r = buildRecord(out, { kernelName: 'bookworm', variant: 'dirty', protect: 'none', kernelRunExit: 125 });
+  assert.equal(r.outcome, 'hung');
+  assert.equal(r.hung, true);
+  assert.equal(r.cause, 'balance_dirty_pages');
+  assert.deepEqual(r.episodes, [{ startSeconds: 2, seconds: 300, ended: false }]);
+  assert.deepEqual(r.guestLoadavg.start, [0.5, 0.2, 0.1]);
+  assert.equal(buildRecord('no record here', { kernelRunExit: 125 }).outcome, 'failed');
+});
