@@ -30,7 +30,7 @@ import { buildRecord, classify, COUNTED, derive, isOld, outcomeOf } from './lab/
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 export const DEFAULT_RESULTS = path.join(root, 'docs/lab/pressure.jsonl');
 export const VARIANTS = ['dirty', 'swap', 'memcg'];
-const GUEST_ENV = ['NBD_LAB_WRITE_MIB', 'NBD_LAB_STALL_S', 'NBD_LAB_HANG_S', 'NBD_LAB_BOUND_S', 'NBD_LAB_SWAP_MIB', 'NBD_LAB_HOG_OVER_MIB', 'NBD_LAB_MEMCG_MIB'];
+const GUEST_ENV = ['NBD_LAB_WRITE_MIB', 'NBD_LAB_STALL_S', 'NBD_LAB_HANG_S', 'NBD_LAB_SETTLE_S', 'NBD_LAB_BOUND_S', 'NBD_LAB_SWAP_MIB', 'NBD_LAB_HOG_OVER_MIB', 'NBD_LAB_MEMCG_MIB'];
 // The campaign's default order: the cells that show the effect first, then 5.10, then the rest.
 export const DEFAULT_CELLS = ['bookworm:dirty', 'trixie:dirty', 'bookworm:swap', 'bullseye:dirty', 'bullseye:swap', 'trixie:swap', 'bookworm:memcg', 'bullseye:memcg', 'trixie:memcg'];
 
