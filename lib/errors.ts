@@ -2,6 +2,7 @@
  * IoFlusherError: shaped like Node's own system errors (src/api/exceptions.cc): message "CODE: description, syscall",
  * `code`, negative `errno`, `syscall`; plus `reason` to branch on and `hint` saying what to do about it.
  */
+import * as os from 'node:os';
 import * as util from 'node:util';
 import { EINVAL, EPERM, kernelHasIoFlusher, PR_GET_IO_FLUSHER, PR_SET_IO_FLUSHER, PRCTL_OPTION_NAMES } from './kernel-constants';
 
@@ -133,6 +134,7 @@ const GRANT_CAPABILITY =
   '`AmbientCapabilities=CAP_SYS_RESOURCE` (and CapabilityBoundingSet must include it)';
 
 let systemErrors: Map<number, [string, string]> | undefined;
+const MISSING_FROM_LIBUV: Record<string, string> = { ENOEXEC: 'exec format error' };
 
 /** The name and description of an errno (either sign): ['EPERM', 'operation not permitted'], from Node's own table. */
 export function errnoDescription(errno: number): [string, string] {
@@ -140,7 +142,10 @@ export function errnoDescription(errno: number): [string, string] {
   systemErrors ??= util.getSystemErrorMap();
   const positive = Math.abs(errno);
   const entry = systemErrors.get(-positive);
-  return entry ? [entry[0], entry[1]] : [`E${positive}`, `errno ${positive}`];
+  if (entry) return [entry[0], entry[1]];
+  // libuv's table lacks a few the kernel returns (ENOEXEC from execve): the name from os.constants, never `E8`.
+  const name = Object.entries(os.constants.errno).find(([, value]) => value === positive)?.[0];
+  return [name ?? `E${positive}`, (name && MISSING_FROM_LIBUV[name]) ?? `errno ${positive}`];
 }
 
 /** The name of an errno (either sign): 'EPERM'. */

@@ -48,6 +48,8 @@ describe('io-flusher exec', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iof-noexec-'));
     const plain = path.join(dir, 'not-executable');
     fs.writeFileSync(plain, '#!/bin/sh\necho ran\n', { mode: 0o644 });
+    const garbage = path.join(dir, 'not-a-program');
+    fs.writeFileSync(garbage, 'garbage\0\x01', { mode: 0o755 });
     try {
       const cases: Array<[string[], number, RegExp]> = [
         [['exec', '--', 'no-such-command-here'], 127, /^io-flusher: cannot run no-such-command-here: ENOENT: .*not found in PATH/],
@@ -55,6 +57,8 @@ describe('io-flusher exec', () => {
         [['exec', '--backend', 'emulated', '--', 'no-such-command-here'], 127, /cannot run no-such-command-here: ENOENT/],
         [['exec', '--', plain], 126, /^io-flusher: cannot run .*not-executable: EACCES: .*not an executable file/],
         [['exec', '--allow-unprotected', '--', plain], 126, /cannot run .*not-executable: EACCES/],
+        // execve's ENOEXEC (no interpreter line, not ELF): named as the kernel names it (libuv's table lacks it).
+        [['exec', '--clear', '--', garbage], 126, /^io-flusher: cannot run .*not-a-program: ENOEXEC: exec format error/],
       ];
       for (const [args, status, message] of cases) {
         const r = runCli(args);
