@@ -191,6 +191,11 @@ export function causeOf(snapshot) {
   if (reclaim) return 'direct-reclaim';
   if (/folio_wait_writeback|wait_on_page_writeback|__filemap_fdatawait/.test(stacks)) return 'waiting-on-writeback';
   if (/swap_read|swapin|do_swap_page/.test(stacks)) return 'swap-in';
+  // The server's threads wait in its backing filesystem while a kernel thread of that filesystem (its journal, an
+  // ext4 worker) is in direct reclaim writing to /dev/nbd0: reclaim I/O on the server's behalf, which the server's
+  // own PF_MEMALLOC_NOIO does not cover (seen in the swap variant, protected side).
+  const kernelThreads = snapshot.threads.filter((t) => t.role === 'blocked' && t.state === 'D').map((t) => `${t.name} ${t.stack}`).join(' | ');
+  if (/ext4_|jbd2/.test(stacks) && /(jbd2|ext4_)[^|]*__swap_writepage|__swap_writepage[^|]*(jbd2|ext4_)/.test(kernelThreads)) return 'fs-kernel-thread-reclaim-io';
   if (/jbd2|start_this_handle|ext4_journal/.test(stacks)) return 'filesystem-journal';
   return 'other';
 }

@@ -2,7 +2,7 @@
 // counted as a hang, a hang needs the bound and the same blocked threads at both ends, old records stay apart.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { buildRecord, classify, compareSnapshots, parseGuestOutput, samePlace, stallEpisodes } from './record.mjs';
+import { buildRecord, causeOf, classify, compareSnapshots, parseGuestOutput, samePlace, stallEpisodes } from './record.mjs';
 
 const series = (points) => ({
   t: points.map((p) => p[0]),
@@ -119,4 +119,13 @@ test('the guest output becomes a record: series, snapshots, comparison, outcome'
   assert.deepEqual(r.episodes, [{ startSeconds: 2, seconds: 300, ended: false }]);
   assert.deepEqual(r.guestLoadavg.start, [0.5, 0.2, 0.1]);
   assert.equal(buildRecord('no record here', { kernelRunExit: 125 }).outcome, 'failed');
+});
+
+test("cause: the server waits in its filesystem while that filesystem's journal swaps out to /dev/nbd0", () => {
+  const t = (role, name, stack) => ({ role, name, state: 'D', stack });
+  const journal = t('blocked', 'jbd2/vda-8', 'rq_qos_wait < wbt_wait < __rq_qos_throttle < blk_mq_submit_bio < __swap_writepage < pageout < shrink_folio_list < try_to_free_pages < __alloc_pages < __getblk_gfp < jbd2_journal_get_descriptor_buffer < jbd2_journal_commit_transaction');
+  const server = t('server', 'node', 'ext4_da_get_block_prep < ext4_block_write_begin < ext4_da_write_begin < generic_perform_write < ext4_buffered_write_iter < vfs_write');
+  assert.equal(causeOf({ threads: [server, journal] }), 'fs-kernel-thread-reclaim-io');
+  assert.equal(causeOf({ threads: [server] }), 'other');
+  assert.equal(causeOf({ threads: [{ ...server, stack: 'balance_dirty_pages < ext4_buffered_write_iter' }, journal] }), 'balance_dirty_pages');
 });
