@@ -260,9 +260,10 @@ function campaign(file, { cells, untilPairs, minPairs, node, memory }) {
       }
       const counted = all.filter((r) => COUNTED.has(r.outcome));
       const pairs = Math.min(...['exec', 'none'].map((p) => counted.filter((r) => r.protect === p).length));
-      const target = pairs >= minPairs && showsEffect(counted) ? untilPairs : minPairs;
+      const differ = pairs >= minPairs && showsEffect(counted);
+      const target = differ ? untilPairs : minPairs;
       if (pairs >= target) {
-        process.stdout.write(`lab: ${cell}: ${pairs} pairs (target ${target}${target === untilPairs ? ', the sides differ' : ', the sides do not differ'}); next cell\n`);
+        process.stdout.write(`lab: ${cell}: ${pairs} pairs (target ${target}, the sides ${differ ? 'differ' : 'do not differ'}); next cell\n`);
         break;
       }
       for (const protect of pairOrder(counted)) {
