@@ -137,7 +137,7 @@ export function summarize(records) {
       `| ${kernel}${def === 'old' ? ' (old records: 30 s cut-off)' : ''} | ${variant} | ${sideName} | ${rs.filter((r, i) => COUNTED.has(outcomes[i])).length} | ` +
         `${count('no-stall')} | ${count('stalled')} | ${def === 'old' ? '-' : count('hung')} | ${count('unresolved')} | ${other ? `${other} (${count('incomplete')} incomplete, ${count('failed')} failed)` : 0} | ` +
         `${fmt(longest, 0)} | ${fmt(median(stalls), 0)} | ${fmt(median(done.map((r) => r.write?.mibPerSecond)), 2)} | ` +
-        `${done.filter((r) => r.intact).length}/${done.length} | ${Object.entries(causes).map(([c, n]) => `${c} ${n}`).join(', ') || '-'} |`,
+        `${done.filter((r) => r.intact === true).length}/${done.filter((r) => typeof r.intact === 'boolean').length}${done.some((r) => r.intact === null) ? ` (${done.filter((r) => r.intact === null).length} not verified)` : ''} | ${Object.entries(causes).map(([c, n]) => `${c} ${n}`).join(', ') || '-'} |`,
     );
   }
   return [rows.join('\n'), ...unsupported.map((u) => `Not run (unsupported): ${u}`)].join('\n');
@@ -215,7 +215,7 @@ function logRun(record, label) {
   process.stdout.write(
     `lab: ${record.kernelName} ${record.variant} ${side(record.protect).padEnd(11)} ${label}: ${o}` +
       (o === 'no-stall' || o === 'stalled'
-        ? ` ${w.mibPerSecond.toFixed(2)} MiB/s, longest stall ${record.longestStallSeconds} s, ${record.episodes.length} stalls, data ${record.intact ? 'intact' : 'CORRUPTED'}`
+        ? ` ${w.mibPerSecond.toFixed(2)} MiB/s, longest stall ${record.longestStallSeconds} s, ${record.episodes.length} stalls, data ${record.intact === null ? `not verified (${record.verifyError})` : record.intact ? 'intact' : 'CORRUPTED'}`
         : '') +
       (o === 'hung' ? `: no progress for ${record.hangBoundSeconds} s, blocked threads unchanged (${record.stackComparison.unchanged}), cause ${record.cause}` : '') +
       (record.outcomeReason ? ` (${record.outcomeReason})` : '') +
