@@ -118,6 +118,7 @@ echo 20 >/proc/sys/kernel/hung_task_timeout_secs 2>/dev/null || true
 
 [ -b /dev/vda ] || fail "no /dev/vda: kernel-run needs --disk"
 [ -b /dev/nbd0 ] || fail "no /dev/nbd0: kernel-run needs --modules nbd"
+log "setting up: the backing filesystem on /dev/vda"
 mkfs.ext4 -q -F /dev/vda && mount /dev/vda store || fail "cannot make the backing filesystem"
 
 # Where each process goes: "" (stay in this script's cgroup) or a cgroup.procs / tasks file to join.
@@ -166,6 +167,7 @@ grep -q 'listening on' "$work/server.log" || fail "the server did not start: $(t
 kv serverThreadsFlagged "$("$node" "$cli" status "$server_pid" --json | "$node" -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{const p=JSON.parse(s).processes[0];console.log(p.threads.filter(t=>t.ioFlusher).length+'/'+p.threads.length)})")"
 kv serverFlags "$(printf '0x%x' "$(pf_flags "/proc/$server_pid/stat")")"
 
+log "setting up: the server is listening; attaching /dev/nbd0, ext4 on it"
 /usr/sbin/nbd-client -unix "$work/nbd.sock" /dev/nbd0 -N disk -b 4096 >/dev/null 2>&1 || fail "nbd-client failed"
 # No lazy initialisation: ext4lazyinit would add writes of its own during the run.
 mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 /dev/nbd0 && mount /dev/nbd0 mnt ||
@@ -176,9 +178,11 @@ if [ "$variant" = swap ]; then
   fallocate -l "${swap_mib}M" mnt/swapfile && chmod 600 mnt/swapfile && mkswap mnt/swapfile >/dev/null &&
     swapon mnt/swapfile || fail "cannot make a swap file on /dev/nbd0"
   kv swapMiB "$swap_mib"
+  log "setting up: ${swap_mib} MiB of swap on /dev/nbd0's ext4"
 fi
 
 # The load waits at a FIFO until released, so that Node's start-up is not counted as time without progress.
+log "setting up: starting the load"
 mkfifo writer.go hog.go
 start_unprotected() { # CGROUP-FILE ROLE OOM-SCORE-ADJ JS: io-flusher exec --clear, then node -e JS; sets started_pid
   (
@@ -309,7 +313,7 @@ release_writer() { # T: the writer's bytes count from its release (Node's start-
 }
 if [ -n "$hog_pid" ]; then echo go >hog.go; else release_writer 0 && watching=1 && kv watchFromMs 0; fi
 kv guestStart "$(date -u +%FT%TZ)"
-last_writes=$writes0 last_bytes=0 last_change=0 episode=0 snapped='' stopped_by=''
+last_writes=$writes0 last_bytes=0 last_change=0 episode=0 snapped='' stopped_by='' last_minute=0
 : >"$work/series"
 while :; do
   read -r -t 1 -u "$tick_fd" _
@@ -348,11 +352,17 @@ while :; do
     stopped_by=hang-bound
     break
   fi
+  # A line a minute on the console, for whoever watches a long run (kernel-run without --quiet).
+  if ((t / 60000 != last_minute)); then
+    last_minute=$((t / 60000))
+    log "t=$((t / 1000))s: nbd0 written $(((writes - writes0) >> 11)) MiB, writer $((bytes >> 20)) MiB, swapped out $(((swapped - swap0) >> 8)) MiB, no progress for $((stalled_ms / 1000)) s"
+  fi
   if [ -n "$writer_started" ] && ! alive "$writer_pid"; then stopped_by=writer-exited && break; fi
   if ((t >= bound_s * 1000)); then stopped_by=run-bound && break; fi
   # The swap variant releases the writer once the hog holds more than the memory there is (or after 120 s).
   if [ -z "$writer_started" ] && { [ -e hog.ready ] || ((t >= 120000)) || ! alive "$hog_pid"; }; then
     release_writer "$t"
+    log "the writer is released at t=$((t / 1000))s"
     kv writerReleasedMs "$t"
   fi
 done
@@ -378,7 +388,8 @@ alive "$server_pid" && server_alive=true
 kv serverAlive "$server_alive"
 if [ -n "$hog_pid" ]; then
   if alive "$hog_pid"; then kv hogSurvived true; else kv hogSurvived false; fi
-  [ "$stopped_by" = hang-bound ] || { kill -KILL "$hog_pid" 2>/dev/null && wait "$hog_pid" 2>/dev/null; }
+  # Never waited for: a hog in D state (reclaim writing to /dev/nbd0) dies only once its I/O completes, maybe never.
+  [ "$stopped_by" = hang-bound ] || kill -KILL "$hog_pid" 2>/dev/null
 fi
 kv oomKills "$(dmesg | grep -ci 'out of memory: killed process' || true)"
 kv oomKilled "$(dmesg | grep -io 'out of memory: killed process [0-9]* ([^)]*)' | sed 's/.*(//; s/)//' | tr '\n' ' ')"

@@ -251,7 +251,7 @@ function classifyOld(record) {
 }
 
 /** True for records measured under the old definition (no series). */
-export const isOld = (record) => !record.series;
+export const isOld = (record) => !record.series && record.schema === undefined;
 
 /**
  * The JSON record of one run, from kernel-run's output and the host's view of it. `host` holds at, kernelName,
