@@ -49,7 +49,7 @@ describe.skipIf(perNodeRun)(`the docs${skipNote}`, () => {
     const pages = [
       ...fs.readdirSync(path.join(ROOT, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`),
       'docs/api/README.md',
-      'docs/lab/',
+      'docs/lab/README.md',
       'CONTRIBUTING.md',
       'CHANGELOG.md',
     ];
