@@ -1,6 +1,7 @@
 /**
  * The lab's definitions (scripts/lab/record.mjs: stalled, hung, unresolved, the stack comparison) are checked by
- * their own node:test file, kept beside them so the lab stays runnable without vitest; npm test runs it here.
+ * their own node:test file, kept beside them so the lab stays runnable without vitest; npm test runs it here, with
+ * the TAP reporter named (Node 23 and later default to another one, whose summary has no "# fail" line).
  */
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
@@ -8,7 +9,7 @@ import { expect, it } from 'vitest';
 import { ROOT } from './helpers';
 
 it('the lab classifies runs as docs/lab/README.md defines (scripts/lab/record.test.mjs)', () => {
-  const r = spawnSync(process.execPath, ['--test', path.join(ROOT, 'scripts/lab/record.test.mjs')], { encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(process.execPath, ['--test', '--test-reporter=tap', path.join(ROOT, 'scripts/lab/record.test.mjs')], { encoding: 'utf8', timeout: 60_000 });
   expect(r.stdout + r.stderr).toMatch(/# fail 0/);
   expect(r.status).toBe(0);
 });
