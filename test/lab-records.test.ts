@@ -1,7 +1,7 @@
 /**
  * The lab's definitions (scripts/lab/record.mjs: stalled, hung, unresolved, the stack comparison) are checked by
  * their own node:test file, kept beside them so the lab stays runnable without vitest; npm test runs it here, with
- * the TAP reporter named (Node 24 and 26 default to another one when the output is not a terminal, with no "# fail" line).
+ * the TAP reporter named (Node 24 and 26 default to another one, without a "# fail" line, even into a pipe).
  */
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
