@@ -101,7 +101,7 @@ results.calls = calls;
 
 // 2. Process-wide set and listThreads() against thread count (Workers idle in their event loop), each beside its
 // anchors with the same number of threads: glibc's setxid broadcast (setresuid with unchanged ids signals every thread
-// and waits for each) in a C process (bench/broadcast-anchor.c) and in this very process, and a C loop reading every
+// and waits for each) in a C process (bench/broadcast-anchor.cc) and in this very process, and a C loop reading every
 // /proc/self/task/TID/stat. io-flusher's and the in-process glibc samples alternate, so both see the same machine.
 const anchorBinary = buildC('broadcast-anchor', ['-pthread'], ['native/thread_broadcast.cc', 'native/prctl_io_flusher.cc', 'native/process_exec.cc']);
 const anchorAt = (threads) => JSON.parse(execFileSync(anchorBinary, [String(threads), String(REPEATS), quick ? '10' : '40'], { encoding: 'utf8' }));

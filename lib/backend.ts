@@ -21,7 +21,8 @@ export const BACKEND_CHOICES: readonly BackendChoice[] = ['auto', 'native', 'emu
 
 /**
  * The addon's calls that are real system calls whichever backend models IO_FLUSHER: memory locks and limits
- * (lib/memory.ts), descriptors and execve (lib/exec.ts). The binding's own members, so the addon itself is one.
+ * (lib/code-lock.ts, lib/locked-buffers.ts, lib/memlock-limit.ts), descriptors and execve (lib/exec.ts). The
+ * binding's own members, so the addon itself is one.
  * @internal
  */
 export type SystemCalls = Pick<

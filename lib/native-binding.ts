@@ -60,7 +60,7 @@ export interface NativeBinding {
   setFdCloexec(fd: number, cloexec: number): number;
 
   // Memory (native/memory_lock.h).
-  /** mlockall(flags): 0 or -errno. Not used by lib/: V8 aborts with its heap locked (see lib/memory.ts). */
+  /** mlockall(flags): 0 or -errno. Not used by lib/: V8 aborts with its heap locked (see lib/code-lock.ts). */
   mlockall(flags: number): number;
   /** munlockall(): 0 or -errno. */
   munlockall(): number;

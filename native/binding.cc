@@ -226,7 +226,7 @@ Napi::Value Setrlimit(const Napi::CallbackInfo& info) {
   return Num(info, iof_setrlimit(resource, soft, hard));
 }
 
-// ---- Scoped memory locking (lib/memory.ts). Their TypeErrors name the call's whole signature: an address or a
+// ---- Scoped memory locking (lib/code-lock.ts, lib/locked-buffers.ts). Their TypeErrors name the call's whole signature: an address or a
 // Buffer taken on trust could lock or unmap memory the caller does not own.
 bool IsLength(const Napi::Value& value) {
   if (!value.IsNumber()) return false;

@@ -1,5 +1,6 @@
-// Memory locking and its limit, for the forward-progress kit (lib/memory.ts). IO_FLUSHER keeps a daemon's
-// allocations out of reclaim recursion but does not make them succeed; storage daemons also lock their memory.
+// Memory locking and its limit, for the forward-progress kit (lib/code-lock.ts, lib/locked-buffers.ts,
+// lib/memlock-limit.ts). IO_FLUSHER keeps a daemon's allocations out of reclaim recursion but does not make them
+// succeed; storage daemons also lock their memory.
 // One system call per function; 0 (or the result) or -errno. See: man 2 mlock, man 2 mmap, man 2 getrlimit.
 #ifndef IO_FLUSHER_MEMORY_LOCK_H
 #define IO_FLUSHER_MEMORY_LOCK_H
@@ -12,7 +13,7 @@ extern "C" {
 #endif
 
 // mlockall(flags) with MCL_* flags as given. Returns 0 or -errno. Not used by the public API: V8 aborts when it
-// gives back locked heap pages (lib/memory.ts); kept so a test can show that hazard.
+// gives back locked heap pages (lib/code-lock.ts); kept so a test can show that hazard.
 long iof_mlockall(int flags);
 
 // munlockall(). Returns 0 or -errno.

@@ -25,7 +25,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { buildRecord, classify, COUNTED, derive, isOld, outcomeOf } from './lab/record.mjs';
+import { buildRecord, COUNTED, current, isOld, outcomeOf } from './lab/record.mjs';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 export const DEFAULT_RESULTS = path.join(root, 'docs/lab/pressure.jsonl');
@@ -84,10 +84,10 @@ export function runOnce({ variant, protect, kernel = 'bookworm', node = 'system'
 }
 const round2 = (x) => Math.round(x * 100) / 100;
 
-/** The records of the results file, each read under the current definitions (see derive in scripts/lab/record.mjs). */
+/** The records of the results file, each read under the current definitions (current() in scripts/lab/record.mjs). */
 export function readResults(file) {
   if (!fs.existsSync(file)) return [];
-  return fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => derive(JSON.parse(l)));
+  return fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => current(JSON.parse(l)));
 }
 
 const median = (xs) => {
@@ -109,6 +109,13 @@ export function groups(records) {
   // New records first, old ones after them.
   const order = (key) => `${key.endsWith('|old') ? 1 : 0}|${key}`;
   return [...map].sort(([a], [b]) => order(a).localeCompare(order(b)));
+}
+
+/** Verified intact of verified, and the runs whose data could not be verified (intact: null), apart. */
+function intactColumn(done) {
+  const unverified = done.filter((r) => r.intact === null).length;
+  const verified = done.filter((r) => typeof r.intact === 'boolean');
+  return `${verified.filter((r) => r.intact).length}/${verified.length}${unverified ? ` (${unverified} not verified)` : ''}`;
 }
 
 /** The table: one row per kernel, variant, side (and definition), the outcomes counted apart. */
@@ -137,7 +144,7 @@ export function summarize(records) {
       `| ${kernel}${def === 'old' ? ' (old records: 30 s cut-off)' : ''} | ${variant} | ${sideName} | ${rs.filter((r, i) => COUNTED.has(outcomes[i])).length} | ` +
         `${count('no-stall')} | ${count('stalled')} | ${def === 'old' ? '-' : count('hung')} | ${count('unresolved')} | ${other ? `${other} (${count('incomplete')} incomplete, ${count('failed')} failed)` : 0} | ` +
         `${fmt(longest, 0)} | ${fmt(median(stalls), 0)} | ${fmt(median(done.map((r) => r.write?.mibPerSecond)), 2)} | ` +
-        `${done.filter((r) => r.intact === true).length}/${done.filter((r) => typeof r.intact === 'boolean').length}${done.some((r) => r.intact === null) ? ` (${done.filter((r) => r.intact === null).length} not verified)` : ''} | ${Object.entries(causes).map(([c, n]) => `${c} ${n}`).join(', ') || '-'} |`,
+        `${intactColumn(done)} | ${Object.entries(causes).map(([c, n]) => `${c} ${n}`).join(', ') || '-'} |`,
     );
   }
   return [rows.join('\n'), ...unsupported.map((u) => `Not run (unsupported): ${u}`)].join('\n');
@@ -309,7 +316,7 @@ async function main() {
   if (values.reclassify) {
     // Rewrites the derived fields of every record under the current definitions. Not while a campaign appends to the
     // file: a line appended between the read and the rename would be lost.
-    const lines = readResults(file).map((r) => JSON.stringify(r.series ? r : { ...r, ...(({ outcome, reason }) => ({ outcome, outcomeReason: reason }))(classify(r)) }));
+    const lines = readResults(file).map((r) => JSON.stringify(r));
     fs.writeFileSync(`${file}.tmp`, `${lines.join('\n')}\n`);
     fs.renameSync(`${file}.tmp`, file);
     process.stdout.write(`lab: ${lines.length} records re-classified in ${path.relative(process.cwd(), file)}\n`);

@@ -63,7 +63,7 @@ for (const run of runs) {
 
 // The pressure pair, from the lab (scripts/lab-pressure.mjs) in the configuration that reproduces the deadlock best:
 // variant "dirty" (a small global dirty limit, no periodic writeback). The protected server must complete with its
-// data intact; the unprotected one is reported, whatever it does (a hang is the expected outcome, not a failure).
+// data intact; the unprotected one is reported, whatever it does (no progress is the expected outcome, not a failure).
 for (const protect of ['exec', 'none']) {
   const record = runOnce({ variant: 'dirty', protect, kernel, quiet: true, env: protect === 'none' ? { NBD_LAB_HANG_S: '60' } : {} });
   const w = record.write;

@@ -15,7 +15,7 @@ const SOURCE_DIRS = ['scripts', 'vm', 'docs', 'test', 'bench', 'examples', 'nati
 const LITERAL = [/path\.join\((?:root|ROOT|repoRoot),\s*'([^']+)'/g, /"\$root\/([^"$ ]+)"/g];
 
 /** Project paths named literally in a file's text, from the patterns above. */
-export function namedPaths(text: string): string[] {
+function namedPaths(text: string): string[] {
   const found = new Set<string>();
   for (const re of LITERAL) for (const m of text.matchAll(re)) found.add(m[1]);
   return [...found].filter((p) => SOURCE_DIRS.includes(p.split('/')[0]) && !p.includes('examples/nbd-server/dist'));

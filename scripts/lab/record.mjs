@@ -276,7 +276,8 @@ export function buildRecord(output, host) {
   record.kernelLog = parsed.kernelLog.length ? parsed.kernelLog : undefined;
   return derive(record);
 }
-const outcomeFields = (c) => ({ outcome: c.outcome, outcomeReason: c.reason });
+/** A classification as the record's fields. */
+export const outcomeFields = (c) => ({ outcome: c.outcome, outcomeReason: c.reason });
 
 /**
  * A new record's derived fields (stalls, the comparison of the snapshots, the cause, the outcome), computed again
@@ -307,9 +308,10 @@ export function derive(record) {
   return { ...r, ...outcomeFields(c) };
 }
 
-/** The outcome of any record, old or new, under the definitions of this file. */
-export function outcomeOf(record) {
-  if (!record.series) return classify(record);
-  const r = derive(record);
-  return { outcome: r.outcome, reason: r.outcomeReason };
+/** Any record, old or new, with its derived fields and its outcome under the definitions of this file. */
+export function current(record) {
+  return record.series ? derive(record) : { ...record, ...outcomeFields(classify(record)) };
 }
+
+/** The outcome of a record as current() gave it (scripts/lab-pressure.mjs reads every record through it). */
+export const outcomeOf = (record) => ({ outcome: record.outcome, reason: record.outcomeReason });
