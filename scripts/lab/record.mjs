@@ -24,6 +24,15 @@
 export const HANG_MIN_SECONDS = 300;
 /** A hang proven from the settle snapshot needs the threads unchanged for at least this long (300 s less the 60). */
 export const SETTLED_MIN_SECONDS = 240;
+/**
+ * The time between two snapshots is measured between the samples that took them, each at most about a second late
+ * (a 300 s bound less a 60 s settle gave 239.3-240.6 s): one second of slack, so a run is not called unresolved by a
+ * fraction of a second, and a longer bound in the record (NBD_LAB_HANG_S) asks for its full interval.
+ */
+export function settledMinSeconds(record) {
+  const interval = record.hangBoundSeconds - (record.settleSeconds ?? 60);
+  return Math.max(SETTLED_MIN_SECONDS, interval) - 1;
+}
 export const DEFAULT_STALL_SECONDS = 10;
 export const OUTCOMES = ['no-stall', 'stalled', 'hung', 'unresolved', 'incomplete', 'failed', 'unsupported'];
 /** The outcomes that say something about the server; failed and unsupported runs say something about the lab. */
@@ -212,7 +221,7 @@ export function classify(record) {
       const c = record.stackComparison;
       if (!c) return { outcome: 'unresolved', reason: 'no progress for the hang bound, but the tasks were not recorded at both ends' };
       const settled = record.settledComparison;
-      if (!c.same && settled?.same && settled.endSeconds - settled.startSeconds >= SETTLED_MIN_SECONDS) {
+      if (!c.same && settled?.same && settled.endSeconds - settled.startSeconds >= settledMinSeconds(record)) {
         return {
           outcome: 'hung',
           reason: `blocked threads moved in the first ${Math.round(settled.startSeconds - c.startSeconds)} s of the stall ` +

@@ -82,6 +82,11 @@ test('hung needs the bound of at least 300 s and the same threads; stalled needs
   assert.equal(classify({ ...base, stoppedBy: 'hang-bound', stackComparison: moved }).outcome, 'unresolved');
   assert.equal(classify({ ...base, stoppedBy: 'hang-bound', stackComparison: moved, settledComparison: { ...settledSame, same: false } }).outcome, 'unresolved');
   assert.equal(classify({ ...base, stoppedBy: 'hang-bound', stackComparison: moved, settledComparison: { ...settledSame, endSeconds: 200 } }).outcome, 'unresolved');
+  // The snapshots are taken by once-a-second samples: 239.3 s between them (as recorded) is the 240 s, 238 s is not.
+  const settled = (seconds, more = {}) => classify({ ...base, ...more, stoppedBy: 'hang-bound', stackComparison: moved, settledComparison: { ...settledSame, endSeconds: 81 + seconds } }).outcome;
+  assert.deepEqual([settled(239.3), settled(240.6), settled(238)], ['hung', 'hung', 'unresolved']);
+  // A longer bound in the record asks for its whole interval after the settle snapshot.
+  assert.deepEqual([settled(239.3, { hangBoundSeconds: 400, settleSeconds: 60 }), settled(339.5, { hangBoundSeconds: 400, settleSeconds: 60 })], ['unresolved', 'hung']);
   const done = { ...base, stoppedBy: 'writer-exited', writerExit: 0, write: { mibPerSecond: 3 } };
   assert.equal(classify({ ...done, episodes: [{ startSeconds: 5, seconds: 39, ended: true }] }).outcome, 'stalled');
   assert.equal(classify(done).outcome, 'no-stall');
