@@ -35,6 +35,22 @@ const GUEST_ENV = ['NBD_LAB_WRITE_MIB', 'NBD_LAB_STALL_S', 'NBD_LAB_HANG_S', 'NB
 export const DEFAULT_CELLS = ['bookworm:dirty', 'trixie:dirty', 'bookworm:swap', 'bullseye:dirty', 'bullseye:swap', 'trixie:swap', 'bookworm:memcg', 'bullseye:memcg', 'trixie:memcg'];
 
 /**
+ * scripts/lab/observer-lock.c built as a library the observer (pressure-run.sh) is started with: it locks the
+ * observer's memory (why: that file). Built on the host, into the project (the guest sees it at the same path; the
+ * guest's /tmp is its own), again whenever the source is newer.
+ */
+export function observerLockLibrary() {
+  const source = path.join(root, 'scripts/lab/observer-lock.c');
+  const library = path.join(root, 'build/lab/observer-lock.so');
+  if (fs.existsSync(library) && fs.statSync(library).mtimeMs >= fs.statSync(source).mtimeMs) return library;
+  fs.mkdirSync(path.dirname(library), { recursive: true });
+  const cc = process.env.CC || 'cc';
+  const r = spawnSync(cc, ['-O2', '-Wall', '-Wextra', '-Werror', '-shared', '-fPIC', '-o', library, source], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`lab: cannot build ${library} with ${cc}: ${r.error?.message ?? r.stderr.trim()}`);
+  return library;
+}
+
+/**
  * One run in a VM: the record (see scripts/lab/record.mjs), with the host's view added (wall time, kernel-run's exit,
  * the host's load average before and after). `env` overrides the guest's NBD_LAB_* settings.
  */
@@ -46,13 +62,14 @@ export function runOnce({ variant, protect, kernel = 'bookworm', node = 'system'
   // kernel-run's own timing (boot, command), without the wait for the VM lock that wallSeconds includes.
   const timesFile = path.join(os.tmpdir(), `lab-pressure-times-${process.pid}.jsonl`);
   fs.rmSync(timesFile, { force: true });
-  // The observer runs with IO_FLUSHER itself (see pressure-run.sh), and with oom_score_adj -1000.
+  // The observer runs with IO_FLUSHER itself (see pressure-run.sh), with oom_score_adj -1000, its memory locked.
   const r = spawnSync(
     path.join(root, 'vm/kernel-run'),
     ['--kernel', kernel, '--mode', 'full', '--node', node, '--modules', 'nbd,ext4', '--disk', '2G', '--memory', memory,
       '--timeout', '1000', '--quiet', '--',
       'node', path.join(root, 'dist/cli.js'), 'exec', '--oom-score-adj', '-1000', '--',
-      'env', ...Object.entries(guestEnv).map(([k, v]) => `${k}=${v}`), 'bash', path.join(root, 'scripts/lab/pressure-run.sh'), variant, protect],
+      'env', ...Object.entries(guestEnv).map(([k, v]) => `${k}=${v}`), `LD_PRELOAD=${observerLockLibrary()}`,
+      'bash', path.join(root, 'scripts/lab/pressure-run.sh'), variant, protect],
     { cwd: root, encoding: 'utf8', maxBuffer: 256 << 20, env: { ...process.env, IO_FLUSHER_KERNEL_RUN_TIMES: timesFile } },
   );
   let vmSeconds;

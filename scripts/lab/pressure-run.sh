@@ -44,7 +44,19 @@
 # its own allocations, and those of the tools it starts, never wait on /dev/nbd0: it has to report on a machine whose
 # other tasks are stuck. The writer and the hog are started through `io-flusher exec --clear`: unprotected, like any
 # application, with oom_score_adj 0 (the writer) and 1000 (the hog) where the observer has -1000.
+# IO_FLUSHER is not enough where memory runs out (the swap variant): the kernel never calls the OOM killer for an
+# allocation that may not enter the filesystem, so a page the observer needs then may never come (Debian's 6.12 guest
+# went silent 16 s into its first stall). So its memory is locked and grown ahead (scripts/lab/observer-lock.c,
+# preloaded by lab-pressure.mjs), the files it appends to are allocated ahead, and from the start of the watch to the
+# printing of the record it starts no program: the watch, the snapshots and the record use shell builtins only. What
+# needs a program (the kernel log, the data check) comes after, in a second part of the record.
 set -uo pipefail
+# The whole script is one group, so bash has read all of it before it starts: a script read as it runs would need
+# pages of the (9p) file again after the watch, when the guest may have none to give.
+{
+# The lock library is for this shell alone: nothing it starts is preloaded (the locks themselves are not inherited).
+preloaded=${LD_PRELOAD-}
+unset LD_PRELOAD
 variant=${1:?dirty|swap|memcg} protect=${2:?exec|none}
 case $variant in dirty | swap | memcg) ;; *) echo "VARIANT must be dirty, swap or memcg" >&2; exit 2 ;; esac
 case $protect in exec | none) ;; *) echo "PROTECT must be exec or none" >&2; exit 2 ;; esac
@@ -70,11 +82,16 @@ mkdir store mnt
 log() { echo "lab: $*" >&2; }
 record="$work/record"
 kv() { printf 'lab-kv\t%s\t%s\n' "$1" "$2" >>"$record"; }
-print_record() {
+print_part() { # FILE...: one part of the record (the host joins the parts); builtins only, see "The observer"
+  local f line
   echo "lab-record-begin"
-  cat "$record" "$work/series" "$work/threads" "$work/memory" "$work/kernel-log" 2>/dev/null
+  for f; do
+    [ -e "$f" ] || continue
+    while IFS= read -r line || [ -n "$line" ]; do printf '%s\n' "$line"; done <"$f"
+  done
   echo "lab-record-end"
 }
+print_record() { print_part "$record" "$work/series" "$work/threads" "$work/memory"; }
 fail() { # REASON: the run could not be set up; the record says why
   log "$*"
   kv error "$*"
@@ -94,6 +111,11 @@ kv hangBoundSeconds "$hang_s"
 kv settleSeconds "$settle_s"
 kv runBoundSeconds "$bound_s"
 kv guestLoadavgStart "$(cut -d' ' -f1-3 /proc/loadavg)"
+locked_kib=0
+while read -r key value _; do [ "$key" = VmLck: ] && locked_kib=$value; done </proc/self/status
+kv observerLockedKiB "$locked_kib"
+((locked_kib > 0)) ||
+  fail "the observer's memory is not locked (VmLck 0, LD_PRELOAD '${preloaded}'): start it with scripts/lab/observer-lock.c preloaded, as lab-pressure.mjs does"
 
 # PF_ flags of a task, from field 9 of its stat (after the command name, which may hold spaces).
 pf_flags() { # PATH-TO-STAT -> decimal flags
@@ -180,6 +202,15 @@ if [ "$variant" = swap ]; then
   kv swapMiB "$swap_mib"
   log "setting up: ${swap_mib} MiB of swap on /dev/nbd0's ext4"
 fi
+
+# The files the watch writes, allocated ahead (tmpfs keeps the pages, the size stays 0), now that this shell is in its
+# cgroup: in the swap variant, a tmpfs page charged elsewhere could be swapped out to /dev/nbd0 and read back through
+# the server. The record so far is copied into a new one for the same reason.
+for f in series threads memory record-watch record-2; do
+  fallocate -n -l 2M "$work/$f" || fail "cannot allocate $work/$f ahead"
+done
+while IFS= read -r line; do printf '%s\n' "$line"; done <"$record" >>"$work/record-watch"
+record="$work/record-watch"
 
 # The load waits at a FIFO until released, so that Node's start-up is not counted as time without progress.
 log "setting up: starting the load"
@@ -312,9 +343,9 @@ release_writer() { # T: the writer's bytes count from its release (Node's start-
   echo go >writer.go && writer_started=$1
 }
 if [ -n "$hog_pid" ]; then echo go >hog.go; else release_writer 0 && watching=1 && kv watchFromMs 0; fi
-kv guestStart "$(date -u +%FT%TZ)"
+TZ=UTC printf -v guest_start '%(%Y-%m-%dT%H:%M:%SZ)T' -1
+kv guestStart "$guest_start"
 last_writes=$writes0 last_bytes=0 last_change=0 episode=0 snapped='' stopped_by='' last_minute=0
-: >"$work/series"
 while :; do
   read -r -t 1 -u "$tick_fd" _
   now_ms && t=$((now - t0))
@@ -369,10 +400,11 @@ done
 kv stoppedBy "$stopped_by"
 log "the watch ended ($stopped_by) at t=$((t / 1000))s"
 if [ "$variant" = memcg ]; then
-  kv memcgMaxUsageMiB $(($(cat /sys/fs/cgroup/memory/lab/memory.max_usage_in_bytes) >> 20))
-  kv memcgFailcnt "$(cat /sys/fs/cgroup/memory/lab/memory.failcnt)"
+  kv memcgMaxUsageMiB $(($(</sys/fs/cgroup/memory/lab/memory.max_usage_in_bytes) >> 20))
+  kv memcgFailcnt "$(</sys/fs/cgroup/memory/lab/memory.failcnt)"
 fi
-kv guestLoadavgEnd "$(cut -d' ' -f1-3 /proc/loadavg)"
+read -r l1 l5 l15 _ </proc/loadavg
+kv guestLoadavgEnd "$l1 $l5 $l15"
 
 writer_exit=null
 if [ "$stopped_by" = writer-exited ]; then
@@ -382,7 +414,11 @@ else
   kill -KILL "$writer_pid" 2>/dev/null
 fi
 kv writerExit "$writer_exit"
-[ "$writer_exit" = 0 ] || [ "$writer_exit" = null ] || kv writerError "$(tail -3 "$work/writer.err" | tr '\n\t' '  ')"
+if [ "$writer_exit" != 0 ] && [ "$writer_exit" != null ]; then
+  error_text=''
+  while IFS= read -r line; do error_text+="$line "; done <"$work/writer.err" 2>/dev/null
+  kv writerError "${error_text: -400}"
+fi
 server_alive=false
 alive "$server_pid" && server_alive=true
 kv serverAlive "$server_alive"
@@ -391,21 +427,50 @@ if [ -n "$hog_pid" ]; then
   # Never waited for: a hog in D state (reclaim writing to /dev/nbd0) dies only once its I/O completes, maybe never.
   [ "$stopped_by" = hang-bound ] || kill -KILL "$hog_pid" 2>/dev/null
 fi
-kv oomKills "$(dmesg | grep -ci 'out of memory: killed process' || true)"
-kv oomKilled "$(dmesg | grep -io 'out of memory: killed process [0-9]* ([^)]*)' | sed 's/.*(//; s/)//' | tr '\n' ' ')"
-kv stuckRequestMessages "$(dmesg | grep -c 'Possible stuck request' || true)"
-kv hungTaskReports "$(dmesg | grep -c 'blocked for more than' || true)"
-# The kernel's own account of the blocked tasks (hung-task reports and sysrq w), when there was a stall to explain.
-if [ "$episode" -gt 0 ]; then
+if [ "$stopped_by" = writer-exited ] && [ "$writer_exit" = 0 ] && [ -s writer.json ]; then
+  IFS= read -r written <writer.json
+  kv write "$written"
+fi
+# The first part of the record, before anything that starts a program: a guest out of memory may not start one.
+print_record
+
+# The second part: what needs programs (the kernel's log; after a completed run, the data check after a remount).
+part2="$work/record-2"
+kernel_log() { # into the second part; the last step writes kernel-log.done
+  local record=$part2 first
+  kv oomKills "$(dmesg | grep -ci 'out of memory: killed process' || true)"
+  kv oomKilled "$(dmesg | grep -io 'out of memory: killed process [0-9]* ([^)]*)' | sed 's/.*(//; s/)//' | tr '\n' ' ')"
+  kv stuckRequestMessages "$(dmesg | grep -c 'Possible stuck request' || true)"
+  kv hungTaskReports "$(dmesg | grep -c 'blocked for more than' || true)"
+  # The kernel's own account of the blocked tasks (hung-task reports and sysrq w), when there was a stall to explain:
   # sysrq w's dump when there is one (a hang), else the last hung-task reports; the unreliable "? " frames dropped.
-  dmesg >dmesg.txt
-  first=$(grep -n 'Show Blocked State' dmesg.txt | tail -1 | cut -d: -f1)
-  if [ -n "$first" ]; then tail -n +"$first" dmesg.txt; else grep -A 40 'blocked for more than' dmesg.txt; fi |
-    grep -v '\] *? ' | head -n 400 | sed 's/^/lab-dmesg\t/' >"$work/kernel-log"
+  if [ "$episode" -gt 0 ]; then
+    dmesg >dmesg.txt
+    first=$(grep -n 'Show Blocked State' dmesg.txt | tail -1 | cut -d: -f1)
+    if [ -n "$first" ]; then tail -n +"$first" dmesg.txt; else grep -A 40 'blocked for more than' dmesg.txt; fi |
+      grep -v '\] *? ' | head -n 400 | sed 's/^/lab-dmesg\t/' >>"$part2"
+  fi
+  : >kernel-log.done
+}
+
+if [ "$stopped_by" != writer-exited ]; then
+  # The stuck tasks never finish, and a guest out of memory may never start the programs: the kernel log is read in
+  # the background for at most 60 s, its part printed as far as it got, and the guest powered off at once (its final
+  # sync would wait forever behind /dev/nbd0's dirty pages; kernel-run then reports a VM that ended without an exit
+  # status, which the lab expects).
+  kernel_log &
+  for ((i = 0; i < 60; i++)); do [ -e kernel-log.done ] && break; read -r -t 1 -u "$tick_fd" _; done
+  [ -e kernel-log.done ] || printf 'lab-kv\tkernelLogUnfinished\ttrue\n' >>"$part2"
+  print_part "$part2"
+  read -r -t 3 -u "$tick_fd" _ # for the output above to drain to the console
+  echo o >/proc/sysrq-trigger
+  read -r -t 30 -u "$tick_fd" _
+  exit 0
 fi
 
-if [ "$stopped_by" = writer-exited ] && [ "$writer_exit" = 0 ] && [ -s writer.json ]; then
-  kv write "$(cat writer.json)"
+kernel_log
+record=$part2
+if [ "$writer_exit" = 0 ] && [ -s writer.json ]; then
   # Each step is bounded: swapoff reads every swapped page back through the server, and a machine still short of
   # memory can make that, or the remount, take longer than the run itself. A step that does not finish leaves the
   # data unverified (intact: null, with verifyError), never counted as intact or as corrupted, and the record printed.
@@ -433,18 +498,10 @@ if [ "$stopped_by" = writer-exited ] && [ "$writer_exit" = 0 ] && [ -s writer.js
     kv intact "$intact"
   fi
 fi
-
-print_record
-if [ "$stopped_by" != writer-exited ]; then
-  # The stuck tasks never finish, and the guest's final sync would wait forever behind /dev/nbd0's dirty pages:
-  # power off at once, once the output above has drained to the console (kernel-run then reports a VM that ended
-  # without an exit status, which the lab expects).
-  sleep 3
-  echo o >/proc/sysrq-trigger
-  sleep 30
-fi
+print_part "$part2"
 [ "$variant" != swap ] || swapoff mnt/swapfile 2>/dev/null
 mountpoint -q mnt && umount mnt
 /usr/sbin/nbd-client -d /dev/nbd0 >/dev/null 2>&1
 kill "$server_pid" 2>/dev/null
 exit 0
+}
