@@ -62,13 +62,14 @@ export function runOnce({ variant, protect, kernel = 'bookworm', node = 'system'
   // kernel-run's own timing (boot, command), without the wait for the VM lock that wallSeconds includes.
   const timesFile = path.join(os.tmpdir(), `lab-pressure-times-${process.pid}.jsonl`);
   fs.rmSync(timesFile, { force: true });
-  // The observer runs with IO_FLUSHER itself (see pressure-run.sh), with oom_score_adj -1000, its memory locked.
+  // The observer runs with IO_FLUSHER itself (see pressure-run.sh), with oom_score_adj -1000, its memory locked (in
+  // the C locale: a locale archive would be mapped, and so locked, whole).
   const r = spawnSync(
     path.join(root, 'vm/kernel-run'),
     ['--kernel', kernel, '--mode', 'full', '--node', node, '--modules', 'nbd,ext4', '--disk', '2G', '--memory', memory,
       '--timeout', '1000', '--quiet', '--',
       'node', path.join(root, 'dist/cli.js'), 'exec', '--oom-score-adj', '-1000', '--',
-      'env', ...Object.entries(guestEnv).map(([k, v]) => `${k}=${v}`), `LD_PRELOAD=${observerLockLibrary()}`,
+      'env', ...Object.entries(guestEnv).map(([k, v]) => `${k}=${v}`), `LD_PRELOAD=${observerLockLibrary()}`, 'LC_ALL=C',
       'bash', path.join(root, 'scripts/lab/pressure-run.sh'), variant, protect],
     { cwd: root, encoding: 'utf8', maxBuffer: 256 << 20, env: { ...process.env, IO_FLUSHER_KERNEL_RUN_TIMES: timesFile } },
   );

@@ -55,7 +55,8 @@ const loadavg = (text) => (typeof text === 'string' ? text.split(' ').map(Number
 /**
  * The guest's record (the lines between lab-record-begin and lab-record-end in kernel-run's output; the guest prints
  * it in parts, the one it can print with shell builtins first) as an object: the lab-kv pairs, the series, the
- * snapshots of the tasks, the kernel log. undefined when the output has no record; truncated when a part has no end.
+ * snapshots of the tasks, the kernel log. undefined when the output has no record; truncated when a part has no end
+ * or fewer parts came than the first announced (recordParts).
  */
 export function parseGuestOutput(output) {
   const recordLines = [];
@@ -107,7 +108,7 @@ export function parseGuestOutput(output) {
         break;
     }
   }
-  return { guest, series, snapshots, kernelLog, truncated: inside };
+  return { guest, series, snapshots, kernelLog, truncated: inside || parts < (guest.recordParts ?? 1) };
 }
 
 /**

@@ -132,6 +132,9 @@ test('the guest output becomes a record: series, snapshots, comparison, outcome'
   assert.deepEqual([two.outcome, two.oomKills, two.kernelLog, two.truncated], ['hung', 0, ['task:node state:D'], undefined]);
   const cut = parseGuestOutput([...lines, ...part2.slice(0, 2)].join('\n'));
   assert.deepEqual([cut.guest.oomKills, cut.guest.stoppedBy, cut.truncated], [0, 'hang-bound', true]);
+  // A first part that announces two, and no second part at all: truncated too.
+  const announced = [lines[0], lines[1], kv('recordParts', 2), ...lines.slice(2)].join('\n');
+  assert.deepEqual([parseGuestOutput(announced).truncated, parseGuestOutput(`${announced}\n${part2.join('\n')}`).truncated], [true, false]);
 });
 
 test("cause: the server waits in its filesystem while that filesystem's journal swaps out to /dev/nbd0", () => {
