@@ -286,7 +286,7 @@ snapshot() { # NAME T
   local name=$1 t=$2 dir pid tid stat rest comm state flags role wchan stack frames line
   for dir in /proc/[0-9]*/task/[0-9]*; do
     pid=${dir#/proc/} && pid=${pid%%/*} && tid=${dir##*/}
-    IFS= read -r stat <"$dir/stat" 2>/dev/null || continue
+    IFS= read -r stat 2>/dev/null <"$dir/stat" || continue # (a task that has gone: no message)
     comm=${stat#*(} && comm=${comm%)*} && rest=${stat##*) }
     set -f
     # shellcheck disable=SC2086
@@ -301,7 +301,7 @@ snapshot() { # NAME T
     else continue
     fi
     wchan=
-    IFS= read -r wchan <"$dir/wchan" 2>/dev/null
+    IFS= read -r wchan 2>/dev/null <"$dir/wchan"
     # A thread being woken can give a stack cut short: read it up to three times, keep the longest.
     stack= frames=0
     for _ in 1 2 3; do
@@ -309,7 +309,7 @@ snapshot() { # NAME T
       while IFS= read -r line; do
         line=${line#*] } && line=${line%%+0x*}
         try+="${try:+ < }$line" && n=$((n + 1))
-      done <"$dir/stack" 2>/dev/null
+      done 2>/dev/null <"$dir/stack"
       ((n > frames)) && stack=$try frames=$n
       [[ $try == *entry_SYSCALL* || $try == *ret_from_fork* || $try == *asm_exc_page_fault* ]] && break
     done
@@ -433,7 +433,7 @@ fi
 kv writerExit "$writer_exit"
 if [ "$writer_exit" != 0 ] && [ "$writer_exit" != null ]; then
   error_text=''
-  [ -e "$work/writer.err" ] && while IFS= read -r line; do error_text+="$line "; done <"$work/writer.err"
+  [ -e "$work/writer.err" ] && while IFS= read -r line || [ -n "$line" ]; do error_text+="$line "; done <"$work/writer.err"
   ((${#error_text} <= 400)) || error_text=${error_text: -400}
   kv writerError "${error_text//$'\t'/ }"
 fi
@@ -455,13 +455,15 @@ fi
 kernel_log() {
   local line message at name oom=0 killed='' stuck=0 hung=0 status dump_from=-1 after=0 errors=0
   local -a lines=() keep=()
-  while :; do
-    IFS= read -r -t 1 -u "$kmsg_fd" line
+  now_ms && local deadline=$((now + 20000)) # a log that keeps growing (a flood of I/O errors) is cut after 20 s
+  while now_ms && ((now < deadline)); do
+    IFS= read -r -t 1 -u "$kmsg_fd" line 2>/dev/null
     status=$?
     ((status > 128)) && break              # nothing more for a second: the end of the log
     ((status == 0)) || { ((++errors < 3)) && continue; break; } # EPIPE: records overwritten before they were read
     [[ $line == ' '* ]] && continue          # the records' key=value lines
     message=${line#*;} at=${line#*,} && at=${at#*,} && at=${at%%,*}
+    [[ $at =~ ^[0-9]+$ ]] || at=0
     case ${message,,} in *'out of memory: killed process '*)
       oom=$((oom + 1)) && name=${message#*(} && killed+="${name%%)*} " ;;
     esac
@@ -482,13 +484,11 @@ kernel_log() {
   for line in "${keep[@]:0:400}"; do printf 'lab-dmesg\t%s\n' "$line" >>"$record"; done
 }
 
-# The first part of the record, before anything that starts a program: a guest out of memory may not start one.
+# The first part of the record, at once; the second has the kernel log and, after a completed run, the data check.
 kv recordParts 2
-kernel_log
 print_record
-
-# The second part: the data check after a completed run (it needs programs).
 record="$work/record-2"
+kernel_log
 if [ "$stopped_by" != writer-exited ]; then
   # The stuck tasks never finish, and the guest's final sync would wait forever behind /dev/nbd0's dirty pages:
   # power off at once, once the output above has drained to the console (kernel-run then reports a VM that ended
