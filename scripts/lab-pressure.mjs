@@ -249,6 +249,9 @@ function logRun(record, label) {
 }
 
 let stopRequested = false;
+// The runs are synchronous (spawnSync), so a signal's handler runs only when the event loop gets a turn: the campaign
+// gives it one after every run (nextTurn), or SIGTERM would be noticed only after the whole campaign.
+const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
 function stopOnSignals() {
   for (const sig of ['SIGTERM', 'SIGINT']) {
     process.on(sig, () => {
@@ -272,7 +275,7 @@ function pairOrder(cellRecords) {
   return n('exec') % 2 === 0 ? ['exec', 'none'] : ['none', 'exec'];
 }
 
-function campaign(file, { cells, untilPairs, minPairs, node, memory }) {
+async function campaign(file, { cells, untilPairs, minPairs, node, memory }) {
   for (const cell of cells) {
     const [kernel, variant] = cell.split(':');
     let failuresInARow = 0;
@@ -294,6 +297,7 @@ function campaign(file, { cells, untilPairs, minPairs, node, memory }) {
       for (const protect of pairOrder(counted)) {
         if (counted.filter((r) => r.protect === protect).length > pairs) continue;
         const record = runAndRecord(file, { variant, protect, kernel, node, memory }, `pair ${pairs + 1}/${target}`);
+        await nextTurn();
         if (record.outcome === 'unsupported') break;
         failuresInARow = COUNTED.has(record.outcome) ? 0 : failuresInARow + 1;
         if (failuresInARow >= 3) {
@@ -391,6 +395,7 @@ async function main() {
     for (const protect of sides) {
       if (stopRequested) break;
       runAndRecord(file, { variant: values.variant, protect, kernel: values.kernel, node: values.node, memory: values.memory }, `run ${i + 1}/${runs}`);
+      await nextTurn();
     }
   }
   process.stdout.write(`\n${summarize(readResults(file))}\n`);
