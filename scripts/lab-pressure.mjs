@@ -35,6 +35,22 @@ const GUEST_ENV = ['NBD_LAB_WRITE_MIB', 'NBD_LAB_STALL_S', 'NBD_LAB_HANG_S', 'NB
 export const DEFAULT_CELLS = ['bookworm:dirty', 'trixie:dirty', 'bookworm:swap', 'bullseye:dirty', 'bullseye:swap', 'trixie:swap', 'bookworm:memcg', 'bullseye:memcg', 'trixie:memcg'];
 
 /**
+ * scripts/lab/observer-lock.c built as a library the observer (pressure-run.sh) is started with: it locks the
+ * observer's memory (why: that file). Built on the host, into the project (the guest sees it at the same path; the
+ * guest's /tmp is its own), again whenever the source is newer.
+ */
+export function observerLockLibrary() {
+  const source = path.join(root, 'scripts/lab/observer-lock.c');
+  const library = path.join(root, 'build/lab/observer-lock.so');
+  if (fs.existsSync(library) && fs.statSync(library).mtimeMs >= fs.statSync(source).mtimeMs) return library;
+  fs.mkdirSync(path.dirname(library), { recursive: true });
+  const cc = process.env.CC || 'cc';
+  const r = spawnSync(cc, ['-O2', '-Wall', '-Wextra', '-Werror', '-shared', '-fPIC', '-o', library, source], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`lab: cannot build ${library} with ${cc}: ${r.error?.message ?? r.stderr.trim()}`);
+  return library;
+}
+
+/**
  * One run in a VM: the record (see scripts/lab/record.mjs), with the host's view added (wall time, kernel-run's exit,
  * the host's load average before and after). `env` overrides the guest's NBD_LAB_* settings.
  */
@@ -46,13 +62,15 @@ export function runOnce({ variant, protect, kernel = 'bookworm', node = 'system'
   // kernel-run's own timing (boot, command), without the wait for the VM lock that wallSeconds includes.
   const timesFile = path.join(os.tmpdir(), `lab-pressure-times-${process.pid}.jsonl`);
   fs.rmSync(timesFile, { force: true });
-  // The observer runs with IO_FLUSHER itself (see pressure-run.sh), and with oom_score_adj -1000.
+  // The observer runs with IO_FLUSHER itself (see pressure-run.sh), with oom_score_adj -1000, its memory locked (in
+  // the C locale: a locale archive would be mapped, and so locked, whole).
   const r = spawnSync(
     path.join(root, 'vm/kernel-run'),
     ['--kernel', kernel, '--mode', 'full', '--node', node, '--modules', 'nbd,ext4', '--disk', '2G', '--memory', memory,
       '--timeout', '1000', '--quiet', '--',
       'node', path.join(root, 'dist/cli.js'), 'exec', '--oom-score-adj', '-1000', '--',
-      'env', ...Object.entries(guestEnv).map(([k, v]) => `${k}=${v}`), 'bash', path.join(root, 'scripts/lab/pressure-run.sh'), variant, protect],
+      'env', ...Object.entries(guestEnv).map(([k, v]) => `${k}=${v}`), `LD_PRELOAD=${observerLockLibrary()}`, 'LC_ALL=C',
+      'bash', path.join(root, 'scripts/lab/pressure-run.sh'), variant, protect],
     { cwd: root, encoding: 'utf8', maxBuffer: 256 << 20, env: { ...process.env, IO_FLUSHER_KERNEL_RUN_TIMES: timesFile } },
   );
   let vmSeconds;
@@ -231,6 +249,9 @@ function logRun(record, label) {
 }
 
 let stopRequested = false;
+// The runs are synchronous (spawnSync), so a signal's handler runs only when the event loop gets a turn: the campaign
+// gives it one after every run (nextTurn), or SIGTERM would be noticed only after the whole campaign.
+const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
 function stopOnSignals() {
   for (const sig of ['SIGTERM', 'SIGINT']) {
     process.on(sig, () => {
@@ -254,7 +275,7 @@ function pairOrder(cellRecords) {
   return n('exec') % 2 === 0 ? ['exec', 'none'] : ['none', 'exec'];
 }
 
-function campaign(file, { cells, untilPairs, minPairs, node, memory }) {
+async function campaign(file, { cells, untilPairs, minPairs, node, memory }) {
   for (const cell of cells) {
     const [kernel, variant] = cell.split(':');
     let failuresInARow = 0;
@@ -276,6 +297,7 @@ function campaign(file, { cells, untilPairs, minPairs, node, memory }) {
       for (const protect of pairOrder(counted)) {
         if (counted.filter((r) => r.protect === protect).length > pairs) continue;
         const record = runAndRecord(file, { variant, protect, kernel, node, memory }, `pair ${pairs + 1}/${target}`);
+        await nextTurn();
         if (record.outcome === 'unsupported') break;
         failuresInARow = COUNTED.has(record.outcome) ? 0 : failuresInARow + 1;
         if (failuresInARow >= 3) {
@@ -373,6 +395,7 @@ async function main() {
     for (const protect of sides) {
       if (stopRequested) break;
       runAndRecord(file, { variant: values.variant, protect, kernel: values.kernel, node: values.node, memory: values.memory }, `run ${i + 1}/${runs}`);
+      await nextTurn();
     }
   }
   process.stdout.write(`\n${summarize(readResults(file))}\n`);

@@ -44,7 +44,23 @@
 # its own allocations, and those of the tools it starts, never wait on /dev/nbd0: it has to report on a machine whose
 # other tasks are stuck. The writer and the hog are started through `io-flusher exec --clear`: unprotected, like any
 # application, with oom_score_adj 0 (the writer) and 1000 (the hog) where the observer has -1000.
+# IO_FLUSHER is not enough where memory runs out (the swap variant): the kernel never calls the OOM killer for an
+# allocation that may not enter the filesystem, so a page the observer needs then may never come (Debian's 6.12 guest
+# went silent 16 s into its first stall). So its memory is locked and grown ahead (scripts/lab/observer-lock.c,
+# preloaded by lab-pressure.mjs), the files it appends to are allocated ahead, it writes to the console itself (not
+# through kernel-run's relay, whose pages can be swapped out), and from the start of the watch to the end of the run
+# (on a hang) it starts no program: the watch, the snapshots, the kernel log (/dev/kmsg) and the record use shell
+# builtins only. What needs a program (the data check after a completed run) comes after, in a second part.
 set -uo pipefail
+# The whole script is one group, so bash has read all of it before it starts: a script read as it runs would need
+# pages of the (9p) file again after the watch, when the guest may have none to give.
+{
+# The lock library is for this shell alone: nothing it starts is preloaded (the locks themselves are not inherited).
+preloaded=${LD_PRELOAD-}
+unset LD_PRELOAD
+# Straight to the console: kernel-run's relay (a cat in the guest's initramfs, a tmpfs) could be swapped out to
+# /dev/nbd0 and stop passing on what is written here.
+[ -w /dev/console ] && exec >/dev/console 2>&1
 variant=${1:?dirty|swap|memcg} protect=${2:?exec|none}
 case $variant in dirty | swap | memcg) ;; *) echo "VARIANT must be dirty, swap or memcg" >&2; exit 2 ;; esac
 case $protect in exec | none) ;; *) echo "PROTECT must be exec or none" >&2; exit 2 ;; esac
@@ -70,11 +86,25 @@ mkdir store mnt
 log() { echo "lab: $*" >&2; }
 record="$work/record"
 kv() { printf 'lab-kv\t%s\t%s\n' "$1" "$2" >>"$record"; }
-print_record() {
+# The record is printed in parts (the host joins them), with builtins only (see "The observer").
+print_part() { # FILE...
+  local f line name n
   echo "lab-record-begin"
-  cat "$record" "$work/series" "$work/threads" "$work/memory" "$work/kernel-log" 2>/dev/null
+  for f; do
+    [ -e "$f" ] || continue
+    while IFS= read -r line || [ -n "$line" ]; do
+      # Of the snapshots, those of stalls 1-4 and of the last stall (it may be the hang's start).
+      case $line in lab-thread$'\t'* | lab-memory$'\t'*)
+        name=${line#*$'\t'} && name=${name%%$'\t'*}
+        case $name in stall-* | settled-*) n=${name#*-} && ((n >= 5 && n < episode)) && continue ;; esac ;;
+      esac
+      printf '%s\n' "$line"
+    done <"$f"
+  done
   echo "lab-record-end"
 }
+episode=0
+print_record() { print_part "$record" "$work/series" "$work/threads" "$work/memory"; }
 fail() { # REASON: the run could not be set up; the record says why
   log "$*"
   kv error "$*"
@@ -94,6 +124,11 @@ kv hangBoundSeconds "$hang_s"
 kv settleSeconds "$settle_s"
 kv runBoundSeconds "$bound_s"
 kv guestLoadavgStart "$(cut -d' ' -f1-3 /proc/loadavg)"
+locked_kib=0
+while read -r key value _; do [ "$key" = VmLck: ] && locked_kib=$value; done </proc/self/status
+kv observerLockedKiB "$locked_kib"
+((locked_kib > 0)) ||
+  fail "the observer's memory is not locked (VmLck 0, LD_PRELOAD '${preloaded}'): start it with scripts/lab/observer-lock.c preloaded, as lab-pressure.mjs does"
 
 # PF_ flags of a task, from field 9 of its stat (after the command name, which may hold spaces).
 pf_flags() { # PATH-TO-STAT -> decimal flags
@@ -111,7 +146,7 @@ self_flags=$(pf_flags /proc/self/stat)
 (((self_flags & PF_IO_FLUSHER) == PF_IO_FLUSHER)) ||
   fail "the observer is not in IO_FLUSHER state (flags $self_flags): start it through io-flusher exec"
 
-# Kernel messages stay off the console (they would cut through the record's lines); the record takes them from dmesg.
+# Kernel messages stay off the console (they would cut through the record's lines); the record takes them from /dev/kmsg.
 echo 1 >/proc/sys/kernel/printk
 # Hung tasks are reported after 20 s instead of 120 s, so the kernel log has them early in a stall.
 echo 20 >/proc/sys/kernel/hung_task_timeout_secs 2>/dev/null || true
@@ -181,6 +216,18 @@ if [ "$variant" = swap ]; then
   log "setting up: ${swap_mib} MiB of swap on /dev/nbd0's ext4"
 fi
 
+# The files the watch writes, allocated ahead (tmpfs keeps the pages, the size stays 0), now that this shell is in its
+# cgroup: in the swap variant, a tmpfs page charged elsewhere could be swapped out to /dev/nbd0 and read back through
+# the server. The record so far is copied into a new one for the same reason.
+for f in series threads memory record-watch record-2; do
+  : >"$work/$f" && fallocate -n -l 2M "$work/$f" || fail "cannot allocate $work/$f ahead"
+done
+# The kernel log, read at the end with builtins (read from the start of its buffer; its reader's buffer is allocated
+# now, when it opens).
+exec {kmsg_fd}</dev/kmsg || fail "cannot open /dev/kmsg"
+while IFS= read -r line; do printf '%s\n' "$line"; done <"$record" >>"$work/record-watch"
+record="$work/record-watch"
+
 # The load waits at a FIFO until released, so that Node's start-up is not counted as time without progress.
 log "setting up: starting the load"
 mkfifo writer.go hog.go
@@ -215,6 +262,7 @@ writer_pid=$started_pid
 hog_pid=
 if [ "$variant" = swap ]; then
   avail_kb=$(awk '/MemAvailable/ {print $2}' /proc/meminfo)
+  [[ $avail_kb =~ ^[0-9]+$ ]] || fail "no MemAvailable in /proc/meminfo"
   hog_mib=$((avail_kb / 1024 + hog_over_mib))
   kv hogMiB "$hog_mib"
   # More than the memory there is, every page written over and over: pages are swapped out and back in all along.
@@ -238,7 +286,7 @@ snapshot() { # NAME T
   local name=$1 t=$2 dir pid tid stat rest comm state flags role wchan stack frames line
   for dir in /proc/[0-9]*/task/[0-9]*; do
     pid=${dir#/proc/} && pid=${pid%%/*} && tid=${dir##*/}
-    IFS= read -r stat <"$dir/stat" 2>/dev/null || continue
+    IFS= read -r stat 2>/dev/null <"$dir/stat" || continue # (a task that has gone: no message)
     comm=${stat#*(} && comm=${comm%)*} && rest=${stat##*) }
     set -f
     # shellcheck disable=SC2086
@@ -253,7 +301,7 @@ snapshot() { # NAME T
     else continue
     fi
     wchan=
-    IFS= read -r wchan <"$dir/wchan" 2>/dev/null
+    IFS= read -r wchan 2>/dev/null <"$dir/wchan"
     # A thread being woken can give a stack cut short: read it up to three times, keep the longest.
     stack= frames=0
     for _ in 1 2 3; do
@@ -261,7 +309,7 @@ snapshot() { # NAME T
       while IFS= read -r line; do
         line=${line#*] } && line=${line%%+0x*}
         try+="${try:+ < }$line" && n=$((n + 1))
-      done <"$dir/stack" 2>/dev/null
+      done 2>/dev/null <"$dir/stack"
       ((n > frames)) && stack=$try frames=$n
       [[ $try == *entry_SYSCALL* || $try == *ret_from_fork* || $try == *asm_exc_page_fault* ]] && break
     done
@@ -312,9 +360,9 @@ release_writer() { # T: the writer's bytes count from its release (Node's start-
   echo go >writer.go && writer_started=$1
 }
 if [ -n "$hog_pid" ]; then echo go >hog.go; else release_writer 0 && watching=1 && kv watchFromMs 0; fi
-kv guestStart "$(date -u +%FT%TZ)"
+TZ=UTC printf -v guest_start '%(%Y-%m-%dT%H:%M:%SZ)T' -1
+kv guestStart "$guest_start"
 last_writes=$writes0 last_bytes=0 last_change=0 episode=0 snapped='' stopped_by='' last_minute=0
-: >"$work/series"
 while :; do
   read -r -t 1 -u "$tick_fd" _
   now_ms && t=$((now - t0))
@@ -333,8 +381,7 @@ while :; do
   stalled_ms=$((t - last_change))
   if [ -z "$snapped" ] && ((stalled_ms >= stall_s * 1000)); then
     episode=$((episode + 1)) snapped=1
-    # The start of a stall; at most 6 are kept (the last one always, as it may become the hang's start).
-    ((episode <= 5)) || sed -i "/^lab-\(thread\|memory\)\t\(stall\|settled\)-$((episode - 1))\t/d" "$work/threads" "$work/memory"
+    # The start of a stall (the record keeps the first four and the last: print_record).
     log "no progress for ${stall_s}s at t=$((t / 1000))s: recording the tasks (stall $episode)"
     snapshot "stall-$episode" "$t"
   fi
@@ -369,10 +416,12 @@ done
 kv stoppedBy "$stopped_by"
 log "the watch ended ($stopped_by) at t=$((t / 1000))s"
 if [ "$variant" = memcg ]; then
-  kv memcgMaxUsageMiB $(($(cat /sys/fs/cgroup/memory/lab/memory.max_usage_in_bytes) >> 20))
-  kv memcgFailcnt "$(cat /sys/fs/cgroup/memory/lab/memory.failcnt)"
+  max_usage=$(</sys/fs/cgroup/memory/lab/memory.max_usage_in_bytes)
+  [[ $max_usage =~ ^[0-9]+$ ]] && kv memcgMaxUsageMiB $((max_usage >> 20))
+  kv memcgFailcnt "$(</sys/fs/cgroup/memory/lab/memory.failcnt)"
 fi
-kv guestLoadavgEnd "$(cut -d' ' -f1-3 /proc/loadavg)"
+read -r l1 l5 l15 _ </proc/loadavg
+kv guestLoadavgEnd "$l1 $l5 $l15"
 
 writer_exit=null
 if [ "$stopped_by" = writer-exited ]; then
@@ -382,7 +431,12 @@ else
   kill -KILL "$writer_pid" 2>/dev/null
 fi
 kv writerExit "$writer_exit"
-[ "$writer_exit" = 0 ] || [ "$writer_exit" = null ] || kv writerError "$(tail -3 "$work/writer.err" | tr '\n\t' '  ')"
+if [ "$writer_exit" != 0 ] && [ "$writer_exit" != null ]; then
+  error_text=''
+  [ -e "$work/writer.err" ] && while IFS= read -r line || [ -n "$line" ]; do error_text+="$line "; done <"$work/writer.err"
+  ((${#error_text} <= 400)) || error_text=${error_text: -400}
+  kv writerError "${error_text//$'\t'/ }"
+fi
 server_alive=false
 alive "$server_pid" && server_alive=true
 kv serverAlive "$server_alive"
@@ -391,21 +445,61 @@ if [ -n "$hog_pid" ]; then
   # Never waited for: a hog in D state (reclaim writing to /dev/nbd0) dies only once its I/O completes, maybe never.
   [ "$stopped_by" = hang-bound ] || kill -KILL "$hog_pid" 2>/dev/null
 fi
-kv oomKills "$(dmesg | grep -ci 'out of memory: killed process' || true)"
-kv oomKilled "$(dmesg | grep -io 'out of memory: killed process [0-9]* ([^)]*)' | sed 's/.*(//; s/)//' | tr '\n' ' ')"
-kv stuckRequestMessages "$(dmesg | grep -c 'Possible stuck request' || true)"
-kv hungTaskReports "$(dmesg | grep -c 'blocked for more than' || true)"
-# The kernel's own account of the blocked tasks (hung-task reports and sysrq w), when there was a stall to explain.
-if [ "$episode" -gt 0 ]; then
-  # sysrq w's dump when there is one (a hang), else the last hung-task reports; the unreliable "? " frames dropped.
-  dmesg >dmesg.txt
-  first=$(grep -n 'Show Blocked State' dmesg.txt | tail -1 | cut -d: -f1)
-  if [ -n "$first" ]; then tail -n +"$first" dmesg.txt; else grep -A 40 'blocked for more than' dmesg.txt; fi |
-    grep -v '\] *? ' | head -n 400 | sed 's/^/lab-dmesg\t/' >"$work/kernel-log"
-fi
-
 if [ "$stopped_by" = writer-exited ] && [ "$writer_exit" = 0 ] && [ -s writer.json ]; then
-  kv write "$(cat writer.json)"
+  IFS= read -r written <writer.json
+  kv write "$written"
+fi
+# The kernel's own account of the blocked tasks (hung-task reports and sysrq w) and of OOM kills, from /dev/kmsg with
+# builtins: the counts, and the lines of the last sysrq w dump (a hang), else those of the hung-task reports (each with
+# the 40 lines after it); the unreliable "? " frames dropped, at most 400 lines.
+kernel_log() {
+  local line message at name oom=0 killed='' stuck=0 hung=0 status dump_from=-1 after=0 errors=0
+  local -a lines=() keep=()
+  now_ms && local deadline=$((now + 20000)) # a log that keeps growing (a flood of I/O errors) is cut after 20 s
+  while now_ms && ((now < deadline)); do
+    IFS= read -r -t 1 -u "$kmsg_fd" line 2>/dev/null
+    status=$?
+    ((status > 128)) && break              # nothing more for a second: the end of the log
+    ((status == 0)) || { ((++errors < 3)) && continue; break; } # EPIPE: records overwritten before they were read
+    [[ $line == ' '* ]] && continue          # the records' key=value lines
+    message=${line#*;} at=${line#*,} && at=${at#*,} && at=${at%%,*}
+    [[ $at =~ ^[0-9]+$ ]] || at=0
+    case ${message,,} in *'out of memory: killed process '*)
+      oom=$((oom + 1)) && name=${message#*(} && killed+="${name%%)*} " ;;
+    esac
+    [[ $message == *'Possible stuck request'* ]] && stuck=$((stuck + 1))
+    [[ $message == *'blocked for more than'* ]] && hung=$((hung + 1)) && after=41
+    [[ $message == *'Show Blocked State'* ]] && dump_from=${#lines[@]}
+    [[ $message =~ ^\ *\?\  ]] && continue
+    printf -v line '[%5d.%06d] %s' $((at / 1000000)) $((at % 1000000)) "$message"
+    lines+=("$line")
+    ((after > 0)) && { keep+=("$line") && after=$((after - 1)); }
+  done
+  kv oomKills "$oom"
+  kv oomKilled "$killed"
+  kv stuckRequestMessages "$stuck"
+  kv hungTaskReports "$hung"
+  ((episode > 0)) || return 0
+  ((dump_from < 0)) || keep=("${lines[@]:dump_from}")
+  for line in "${keep[@]:0:400}"; do printf 'lab-dmesg\t%s\n' "$line" >>"$record"; done
+}
+
+# The first part of the record, at once; the second has the kernel log and, after a completed run, the data check.
+kv recordParts 2
+print_record
+record="$work/record-2"
+kernel_log
+if [ "$stopped_by" != writer-exited ]; then
+  # The stuck tasks never finish, and the guest's final sync would wait forever behind /dev/nbd0's dirty pages:
+  # power off at once, once the output above has drained to the console (kernel-run then reports a VM that ended
+  # without an exit status, which the lab expects).
+  print_part "$record"
+  read -r -t 3 -u "$tick_fd" _
+  echo o >/proc/sysrq-trigger
+  read -r -t 30 -u "$tick_fd" _
+  exit 0
+fi
+if [ "$writer_exit" = 0 ] && [ -s writer.json ]; then
   # Each step is bounded: swapoff reads every swapped page back through the server, and a machine still short of
   # memory can make that, or the remount, take longer than the run itself. A step that does not finish leaves the
   # data unverified (intact: null, with verifyError), never counted as intact or as corrupted, and the record printed.
@@ -433,18 +527,10 @@ if [ "$stopped_by" = writer-exited ] && [ "$writer_exit" = 0 ] && [ -s writer.js
     kv intact "$intact"
   fi
 fi
-
-print_record
-if [ "$stopped_by" != writer-exited ]; then
-  # The stuck tasks never finish, and the guest's final sync would wait forever behind /dev/nbd0's dirty pages:
-  # power off at once, once the output above has drained to the console (kernel-run then reports a VM that ended
-  # without an exit status, which the lab expects).
-  sleep 3
-  echo o >/proc/sysrq-trigger
-  sleep 30
-fi
+print_part "$record"
 [ "$variant" != swap ] || swapoff mnt/swapfile 2>/dev/null
 mountpoint -q mnt && umount mnt
 /usr/sbin/nbd-client -d /dev/nbd0 >/dev/null 2>&1
 kill "$server_pid" 2>/dev/null
 exit 0
+}

@@ -53,20 +53,29 @@ const scalar = (text) => {
 const loadavg = (text) => (typeof text === 'string' ? text.split(' ').map(Number) : undefined);
 
 /**
- * The guest's record (the lines between lab-record-begin and lab-record-end in kernel-run's output) as an object:
- * the lab-kv pairs, the series, the snapshots of the tasks, the kernel log. undefined when the output has no record.
+ * The guest's record (the lines between lab-record-begin and lab-record-end in kernel-run's output; the guest prints
+ * it in parts, the one it can print with shell builtins first) as an object: the lab-kv pairs, the series, the
+ * snapshots of the tasks, the kernel log. undefined when the output has no record; truncated when a part has no end
+ * or fewer parts came than the first announced (recordParts).
  */
 export function parseGuestOutput(output) {
-  const lines = output.split('\n');
-  const begin = lines.indexOf('lab-record-begin');
-  if (begin < 0) return undefined;
-  const end = lines.indexOf('lab-record-end', begin);
+  const recordLines = [];
+  let inside = false;
+  let parts = 0;
+  for (const line of output.split('\n')) {
+    if (line === 'lab-record-begin') {
+      inside = true;
+      parts++;
+    } else if (line === 'lab-record-end') inside = false;
+    else if (inside) recordLines.push(line);
+  }
+  if (parts === 0) return undefined;
   const guest = {};
   const series = { t: [], nbd0WriteSectors: [], writerBytes: [], nbd0ReadSectors: [], pagesSwappedOut: [] };
   const snapshots = {};
   const kernelLog = [];
   const snapshot = (name, tMs) => (snapshots[name] ??= { t: Number(tMs) / 1000, memoryKiB: {}, threads: [] });
-  for (const line of lines.slice(begin + 1, end < 0 ? undefined : end)) {
+  for (const line of recordLines) {
     const f = line.split('\t');
     switch (f[0]) {
       case 'lab-kv':
@@ -99,7 +108,7 @@ export function parseGuestOutput(output) {
         break;
     }
   }
-  return { guest, series, snapshots, kernelLog, truncated: end < 0 };
+  return { guest, series, snapshots, kernelLog, truncated: inside || parts < (guest.recordParts ?? 1) };
 }
 
 /**

@@ -124,6 +124,17 @@ test('the guest output becomes a record: series, snapshots, comparison, outcome'
   assert.deepEqual(r.episodes, [{ startSeconds: 2, seconds: 300, ended: false }]);
   assert.deepEqual(r.guestLoadavg.start, [0.5, 0.2, 0.1]);
   assert.equal(buildRecord('no record here', { kernelRunExit: 125 }).outcome, 'failed');
+  // The guest prints the record in two parts (the second, with the kernel log, needs programs): both are read, and
+  // a part cut off by the VM's end still counts as far as it got, marked truncated.
+  const lines = out.split('\n');
+  const part2 = ['lab-record-begin', kv('oomKills', 0), 'lab-dmesg\ttask:node state:D', 'lab-record-end'];
+  const two = buildRecord([...lines, 'lab: the watch ended', ...part2].join('\n'), { kernelName: 'bookworm', variant: 'dirty', protect: 'none', kernelRunExit: 125 });
+  assert.deepEqual([two.outcome, two.oomKills, two.kernelLog, two.truncated], ['hung', 0, ['task:node state:D'], undefined]);
+  const cut = parseGuestOutput([...lines, ...part2.slice(0, 2)].join('\n'));
+  assert.deepEqual([cut.guest.oomKills, cut.guest.stoppedBy, cut.truncated], [0, 'hang-bound', true]);
+  // A first part that announces two, and no second part at all: truncated too.
+  const announced = [lines[0], lines[1], kv('recordParts', 2), ...lines.slice(2)].join('\n');
+  assert.deepEqual([parseGuestOutput(announced).truncated, parseGuestOutput(`${announced}\n${part2.join('\n')}`).truncated], [true, false]);
 });
 
 test("cause: the server waits in its filesystem while that filesystem's journal swaps out to /dev/nbd0", () => {
