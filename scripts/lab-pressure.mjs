@@ -19,7 +19,8 @@
 // cell (kernel:variant) in order to --min-pairs pairs, and to --until-pairs when its sides differ (see docs/lab).
 // SIGTERM or SIGINT to this process (not its process group) stops after the run in progress has been recorded.
 // Environment for the guest (pressure-run.sh): NBD_LAB_WRITE_MIB (64), NBD_LAB_STALL_S (10), NBD_LAB_HANG_S (300),
-// NBD_LAB_BOUND_S (600), NBD_LAB_SWAP_MIB (512), NBD_LAB_HOG_OVER_MIB (256), NBD_LAB_MEMCG_MIB (160).
+// NBD_LAB_BOUND_S (600), NBD_LAB_SWAP_MIB (512), NBD_LAB_HOG_OVER_MIB (256), NBD_LAB_MEMCG_MIB (160), NBD_LAB_PRINTK
+// (the console's kernel log level; 7 shows the kernel's reports of blocked tasks, for a guest that goes silent).
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -30,7 +31,7 @@ import { buildRecord, COUNTED, current, isOld, outcomeOf } from './lab/record.mj
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 export const DEFAULT_RESULTS = path.join(root, 'docs/lab/pressure.jsonl');
 export const VARIANTS = ['dirty', 'swap', 'memcg'];
-const GUEST_ENV = ['NBD_LAB_WRITE_MIB', 'NBD_LAB_STALL_S', 'NBD_LAB_HANG_S', 'NBD_LAB_SETTLE_S', 'NBD_LAB_BOUND_S', 'NBD_LAB_SWAP_MIB', 'NBD_LAB_HOG_OVER_MIB', 'NBD_LAB_MEMCG_MIB'];
+const GUEST_ENV = ['NBD_LAB_PRINTK', 'NBD_LAB_WRITE_MIB', 'NBD_LAB_STALL_S', 'NBD_LAB_HANG_S', 'NBD_LAB_SETTLE_S', 'NBD_LAB_BOUND_S', 'NBD_LAB_SWAP_MIB', 'NBD_LAB_HOG_OVER_MIB', 'NBD_LAB_MEMCG_MIB'];
 // The campaign's default order: the cells that show the effect first, then 5.10, then the rest.
 export const DEFAULT_CELLS = ['bookworm:dirty', 'trixie:dirty', 'bookworm:swap', 'bullseye:dirty', 'bullseye:swap', 'trixie:swap', 'bookworm:memcg', 'bullseye:memcg', 'trixie:memcg'];
 

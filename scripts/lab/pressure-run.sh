@@ -147,7 +147,10 @@ self_flags=$(pf_flags /proc/self/stat)
   fail "the observer is not in IO_FLUSHER state (flags $self_flags): start it through io-flusher exec"
 
 # Kernel messages stay off the console (they would cut through the record's lines); the record takes them from /dev/kmsg.
-echo 1 >/proc/sys/kernel/printk
+# NBD_LAB_PRINTK=7 lets them through, with every hung-task report: for a guest that goes silent, the kernel's own
+# account of its blocked tasks reaches the console without any program (the record's lines may then be cut).
+echo "${NBD_LAB_PRINTK:-1}" >/proc/sys/kernel/printk
+[ -z "${NBD_LAB_PRINTK-}" ] || echo -1 >/proc/sys/kernel/hung_task_warnings
 # Hung tasks are reported after 20 s instead of 120 s, so the kernel log has them early in a stall.
 echo 20 >/proc/sys/kernel/hung_task_timeout_secs 2>/dev/null || true
 
