@@ -21,11 +21,12 @@
 // Environment for the guest (pressure-run.sh): NBD_LAB_WRITE_MIB (64), NBD_LAB_STALL_S (10), NBD_LAB_HANG_S (300),
 // NBD_LAB_BOUND_S (600), NBD_LAB_SWAP_MIB (512), NBD_LAB_HOG_OVER_MIB (256), NBD_LAB_MEMCG_MIB (160), NBD_LAB_PRINTK
 // (the console's kernel log level; 7 shows the kernel's reports of blocked tasks, for a guest that goes silent).
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
+import { watchHost } from './lab/host-view.mjs';
 import { buildRecord, COUNTED, current, isOld, outcomeOf } from './lab/record.mjs';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
@@ -53,9 +54,10 @@ export function observerLockLibrary() {
 
 /**
  * One run in a VM: the record (see scripts/lab/record.mjs), with the host's view added (wall time, kernel-run's exit,
- * the host's load average before and after). `env` overrides the guest's NBD_LAB_* settings.
+ * the host's load average before and after, and what QEMU shows of the guest: scripts/lab/host-view.mjs). `env`
+ * overrides the guest's NBD_LAB_* settings.
  */
-export function runOnce({ variant, protect, kernel = 'bookworm', node = 'system', memory = '960', quiet = false, env = {} }) {
+export async function runOnce({ variant, protect, kernel = 'bookworm', node = 'system', memory = '960', quiet = false, env = {} }) {
   const started = Date.now();
   const loadStart = os.loadavg();
   const guestEnv = {};
@@ -63,17 +65,35 @@ export function runOnce({ variant, protect, kernel = 'bookworm', node = 'system'
   // kernel-run's own timing (boot, command), without the wait for the VM lock that wallSeconds includes.
   const timesFile = path.join(os.tmpdir(), `lab-pressure-times-${process.pid}.jsonl`);
   fs.rmSync(timesFile, { force: true });
+  const monitorPath = path.join(os.tmpdir(), `lab-pressure-monitor-${process.pid}.sock`);
   // The observer runs with IO_FLUSHER itself (see pressure-run.sh), with oom_score_adj -1000, its memory locked (in
   // the C locale: a locale archive would be mapped, and so locked, whole).
-  const r = spawnSync(
+  const child = spawn(
     path.join(root, 'vm/kernel-run'),
     ['--kernel', kernel, '--mode', 'full', '--node', node, '--modules', 'nbd,ext4', '--disk', '2G', '--memory', memory,
-      '--timeout', '1000', '--quiet', '--',
+      '--timeout', '1000', '--monitor', monitorPath, '--quiet', '--',
       'node', path.join(root, 'dist/cli.js'), 'exec', '--oom-score-adj', '-1000', '--',
       'env', ...Object.entries(guestEnv).map(([k, v]) => `${k}=${v}`), `LD_PRELOAD=${observerLockLibrary()}`, 'LC_ALL=C',
       'bash', path.join(root, 'scripts/lab/pressure-run.sh'), variant, protect],
-    { cwd: root, encoding: 'utf8', maxBuffer: 256 << 20, env: { ...process.env, IO_FLUSHER_KERNEL_RUN_TIMES: timesFile } },
+    { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, IO_FLUSHER_KERNEL_RUN_TIMES: timesFile } },
   );
+  let out = '';
+  let err = '';
+  let lastOutputAt = Date.now();
+  child.stdout.setEncoding('utf8').on('data', (d) => {
+    out += d;
+    lastOutputAt = Date.now();
+  });
+  child.stderr.setEncoding('utf8').on('data', (d) => (err += d));
+  const done = new Promise((resolve) => child.on('close', (code, signal) => resolve(code ?? 128 + (os.constants.signals[signal] ?? 0))));
+  const hostView = await watchHost({
+    monitorPath,
+    output: () => out,
+    lastOutputAt: () => lastOutputAt,
+    done,
+    log: (line) => quiet || process.stderr.write(`lab: ${line}\n`),
+  });
+  const status = await done;
   let vmSeconds;
   try {
     const times = JSON.parse(fs.readFileSync(timesFile, 'utf8').trim().split('\n').at(-1));
@@ -82,13 +102,12 @@ export function runOnce({ variant, protect, kernel = 'bookworm', node = 'system'
     vmSeconds = undefined;
   }
   fs.rmSync(timesFile, { force: true });
-  const out = r.stdout ?? '';
   if (!quiet) {
     const notes = out.split('\n').filter((l) => l.startsWith('lab: ')).slice(0, 20);
-    const text = [...notes, r.stderr?.trimEnd()].filter(Boolean).join('\n');
+    const text = [...notes, err.trimEnd()].filter(Boolean).join('\n');
     if (text) process.stderr.write(`${text}\n`);
   }
-  return buildRecord(out, {
+  const record = buildRecord(out, {
     at: new Date(started).toISOString(),
     kernelName: kernel,
     variant,
@@ -96,10 +115,12 @@ export function runOnce({ variant, protect, kernel = 'bookworm', node = 'system'
     // From the start of kernel-run to its end, the wait for IO_FLUSHER_VM_LOCK included; vmSeconds has the VM's own.
     wallSeconds: (Date.now() - started) / 1000,
     vmSeconds,
-    // 125 when the guest powered itself off after a hang (its last sync would never return).
-    kernelRunExit: r.status,
+    // 125 when the guest powered itself off after a hang (its last sync would never return), or the host ended it.
+    kernelRunExit: status,
     hostLoadavg: { start: loadStart.map(round2), end: os.loadavg().map(round2) },
-  });
+  }, hostView);
+  if (hostView.dumps.length) record.hostDumps = hostView.dumps.map((d) => `=== ${d.name} at host t=${d.t} s\n${d.text}`).join('\n');
+  return record;
 }
 const round2 = (x) => Math.round(x * 100) / 100;
 
@@ -159,11 +180,13 @@ export function summarize(records) {
     const causes = {};
     for (const [i, r] of rs.entries()) if (['stalled', 'hung', 'unresolved'].includes(outcomes[i]) && r.cause) causes[r.cause] = (causes[r.cause] ?? 0) + 1;
     const other = count('incomplete') + count('failed');
+    // Runs whose observer went silent, classified from the host's dumps (scripts/lab/host-view.mjs).
+    const fromHost = rs.filter((r) => r.observer === 'host').length;
     rows.push(
       `| ${kernel}${def === 'old' ? ' (old records: 30 s cut-off)' : ''} | ${variant} | ${sideName} | ${rs.filter((r, i) => COUNTED.has(outcomes[i])).length} | ` +
         `${count('no-stall')} | ${count('stalled')} | ${def === 'old' ? '-' : count('hung')} | ${count('unresolved')} | ${other ? `${other} (${count('incomplete')} incomplete, ${count('failed')} failed)` : 0} | ` +
         `${fmt(longest, 0)} | ${fmt(median(stalls), 0)} | ${fmt(median(done.map((r) => r.write?.mibPerSecond)), 2)} | ` +
-        `${intactColumn(done)} | ${Object.entries(causes).map(([c, n]) => `${c} ${n}`).join(', ') || '-'} |`,
+        `${intactColumn(done)} | ${Object.entries(causes).map(([c, n]) => `${c} ${n}`).join(', ') || '-'}${fromHost ? ` (${fromHost} seen from the host)` : ''} |`,
     );
   }
   return [rows.join('\n'), ...unsupported.map((u) => `Not run (unsupported): ${u}`)].join('\n');
@@ -243,16 +266,14 @@ function logRun(record, label) {
       (o === 'no-stall' || o === 'stalled'
         ? ` ${w.mibPerSecond.toFixed(2)} MiB/s, longest stall ${record.longestStallSeconds} s, ${record.episodes.length} stalls, data ${record.intact === null ? `not verified (${record.verifyError})` : record.intact ? 'intact' : 'CORRUPTED'}`
         : '') +
-      (o === 'hung' ? `: no progress for ${record.hangBoundSeconds} s, blocked threads unchanged (${record.stackComparison.unchanged}), cause ${record.cause}` : '') +
+      (o === 'hung' && record.observer !== 'host' ? `: no progress for ${record.hangBoundSeconds} s, blocked threads unchanged (${record.stackComparison.unchanged}), cause ${record.cause}` : '') +
+      (record.observer === 'host' ? ` [host view: cause ${record.cause}]` : '') +
       (record.outcomeReason ? ` (${record.outcomeReason})` : '') +
       ` [VM ${record.vmSeconds ? (record.vmSeconds.boot + record.vmSeconds.command).toFixed(0) : '?'} s of ${record.wallSeconds.toFixed(0)} s; host load ${record.hostLoadavg.start[0]} -> ${record.hostLoadavg.end[0]}]\n`,
   );
 }
 
 let stopRequested = false;
-// The runs are synchronous (spawnSync), so a signal's handler runs only when the event loop gets a turn: the campaign
-// gives it one after every run (nextTurn), or SIGTERM would be noticed only after the whole campaign.
-const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
 function stopOnSignals() {
   for (const sig of ['SIGTERM', 'SIGINT']) {
     process.on(sig, () => {
@@ -262,8 +283,15 @@ function stopOnSignals() {
   }
 }
 
-function runAndRecord(file, opts, label) {
-  const record = runOnce(opts);
+async function runAndRecord(file, opts, label) {
+  const { hostDumps, ...record } = await runOnce(opts);
+  // The host's dumps as the console printed them (the record keeps them parsed), beside the results.
+  if (hostDumps) {
+    const dir = path.join(path.dirname(file), 'console');
+    fs.mkdirSync(dir, { recursive: true });
+    record.hostView.dumpsFile = path.relative(path.dirname(file), path.join(dir, `host-${record.kernelName}-${record.variant}-${side(record.protect)}-${record.at.replace(/[:.]/g, '')}.txt`));
+    fs.writeFileSync(path.join(path.dirname(file), record.hostView.dumpsFile), hostDumps);
+  }
   fs.appendFileSync(file, `${JSON.stringify(record)}\n`);
   logRun(record, label);
   return record;
@@ -297,8 +325,7 @@ async function campaign(file, { cells, untilPairs, minPairs, node, memory }) {
       }
       for (const protect of pairOrder(counted)) {
         if (counted.filter((r) => r.protect === protect).length > pairs) continue;
-        const record = runAndRecord(file, { variant, protect, kernel, node, memory }, `pair ${pairs + 1}/${target}`);
-        await nextTurn();
+        const record = await runAndRecord(file, { variant, protect, kernel, node, memory }, `pair ${pairs + 1}/${target}`);
         if (record.outcome === 'unsupported') break;
         failuresInARow = COUNTED.has(record.outcome) ? 0 : failuresInARow + 1;
         if (failuresInARow >= 3) {
@@ -395,8 +422,7 @@ async function main() {
     const sides = values.protect === 'both' ? (i % 2 === 0 ? ['exec', 'none'] : ['none', 'exec']) : [values.protect];
     for (const protect of sides) {
       if (stopRequested) break;
-      runAndRecord(file, { variant: values.variant, protect, kernel: values.kernel, node: values.node, memory: values.memory }, `run ${i + 1}/${runs}`);
-      await nextTurn();
+      await runAndRecord(file, { variant: values.variant, protect, kernel: values.kernel, node: values.node, memory: values.memory }, `run ${i + 1}/${runs}`);
     }
   }
   process.stdout.write(`\n${summarize(readResults(file))}\n`);

@@ -65,7 +65,7 @@ for (const run of runs) {
 // variant "dirty" (a small global dirty limit, no periodic writeback). The protected server must complete with its
 // data intact; the unprotected one is reported, whatever it does (no progress is the expected outcome, not a failure).
 for (const protect of ['exec', 'none']) {
-  const record = runOnce({ variant: 'dirty', protect, kernel, quiet: true, env: protect === 'none' ? { NBD_LAB_HANG_S: '60' } : {} });
+  const record = await runOnce({ variant: 'dirty', protect, kernel, quiet: true, env: protect === 'none' ? { NBD_LAB_HANG_S: '60' } : {} });
   const w = record.write;
   const ok = record.completed === true && record.intact === true;
   const mustPass = protect === 'exec';

@@ -13,3 +13,9 @@ it('the lab classifies runs as docs/lab/README.md defines (scripts/lab/record.te
   expect(r.stdout + r.stderr).toMatch(/# fail 0/);
   expect(r.status).toBe(0);
 });
+
+it("the lab's host view takes its dumps only from a silent observer (scripts/lab/host-view.test.mjs, fake QEMU monitor)", () => {
+  const r = spawnSync(process.execPath, ['--test', '--test-reporter=tap', path.join(ROOT, 'scripts/lab/host-view.test.mjs')], { encoding: 'utf8', timeout: 120_000 });
+  expect(r.stdout + r.stderr).toMatch(/# fail 0/);
+  expect(r.status).toBe(0);
+}, 130_000);

@@ -52,7 +52,10 @@
 # (on a hang) it starts no program: the watch, the snapshots, the kernel log (/dev/kmsg) and the record use shell
 # builtins only. The record's second part has the kernel log and, after a completed run, the data check (which
 # needs programs). This is still not enough on 6.12 with the server protected: the observer goes silent there too
-# (docs/lab/README.md, swap findings).
+# (docs/lab/README.md, swap findings). For that case the host watches as well (scripts/lab/host-view.mjs): when this
+# script has reported a stall and then printed nothing for two minutes, the host has the kernel print every task's
+# stack on the console through QEMU's keyboard (sysrq, enabled below), and counts the writes reaching the virtual
+# disk; it needs the pids of the server, the writer and the hog, printed when the watch begins.
 set -uo pipefail
 # The whole script is one group, so bash has read all of it before it starts: a script read as it runs would need
 # pages of the (9p) file again after the watch, when the guest may have none to give.
@@ -153,6 +156,8 @@ self_flags=$(pf_flags /proc/self/stat)
 # account of its blocked tasks reaches the console without any program (the record's lines may then be cut).
 echo "${NBD_LAB_PRINTK:-1}" >/proc/sys/kernel/printk
 [ -z "${NBD_LAB_PRINTK-}" ] || echo -1 >/proc/sys/kernel/hung_task_warnings
+# Every sysrq function from the keyboard, for the host's view (its dumps of the tasks: t, l, m; the console level: 7).
+echo 1 >/proc/sys/kernel/sysrq
 # Hung tasks are reported after 20 s instead of 120 s, so the kernel log has them early in a stall.
 echo 20 >/proc/sys/kernel/hung_task_timeout_secs 2>/dev/null || true
 
@@ -364,6 +369,7 @@ release_writer() { # T: the writer's bytes count from its release (Node's start-
   writer_bytes && bytes0=$wchar && bytes=0 && last_bytes=0
   echo go >writer.go && writer_started=$1
 }
+log "pids: server=$server_pid writer=$writer_pid hog=${hog_pid:-none}"
 if [ -n "$hog_pid" ]; then echo go >hog.go; else release_writer 0 && watching=1 && kv watchFromMs 0; fi
 TZ=UTC printf -v guest_start '%(%Y-%m-%dT%H:%M:%SZ)T' -1
 kv guestStart "$guest_start"

@@ -17,9 +17,16 @@
 //   incomplete   still progressing at the run's bound
 //   failed       no usable result (the VM, the setup or the writer failed)
 //   unsupported  the kernel lacks what the variant needs (the memcg variant without the v1 memory controller)
+// A run whose observer went silent (memory exhausted in the guest, see scripts/lab/host-view.mjs) is classified from
+// the host's view instead: progress is a write reaching the guest's virtual disk (the server's backing store), and
+// the snapshots are the kernel's own dumps of the tasks (sysrq t and l), taken when the observer had been silent for
+// two minutes during a stall and again once the disk had seen no write for 300 s (at least 240 s later). hung and
+// unresolved then mean the same as above, with those two dumps as the start and the end.
 // Records without a series were measured under the old definition (a run was "hung" after 30 s without a completed
 // nbd0 write, the watch then stopped): their completed runs are re-classified from their longest stall (nbd0 writes
 // only), their "hung" runs are unresolved (cut off at 30 s).
+
+import { dumpSnapshot, parseCpuBacktraces, parsePids } from './host-view.mjs';
 
 export const HANG_MIN_SECONDS = 300;
 /** A hang proven from the settle snapshot needs the threads unchanged for at least this long (300 s less the 60). */
@@ -221,6 +228,7 @@ export function causeOf(snapshot) {
 /** The run's outcome, with the reason when it is not plain. */
 export function classify(record) {
   if (record.unsupported) return { outcome: 'unsupported', reason: record.unsupported };
+  if (record.observer === 'host') return classifyHostView(record);
   if (!record.series) return classifyOld(record);
   if (record.error) return { outcome: 'failed', reason: record.error };
   const hangBound = record.hangBoundSeconds;
@@ -258,6 +266,30 @@ export function classify(record) {
   }
 }
 
+/** A run seen from the host (observer 'host'): see the definitions at the top. */
+function classifyHostView(record) {
+  const hv = record.hostView;
+  const c = record.stackComparison;
+  if (!c) return { outcome: 'failed', reason: 'the observer went silent and the host did not take both dumps' };
+  const seen = 'seen from the host (the observer went silent)';
+  if (hv.noDiskWriteSeconds < HANG_MIN_SECONDS) {
+    return { outcome: 'unresolved', reason: `${seen}: the disk was last written ${hv.noDiskWriteSeconds} s before the second dump, less than ${HANG_MIN_SECONDS} s` };
+  }
+  if (c.endSeconds - c.startSeconds < SETTLED_MIN_SECONDS - 1) {
+    return { outcome: 'unresolved', reason: `${seen}: the dumps are ${Math.round(c.endSeconds - c.startSeconds)} s apart, less than ${SETTLED_MIN_SECONDS} s` };
+  }
+  const server = (s) => s.threads.filter((t) => t.role === 'server').map((t) => `${t.name} ${t.state} ${t.stack.split(' < ').slice(0, 3).join(' < ')}`);
+  if (!c.same) {
+    return {
+      outcome: 'unresolved',
+      reason: c.blockedAtStart.some((t) => t.role === 'server')
+        ? `${seen}: no disk write for ${hv.noDiskWriteSeconds} s, but blocked threads moved: ${c.moved.map((m) => `${m.role} ${m.name} ${m.start} -> ${m.end}`).join('; ')}`
+        : `${seen}: no disk write for ${hv.noDiskWriteSeconds} s, but no server thread blocked (D) at the first dump; server threads: ${server(hv.snapshots['dump-1']).join(' | ')}`,
+    };
+  }
+  return { outcome: 'hung', reason: `${seen}: no disk write for ${hv.noDiskWriteSeconds} s, the same threads blocked in the same place in dumps ${Math.round(c.endSeconds - c.startSeconds)} s apart` };
+}
+
 function classifyOld(record) {
   if (record.completed) {
     return (record.longestStallSeconds ?? 0) >= DEFAULT_STALL_SECONDS
@@ -275,9 +307,14 @@ export const isOld = (record) => !record.series && record.schema === undefined;
  * The JSON record of one run, from kernel-run's output and the host's view of it. `host` holds at, kernelName,
  * variant, protect, wallSeconds, kernelRunExit, hostLoadavg.
  */
-export function buildRecord(output, host) {
+export function buildRecord(output, host, hostView) {
   const parsed = parseGuestOutput(output);
   const record = { schema: 2, ...host };
+  if (hostView) record.hostView = hostViewOf(hostView, output);
+  // The observer went silent and the host took its two dumps: the host's view is the record's result.
+  if ((!parsed || parsed.truncated) && record.hostView?.snapshots?.['dump-2']) {
+    return deriveHostView({ ...record, ...(parsed?.guest ?? {}), truncated: parsed ? true : undefined, observer: 'host' });
+  }
   if (!parsed) {
     return { ...record, outcome: 'failed', outcomeReason: `no result (kernel-run exit ${host.kernelRunExit})`, error: `no result: ${output.slice(-300)}` };
   }
@@ -326,8 +363,44 @@ export function derive(record) {
   return { ...r, ...outcomeFields(c) };
 }
 
+/**
+ * The host's view as the record keeps it (scripts/lab/host-view.mjs): the disk's series, the pids the observer
+ * announced, and the host's dumps parsed into snapshots (the raw console text is not kept here: lab-pressure.mjs
+ * saves it beside the results).
+ */
+export function hostViewOf(view, output) {
+  const pids = parsePids(output);
+  const kept = { series: view.series, pids, silentAt: view.silentAt, observerBack: view.observerBack, endedByHost: view.endedByHost };
+  if (view.dumps.length) {
+    kept.snapshots = Object.fromEntries(view.dumps.map((d) => [d.name, dumpSnapshot(d, pids)]));
+    kept.cpus = Object.fromEntries(view.dumps.map((d) => [d.name, parseCpuBacktraces(d.text)]));
+  }
+  return kept;
+}
+
+/** A host-observed record's derived fields: how long the disk saw no write before the last dump, the comparison, the cause. */
+export function deriveHostView(record) {
+  const hv = record.hostView;
+  const d1 = hv.snapshots?.['dump-1'];
+  const d2 = hv.snapshots?.['dump-2'];
+  const r = { ...record };
+  if (d2) {
+    const { t, diskWriteBytes: w } = hv.series;
+    let last = 0;
+    for (let i = 1; i < t.length && t[i] <= d2.t; i++) if (w[i] !== w[i - 1]) last = t[i];
+    r.hostView = { ...hv, noDiskWriteSeconds: Math.round(d2.t - last) };
+  }
+  r.stackComparison = compareSnapshots(d1, d2);
+  r.cause = causeOf(d2 ?? d1);
+  const c = classify(r);
+  r.completed = false;
+  r.hung = c.outcome === 'hung';
+  return { ...r, ...outcomeFields(c) };
+}
+
 /** Any record, old or new, with its derived fields and its outcome under the definitions of this file. */
 export function current(record) {
+  if (record.observer === 'host') return deriveHostView(record);
   return record.series ? derive(record) : { ...record, ...outcomeFields(classify(record)) };
 }
 

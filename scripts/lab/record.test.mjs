@@ -2,7 +2,8 @@
 // counted as a hang, a hang needs the bound and the same blocked threads at both ends, old records stay apart.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { buildRecord, causeOf, classify, compareSnapshots, parseGuestOutput, samePlace, stallEpisodes } from './record.mjs';
+import { parseBlockstats, parseSysrqTasks } from './host-view.mjs';
+import { buildRecord, causeOf, classify, compareSnapshots, current, parseGuestOutput, samePlace, stallEpisodes } from './record.mjs';
 
 const series = (points) => ({
   t: points.map((p) => p[0]),
@@ -144,4 +145,62 @@ test("cause: the server waits in its filesystem while that filesystem's journal 
   assert.equal(causeOf({ threads: [server, journal] }), 'fs-kernel-thread-reclaim-io');
   assert.equal(causeOf({ threads: [server] }), 'other');
   assert.equal(causeOf({ threads: [{ ...server, stack: 'balance_dirty_pages < ext4_buffered_write_iter' }, journal] }), 'balance_dirty_pages');
+});
+
+// The host's view (scripts/lab/host-view.mjs): a run whose observer went silent, classified from the kernel's own dumps.
+const sysrqTask = (ts, name, state, pid, tgid, frames) =>
+  [
+    `[${ts}] task:${name.padEnd(15)} state:${state} stack:0     pid:${pid}   tgid:${tgid}   ppid:1      flags:0x00004000`,
+    `[${ts}] Call Trace:`,
+    `[${ts}]  <TASK>`,
+    ...frames.map((f) => `[${ts}]  ${f}`),
+    `[${ts}]  </TASK>`,
+  ].join('\n');
+const MUTEX = ['__schedule+0x4ea/0xbe0', 'schedule+0x27/0xc0', '? __alloc_pages_slowpath.constprop.0+0x1b3/0xdc0', 'nbd_queue_rq+0xc8/0x390 [nbd]', 'swap_writepage+0x147/0x310', 'shrink_folio_list+0x5f0/0xd00', 'try_to_free_pages+0xdf/0x200', '__alloc_pages_slowpath.constprop.0+0x356/0xdc0'];
+const RECLAIM_R = ['shrink_node+0xa08/0xc70', 'do_try_to_free_pages+0xb3/0x580', 'try_to_free_pages+0xdf/0x200', '__alloc_pages_slowpath.constprop.0+0x356/0xdc0', 'alloc_pages_mpol_noprof+0x1/0x2'];
+const PIDS = 'lab: pids: server=200 writer=300 hog=400';
+const hostView = ({ serverState = 'D', lastWriteAt = 100, apart = 250 } = {}) => {
+  const t = [];
+  const w = [];
+  for (let s = 0; s <= 420 + apart; s++) {
+    t.push(s);
+    w.push(s <= lastWriteAt ? s * 4096 : lastWriteAt * 4096);
+  }
+  const dump = (name, at, ts) => ({
+    name,
+    t: at,
+    text: [sysrqTask(ts, 'node', serverState, 201, 200, serverState === 'D' ? MUTEX : RECLAIM_R), sysrqTask(ts, 'node', 'D', 400, 400, MUTEX), sysrqTask(ts, 'kworker/0:1H', 'D', 138, 138, MUTEX.slice(0, 4))].join('\n'),
+  });
+  return { series: { t, diskWriteBytes: w, diskReadBytes: w.map(() => 0) }, dumps: [dump('dump-1', 420 - apart + 20, '100.1'), dump('dump-2', 420 + 20, '400.2')] };
+};
+const hostMeta = { at: '2026-12-05T00:00:00Z', kernelName: 'trixie', variant: 'swap', protect: 'exec', kernelRunExit: 125 };
+
+test('sysrq t as stacks like the guest records: timestamps, unreliable frames and module names left out, tgid kept', () => {
+  const [task] = parseSysrqTasks(sysrqTask('42.1', 'node', 'D', 201, 200, MUTEX));
+  assert.deepEqual(task, { name: 'node', state: 'D', pid: 201, tgid: 200, stack: '__schedule < schedule < nbd_queue_rq < swap_writepage < shrink_folio_list < try_to_free_pages < __alloc_pages_slowpath.constprop.0' });
+  assert.deepEqual(parseBlockstats('info blockstats\r\nvirtio0: rd_bytes=512 wr_bytes=4096 rd_operations=1 wr_operations=1\r\n'), { virtio0: { readBytes: 512, writeBytes: 4096 } });
+});
+
+test('a silent observer: hung from the host only with 300 s without a disk write and the server blocked in the same place at both dumps', () => {
+  const hung = buildRecord(`${PIDS}\nlab: no progress for 10s at t=15s: recording the tasks (stall 1)\n`, hostMeta, hostView());
+  assert.equal(hung.observer, 'host');
+  assert.equal(hung.outcome, 'hung', hung.outcomeReason);
+  assert.equal(hung.cause, 'reclaim-io');
+  assert.deepEqual(current(JSON.parse(JSON.stringify(hung))).outcome, 'hung');
+  // The disk written 200 s before the second dump: not 300 s without progress.
+  assert.equal(buildRecord(PIDS, hostMeta, hostView({ lastWriteAt: 240 })).outcome, 'unresolved');
+  // Dumps 200 s apart: too close to prove a hang.
+  assert.equal(buildRecord(PIDS, hostMeta, hostView({ apart: 200 })).outcome, 'unresolved');
+  // The server running in reclaim, not blocked: no proof of a hang (a livelock is not shown by two dumps).
+  const running = buildRecord(PIDS, hostMeta, hostView({ serverState: 'R' }));
+  assert.equal(running.outcome, 'unresolved');
+  assert.match(running.outcomeReason, /no server thread blocked/);
+  // Without the pids the host cannot tell the server's threads: never hung.
+  assert.notEqual(buildRecord('', hostMeta, hostView()).outcome, 'hung');
+});
+
+test('a guest record that came whole is classified from the guest, whatever the host saw', () => {
+  const r = buildRecord('', hostMeta, { series: { t: [0], diskWriteBytes: [0], diskReadBytes: [0] }, dumps: [] });
+  assert.equal(r.observer, undefined);
+  assert.equal(r.outcome, 'failed');
 });
