@@ -136,13 +136,15 @@ const median = (xs) => {
 };
 const fmt = (x, digits = 1) => (x === undefined ? '-' : x.toFixed(digits));
 const side = (protect) => (protect === 'exec' ? 'protected' : 'unprotected');
-const kernelOf = (r) => (r.kernel ?? r.kernelName ?? '?').replace(/-amd64$/, '');
+const kernelOf = (r, releases = new Map()) => (r.kernel ?? releases.get(r.kernelName) ?? r.kernelName ?? '?').replace(/-amd64$/, '');
 
 /** Records grouped by kernel, variant, side and definition (old records never share a row with new ones). */
 export function groups(records) {
   const map = new Map();
+  // A run that gave no release of its own (a failed one) goes in the row of its kernel's other runs.
+  const releases = new Map(records.filter((r) => r.kernel && r.kernelName).map((r) => [r.kernelName, r.kernel]));
   for (const r of records) {
-    const key = [kernelOf(r), r.variant, side(r.protect), isOld(r) ? 'old' : 'new'].join('|');
+    const key = [kernelOf(r, releases), r.variant, side(r.protect), isOld(r) ? 'old' : 'new'].join('|');
     if (!map.has(key)) map.set(key, []);
     map.get(key).push(r);
   }

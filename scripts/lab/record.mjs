@@ -202,17 +202,24 @@ export function compareSnapshots(start, end) {
   };
 }
 
+const RECLAIM = /shrink_(folio|page)_list|try_to_free_(mem_cgroup_)?pages|__alloc_pages_slowpath|do_try_to_free_pages|reclaim_throttle|__perform_reclaim/;
+
 /** What the blocked server threads of a snapshot are waiting for, from their stacks, most specific first. */
 export function causeOf(snapshot) {
   if (!snapshot) return undefined;
   const server = snapshot.threads.filter((t) => t.role === 'server');
   const stuck = server.filter((t) => t.state === 'D');
-  if (stuck.length === 0) return 'no-server-thread-blocked';
+  // Server threads running (not blocked) in direct reclaim, as a CPU's backtrace shows them (the host's dumps): an
+  // allocation that may not do I/O (PF_MEMALLOC_NOIO) and finds nothing to free without it retries, and the kernel
+  // does not call the OOM killer for it (seen on 6.12, swap, protected: its other threads wait on these).
+  const runningInReclaim = server.some((t) => t.state === 'R' && t.onCpu !== undefined && RECLAIM.test(t.stack));
+  if (stuck.length === 0) return runningInReclaim ? 'noio-reclaim-loop' : 'no-server-thread-blocked';
   const stacks = stuck.map((t) => t.stack).join(' | ');
-  const reclaim = /shrink_(folio|page)_list|try_to_free_(mem_cgroup_)?pages|__alloc_pages_slowpath|do_try_to_free_pages|reclaim_throttle|__perform_reclaim/.test(stacks);
+  const reclaim = RECLAIM.test(stacks);
   if (reclaim && /swap_writepage|swap_writeout|nbd_|sock_xmit|blk_mq_get_tag|__submit_bio/.test(stacks)) return 'reclaim-io';
   if (/balance_dirty_pages/.test(stacks)) return 'balance_dirty_pages';
   if (reclaim && /folio_wait_writeback|wait_on_page_writeback/.test(stacks)) return 'reclaim-waits-on-writeback';
+  if (runningInReclaim) return 'noio-reclaim-loop';
   if (reclaim) return 'direct-reclaim';
   if (/folio_wait_writeback|wait_on_page_writeback|__filemap_fdatawait/.test(stacks)) return 'waiting-on-writeback';
   if (/swap_read|swapin|do_swap_page/.test(stacks)) return 'swap-in';
@@ -313,7 +320,8 @@ export function buildRecord(output, host, hostView) {
   if (hostView) record.hostView = hostViewOf(hostView, output);
   // The observer went silent and the host took its two dumps: the host's view is the record's result.
   if ((!parsed || parsed.truncated) && record.hostView?.snapshots?.['dump-2']) {
-    return deriveHostView({ ...record, ...(parsed?.guest ?? {}), truncated: parsed ? true : undefined, observer: 'host' });
+    const g = parsed?.guest ?? {};
+    return deriveHostView({ ...record, ...g, kernel: g.kernel ?? record.hostView.kernelRelease, truncated: parsed ? true : undefined, observer: 'host' });
   }
   if (!parsed) {
     return { ...record, outcome: 'failed', outcomeReason: `no result (kernel-run exit ${host.kernelRunExit})`, error: `no result: ${output.slice(-300)}` };
@@ -371,6 +379,10 @@ export function derive(record) {
 export function hostViewOf(view, output) {
   const pids = parsePids(output);
   const kept = { series: view.series, pids, silentAt: view.silentAt, observerBack: view.observerBack, endedByHost: view.endedByHost };
+  // The guest's release, as its kernel names itself in a CPU's backtrace ("CPU: 1 UID: 0 PID: 219 Comm: node Not
+  // tainted 6.12.117+deb13-amd64 #1"), for a record whose observer never printed its own.
+  const release = view.dumps.map((d) => /^(?:\[[\s\d.]+\]\s*)?CPU: \d+ .*?(?:Not tainted|Tainted: [A-Z ]+?) (\d+\.\S+) #/m.exec(d.text)).find(Boolean);
+  if (release) kept.kernelRelease = release[1];
   if (view.dumps.length) {
     kept.snapshots = Object.fromEntries(view.dumps.map((d) => [d.name, dumpSnapshot(d, pids)]));
     kept.cpus = Object.fromEntries(view.dumps.map((d) => [d.name, parseCpuBacktraces(d.text)]));

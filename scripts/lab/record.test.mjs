@@ -204,3 +204,23 @@ test('a guest record that came whole is classified from the guest, whatever the 
   assert.equal(r.observer, undefined);
   assert.equal(r.outcome, 'failed');
 });
+
+test('server threads running in direct reclaim (a CPU backtrace in the host dump) are the cause, before a kernel thread in I/O', () => {
+  const snap = {
+    threads: [
+      { role: 'server', tid: 1, name: 'node', state: 'R', onCpu: 0, stack: 'isolate_folios < shrink_node < do_try_to_free_pages < try_to_free_pages < __alloc_pages_slowpath' },
+      { role: 'server', tid: 2, name: 'node', state: 'D', stack: 'rwsem_down_write_slowpath < down_write < ext4_buffered_write_iter' },
+      { role: 'blocked', tid: 3, name: 'jbd2/vda-8', state: 'D', stack: 'mempool_alloc < bio_alloc_bioset < __swap_writepage < jbd2_journal_commit_transaction' },
+    ],
+  };
+  assert.equal(causeOf(snap), 'noio-reclaim-loop');
+  // The same thread seen only by sysrq t (no CPU backtrace: its stack there is stale) is no evidence.
+  assert.equal(causeOf({ threads: [{ ...snap.threads[0], onCpu: undefined }, ...snap.threads.slice(1)] }), 'fs-kernel-thread-reclaim-io');
+  assert.equal(causeOf({ threads: [snap.threads[0]] }), 'noio-reclaim-loop');
+});
+
+test("a host-observed record takes the kernel's release from a CPU backtrace in its dumps", () => {
+  const v = hostView();
+  v.dumps[1].text += '\n[  418.0] CPU: 1 UID: 0 PID: 219 Comm: node Not tainted 6.12.117+deb13-amd64 #1  Debian 6.12.117-1\n';
+  assert.equal(buildRecord(PIDS, hostMeta, v).kernel, '6.12.117+deb13-amd64');
+});
