@@ -256,6 +256,8 @@ export async function watchHost({ monitorPath, output, lastOutputAt, done, log =
           phase = 'observer-back';
           view.observerBack = Math.round(now());
           log('host: the observer printed again; the run goes on');
+          // Kernel messages off the console again (sysrq 1, as the observer set it): they would cut its record's lines.
+          await monitor.command('sendkey alt-sysrq-1');
         } else if ((now() - dump1At >= intervalSeconds && now() - lastWriteAt >= hangSeconds) || now() - dump1At >= latestSeconds) {
           await dump('dump-2');
           phase = 'ended';

@@ -101,4 +101,6 @@ test('an observer that prints again after the first dump reports the run itself:
   assert.deepEqual(view.dumps.map((d) => d.name), ['dump-1']);
   assert.ok(view.observerBack);
   assert.ok(!commands.includes('quit'));
+  // The console's level back down, so kernel messages do not cut the record the observer is about to print.
+  assert.equal(commands.filter((c) => c.startsWith('sendkey')).at(-1), 'sendkey alt-sysrq-1');
 });
