@@ -27,7 +27,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { watchHost } from './lab/host-view.mjs';
-import { buildRecord, COUNTED, current, isOld, outcomeOf } from './lab/record.mjs';
+import { buildRecord, COUNTED, current, hostViewOf, isOld, outcomeOf } from './lab/record.mjs';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 export const DEFAULT_RESULTS = path.join(root, 'docs/lab/pressure.jsonl');
@@ -368,7 +368,18 @@ async function main() {
   if (values.reclassify) {
     // Rewrites the derived fields of every record under the current definitions. Not while a campaign appends to the
     // file: a line appended between the read and the rename would be lost.
-    const lines = readResults(file).map((r) => JSON.stringify(r));
+    // A record seen from the host has its dumps parsed again from the console text kept beside the results, so that
+    // a better parser (scripts/lab/host-view.mjs) applies to old runs too.
+    const reparsed = (r) => {
+      const dumpsFile = r.hostView?.dumpsFile && path.join(path.dirname(file), r.hostView.dumpsFile);
+      if (!dumpsFile || !fs.existsSync(dumpsFile)) return r;
+      const parts = fs.readFileSync(dumpsFile, 'utf8').split(/^=== (dump-\d) at host t=([\d.]+) s\n/m);
+      const dumps = [];
+      for (let i = 1; i + 2 < parts.length + 1; i += 3) dumps.push({ name: parts[i], t: Number(parts[i + 1]), text: parts[i + 2] ?? '' });
+      const again = hostViewOf({ ...r.hostView, dumps }, `lab: pids: server=${r.hostView.pids?.server} writer=${r.hostView.pids?.writer} hog=${r.hostView.pids?.hog ?? 'none'}\n`);
+      return { ...r, kernel: r.kernel ?? again.kernelRelease, hostView: { ...r.hostView, ...again, dumpsFile: r.hostView.dumpsFile } };
+    };
+    const lines = readResults(file).map((r) => JSON.stringify(current(reparsed(r))));
     fs.writeFileSync(`${file}.tmp`, `${lines.join('\n')}\n`);
     fs.renameSync(`${file}.tmp`, file);
     process.stdout.write(`lab: ${lines.length} records re-classified in ${path.relative(process.cwd(), file)}\n`);

@@ -94,6 +94,9 @@ kv() { printf 'lab-kv\t%s\t%s\n' "$1" "$2" >>"$record"; }
 # The record is printed in parts (the host joins them), with builtins only (see "The observer").
 print_part() { # FILE...
   local f line name n
+  # Kernel messages off the console again (the host's view raises its level for its dumps, see "The observer"): they
+  # would cut the record's lines.
+  echo "${NBD_LAB_PRINTK:-1}" >/proc/sys/kernel/printk 2>/dev/null
   echo "lab-record-begin"
   for f; do
     [ -e "$f" ] || continue

@@ -204,22 +204,27 @@ export function compareSnapshots(start, end) {
 
 const RECLAIM = /shrink_(folio|page)_list|try_to_free_(mem_cgroup_)?pages|__alloc_pages_slowpath|do_try_to_free_pages|reclaim_throttle|__perform_reclaim/;
 
-/** What the blocked server threads of a snapshot are waiting for, from their stacks, most specific first. */
-export function causeOf(snapshot) {
+/**
+ * What the blocked server threads of a snapshot are waiting for, from their stacks, most specific first. `noio`: the
+ * server ran with IO_FLUSHER (its reclaim may not do I/O).
+ */
+export function causeOf(snapshot, { noio = false } = {}) {
   if (!snapshot) return undefined;
   const server = snapshot.threads.filter((t) => t.role === 'server');
   const stuck = server.filter((t) => t.state === 'D');
-  // Server threads running (not blocked) in direct reclaim, as a CPU's backtrace shows them (the host's dumps): an
-  // allocation that may not do I/O (PF_MEMALLOC_NOIO) and finds nothing to free without it retries, and the kernel
-  // does not call the OOM killer for it (seen on 6.12, swap, protected: its other threads wait on these).
+  // Server threads running (not blocked) in direct reclaim, as a CPU's backtrace shows them (the host's dumps). For a
+  // protected server that is an allocation that may not do I/O (PF_MEMALLOC_NOIO) and finds nothing to free without
+  // it: it retries, and the kernel does not call the OOM killer for it (seen on 6.12, swap, protected: its other
+  // threads wait on these).
   const runningInReclaim = server.some((t) => t.state === 'R' && t.onCpu !== undefined && RECLAIM.test(t.stack));
-  if (stuck.length === 0) return runningInReclaim ? 'noio-reclaim-loop' : 'no-server-thread-blocked';
+  const loop = runningInReclaim ? (noio ? 'noio-reclaim-loop' : 'reclaim-loop') : undefined;
+  if (stuck.length === 0) return loop ?? 'no-server-thread-blocked';
   const stacks = stuck.map((t) => t.stack).join(' | ');
   const reclaim = RECLAIM.test(stacks);
   if (reclaim && /swap_writepage|swap_writeout|nbd_|sock_xmit|blk_mq_get_tag|__submit_bio/.test(stacks)) return 'reclaim-io';
   if (/balance_dirty_pages/.test(stacks)) return 'balance_dirty_pages';
   if (reclaim && /folio_wait_writeback|wait_on_page_writeback/.test(stacks)) return 'reclaim-waits-on-writeback';
-  if (runningInReclaim) return 'noio-reclaim-loop';
+  if (loop) return loop;
   if (reclaim) return 'direct-reclaim';
   if (/folio_wait_writeback|wait_on_page_writeback|__filemap_fdatawait/.test(stacks)) return 'waiting-on-writeback';
   if (/swap_read|swapin|do_swap_page/.test(stacks)) return 'swap-in';
@@ -279,6 +284,13 @@ function classifyHostView(record) {
   const c = record.stackComparison;
   if (!c) return { outcome: 'failed', reason: 'the observer went silent and the host did not take both dumps' };
   const seen = 'seen from the host (the observer went silent)';
+  const [d1, d2] = [hv.snapshots['dump-1'], hv.snapshots['dump-2']];
+  if (d1.incomplete || d2.incomplete) return { outcome: 'unresolved', reason: `${seen}: a dump has a task whose header line was cut, so not every thread can be compared` };
+  if (d1.tgidMissing || d2.tgidMissing) return { outcome: 'unresolved', reason: `${seen}: this kernel's dumps give no tgid, so the threads of the server and the writer cannot be told apart from other tasks` };
+  // The disk is not the only witness: with the backing filesystem's writeback stuck, the server could still complete
+  // writes into its page cache. Those would move the guest's dirty, writeback or swap figures (sysrq m).
+  const moved = ['Dirty', 'Writeback', 'SwapFree'].filter((k) => d1.memoryKiB?.[k] === undefined || d1.memoryKiB[k] !== d2.memoryKiB?.[k]);
+  if (moved.length) return { outcome: 'unresolved', reason: `${seen}: the guest's memory figures moved or are missing between the dumps (${moved.map((k) => `${k} ${d1.memoryKiB?.[k]} -> ${d2.memoryKiB?.[k]} KiB`).join(', ')})` };
   if (hv.noDiskWriteSeconds < HANG_MIN_SECONDS) {
     return { outcome: 'unresolved', reason: `${seen}: the disk was last written ${hv.noDiskWriteSeconds} s before the second dump, less than ${HANG_MIN_SECONDS} s` };
   }
@@ -403,7 +415,7 @@ export function deriveHostView(record) {
     r.hostView = { ...hv, noDiskWriteSeconds: Math.round(d2.t - last) };
   }
   r.stackComparison = compareSnapshots(d1, d2);
-  r.cause = causeOf(d2 ?? d1);
+  r.cause = causeOf(d2 ?? d1, { noio: record.protect === 'exec' });
   const c = classify(r);
   r.completed = false;
   r.hung = c.outcome === 'hung';

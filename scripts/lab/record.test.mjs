@@ -2,7 +2,7 @@
 // counted as a hang, a hang needs the bound and the same blocked threads at both ends, old records stay apart.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parseBlockstats, parseSysrqTasks } from './host-view.mjs';
+import { parseBlockstats, parseCpuBacktraces, parseSysrqTasks } from './host-view.mjs';
 import { buildRecord, causeOf, classify, compareSnapshots, current, parseGuestOutput, samePlace, stallEpisodes } from './record.mjs';
 
 const series = (points) => ({
@@ -173,30 +173,57 @@ const hostView = ({ serverState = 'D', lastWriteAt = 100, apart = 250 } = {}) =>
   });
   return { series: { t, diskWriteBytes: w, diskReadBytes: w.map(() => 0) }, dumps: [dump('dump-1', 420 - apart + 20, '100.1'), dump('dump-2', 420 + 20, '400.2')] };
 };
+// sysrq m's figures (pages of 4 KiB) and free swap, as the kernel prints them.
+const sysrqMemory = ({ dirty = 1176, writeback = 8673, swapKiB = 486908 } = {}) =>
+  ['[ 161.6] Mem-Info:', '[ 161.6] active_anon:32560 inactive_anon:158809 isolated_anon:0', `[ 161.6]  unevictable:5045 dirty:${dirty} writeback:${writeback}`, '[ 161.6]  free:12006 free_pcp:391 free_cma:0', '[ 161.6] Node 0 active_anon:130240kB dirty:4704kB', `[ 161.7] Free swap  = ${swapKiB}kB`].join('\n');
+const withMemory = (view, second = {}) => {
+  view.dumps[0].text += `\n${sysrqMemory()}`;
+  view.dumps[1].text += `\n${sysrqMemory(second)}`;
+  return view;
+};
 const hostMeta = { at: '2026-12-05T00:00:00Z', kernelName: 'trixie', variant: 'swap', protect: 'exec', kernelRunExit: 125 };
 
 test('sysrq t as stacks like the guest records: timestamps, unreliable frames and module names left out, tgid kept', () => {
-  const [task] = parseSysrqTasks(sysrqTask('42.1', 'node', 'D', 201, 200, MUTEX));
-  assert.deepEqual(task, { name: 'node', state: 'D', pid: 201, tgid: 200, stack: '__schedule < schedule < nbd_queue_rq < swap_writepage < shrink_folio_list < try_to_free_pages < __alloc_pages_slowpath.constprop.0' });
+  const { tasks: [task], incomplete } = parseSysrqTasks(sysrqTask('42.1', 'node', 'D', 201, 200, MUTEX));
+  assert.equal(incomplete, false);
+  assert.deepEqual(task, { name: 'node', state: 'D', pid: 201, tgid: 200, flags: '0x00004000', stack: '__schedule < schedule < nbd_queue_rq < swap_writepage < shrink_folio_list < try_to_free_pages < __alloc_pages_slowpath.constprop.0' });
   assert.deepEqual(parseBlockstats('info blockstats\r\nvirtio0: rd_bytes=512 wr_bytes=4096 rd_operations=1 wr_operations=1\r\n'), { virtio0: { readBytes: 512, writeBytes: 4096 } });
 });
 
 test('a silent observer: hung from the host only with 300 s without a disk write and the server blocked in the same place at both dumps', () => {
-  const hung = buildRecord(`${PIDS}\nlab: no progress for 10s at t=15s: recording the tasks (stall 1)\n`, hostMeta, hostView());
+  const hung = buildRecord(`${PIDS}\nlab: no progress for 10s at t=15s: recording the tasks (stall 1)\n`, hostMeta, withMemory(hostView()));
   assert.equal(hung.observer, 'host');
   assert.equal(hung.outcome, 'hung', hung.outcomeReason);
   assert.equal(hung.cause, 'reclaim-io');
   assert.deepEqual(current(JSON.parse(JSON.stringify(hung))).outcome, 'hung');
   // The disk written 200 s before the second dump: not 300 s without progress.
-  assert.equal(buildRecord(PIDS, hostMeta, hostView({ lastWriteAt: 240 })).outcome, 'unresolved');
+  assert.equal(buildRecord(PIDS, hostMeta, withMemory(hostView({ lastWriteAt: 240 }))).outcome, 'unresolved');
   // Dumps 200 s apart: too close to prove a hang.
-  assert.equal(buildRecord(PIDS, hostMeta, hostView({ apart: 200 })).outcome, 'unresolved');
+  assert.equal(buildRecord(PIDS, hostMeta, withMemory(hostView({ apart: 200 }))).outcome, 'unresolved');
+  // The server completing writes into its page cache while the backing disk's writeback is stuck: dirty pages grow.
+  const dirtier = buildRecord(PIDS, hostMeta, withMemory(hostView(), { dirty: 1300 }));
+  assert.equal(dirtier.outcome, 'unresolved');
+  assert.match(dirtier.outcomeReason, /Dirty 4704 -> 5200 KiB/);
+  // No memory figures at all: no proof either.
+  assert.equal(buildRecord(PIDS, hostMeta, hostView()).outcome, 'unresolved');
   // The server running in reclaim, not blocked: no proof of a hang (a livelock is not shown by two dumps).
-  const running = buildRecord(PIDS, hostMeta, hostView({ serverState: 'R' }));
+  const running = buildRecord(PIDS, hostMeta, withMemory(hostView({ serverState: 'R' })));
   assert.equal(running.outcome, 'unresolved');
   assert.match(running.outcomeReason, /no server thread blocked/);
   // Without the pids the host cannot tell the server's threads: never hung.
-  assert.notEqual(buildRecord('', hostMeta, hostView()).outcome, 'hung');
+  assert.notEqual(buildRecord('', hostMeta, withMemory(hostView())).outcome, 'hung');
+  // A kernel that prints no tgid (6.1, 5.10): the server's other threads cannot be told apart, so never hung.
+  const noTgid = withMemory(hostView());
+  for (const d of noTgid.dumps) d.text = d.text.replace(/tgid:\d+\s+/g, '');
+  assert.match(buildRecord(PIDS, hostMeta, noTgid).outcomeReason, /no tgid/);
+  // A task header cut off its line: its trace has no task, so the dump is incomplete and the run not hung.
+  const cut = withMemory(hostView());
+  cut.dumps[1].text = cut.dumps[1].text.replace('task:node            state:D stack:0     pid:201', 'task:node   [ 400.3] lab: t=360s: nbd0');
+  assert.match(buildRecord(PIDS, hostMeta, cut).outcomeReason, /header line was cut/);
+  // An observer's line before a header, on the same line, is no cut.
+  const prefixed = withMemory(hostView());
+  prefixed.dumps[1].text = prefixed.dumps[1].text.replace('[400.2] task:node            state:D stack:0     pid:201', 'lab: t=360s: nbd0 written 2 MiB[400.2] task:node            state:D stack:0     pid:201');
+  assert.equal(buildRecord(PIDS, hostMeta, prefixed).outcome, 'hung');
 });
 
 test('a guest record that came whole is classified from the guest, whatever the host saw', () => {
@@ -213,14 +240,52 @@ test('server threads running in direct reclaim (a CPU backtrace in the host dump
       { role: 'blocked', tid: 3, name: 'jbd2/vda-8', state: 'D', stack: 'mempool_alloc < bio_alloc_bioset < __swap_writepage < jbd2_journal_commit_transaction' },
     ],
   };
-  assert.equal(causeOf(snap), 'noio-reclaim-loop');
+  assert.equal(causeOf(snap, { noio: true }), 'noio-reclaim-loop');
+  // An unprotected server's reclaim may do I/O: the same loop is named without NOIO.
+  assert.equal(causeOf(snap), 'reclaim-loop');
   // The same thread seen only by sysrq t (no CPU backtrace: its stack there is stale) is no evidence.
-  assert.equal(causeOf({ threads: [{ ...snap.threads[0], onCpu: undefined }, ...snap.threads.slice(1)] }), 'fs-kernel-thread-reclaim-io');
-  assert.equal(causeOf({ threads: [snap.threads[0]] }), 'noio-reclaim-loop');
+  assert.equal(causeOf({ threads: [{ ...snap.threads[0], onCpu: undefined }, ...snap.threads.slice(1)] }, { noio: true }), 'fs-kernel-thread-reclaim-io');
+  assert.equal(causeOf({ threads: [snap.threads[0]] }, { noio: true }), 'noio-reclaim-loop');
 });
 
 test("a host-observed record takes the kernel's release from a CPU backtrace in its dumps", () => {
-  const v = hostView();
+  const v = withMemory(hostView());
   v.dumps[1].text += '\n[  418.0] CPU: 1 UID: 0 PID: 219 Comm: node Not tainted 6.12.117+deb13-amd64 #1  Debian 6.12.117-1\n';
   assert.equal(buildRecord(PIDS, hostMeta, v).kernel, '6.12.117+deb13-amd64');
+});
+
+test("a CPU's backtrace: the interrupt's own frames left out, the interrupted place (RIP) first, the section ended by what is not a trace", () => {
+  const l = [
+    '[ 158.1] NMI backtrace for cpu 1',
+    '[ 158.1] CPU: 1 UID: 0 PID: 191 Comm: bash Not tainted 6.12.117+deb13-amd64 #1  Debian 6.12.117-1',
+    '[ 158.1] Hardware name: QEMU Standard PC (i440FX + PIIX, 1996), BIOS 0.1 11/11/2019',
+    '[ 158.1] Call Trace:',
+    '[ 158.1]  <IRQ>',
+    '[ 158.1]  dump_stack_lvl+0x5d/0x80',
+    '[ 158.1]  nmi_cpu_backtrace.cold+0x19/0x68',
+    '[ 158.1]  </IRQ>',
+    '[ 158.1]  <TASK>',
+    '[ 158.1]  asm_common_interrupt+0x26/0x40',
+    '[ 158.1] RIP: 0010:_raw_spin_unlock_irq+0x15/0x40',
+    '[ 158.1] RSP: 0018:ffffc900005173e8 EFLAGS: 00000202',
+    '[ 158.1] PKRU: 55555558',
+    '[ 158.1]  evict_folios+0x216/0x5f0',
+    '[ 158.1]  ? shrink_node+0x1/0x2',
+    '[ 158.1]  try_to_free_pages+0xdf/0x200',
+    '[ 158.1]  asm_exc_page_fault+0x26/0x30',
+    '[ 158.1] RIP: 0010:rep_movs_alternative+0x4a/0x90',
+    '[ 158.1]  _copy_to_iter+0xcc/0x6e0',
+    '[ 158.1] RIP: 0033:0x7f5056377109',
+    '[ 158.1]  </TASK>',
+    '[ 158.2] CPU: 0 UID: 0 PID: 291 Comm: node Not tainted 6.12.117+deb13-amd64 #1',
+    '[ 158.2] oom-kill:constraint=CONSTRAINT_NONE',
+    '[ 158.2]  schedule+0x27/0xc0',
+  ].join('\n');
+  assert.deepEqual(parseCpuBacktraces(l), [
+    // A page fault taken inside the kernel (copy_to_user) is one more frame, not a new start.
+    { cpu: 1, pid: 191, name: 'bash', stack: '_raw_spin_unlock_irq < evict_folios < try_to_free_pages < asm_exc_page_fault < rep_movs_alternative < _copy_to_iter' },
+    { cpu: 0, pid: 291, name: 'node', stack: '' },
+  ]);
+  // sysrq t does not count a CPU section's Call Trace as a task without a header.
+  assert.equal(parseSysrqTasks(`${sysrqTask('1.0', 'node', 'S', 5, 5, MUTEX)}\n${l}`).incomplete, false);
 });
