@@ -256,7 +256,11 @@ export function stacks(records, frames = 6) {
 
 /** Whether a cell's two sides differ: their counts of runs that did not finish without a stall differ. */
 export function showsEffect(records) {
-  const bad = (p) => records.filter((r) => r.protect === p && ['stalled', 'hung', 'unresolved', 'incomplete'].includes(outcomeOf(r).outcome)).length;
+  // Over whole pairs only: the first N runs of each side, N the shorter side's count (a side with an extra run, e.g.
+  // an interrupted pair, would otherwise differ by that run alone).
+  const side = (p) => records.filter((r) => r.protect === p).sort((a, b) => String(a.at).localeCompare(String(b.at)));
+  const n = Math.min(side('exec').length, side('none').length);
+  const bad = (p) => side(p).slice(0, n).filter((r) => ['stalled', 'hung', 'unresolved', 'incomplete'].includes(outcomeOf(r).outcome)).length;
   return bad('exec') !== bad('none');
 }
 

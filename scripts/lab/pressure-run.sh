@@ -44,7 +44,7 @@
 # its own allocations, and those of the tools it starts, never wait on /dev/nbd0: it has to report on a machine whose
 # other tasks are stuck. The writer and the hog are started through `io-flusher exec --clear`: unprotected, like any
 # application, with oom_score_adj 0 (the writer) and 1000 (the hog) where the observer has -1000.
-# IO_FLUSHER is not enough where memory runs out (the swap variant): the kernel never calls the OOM killer for an
+# IO_FLUSHER is not enough where memory runs out (the swap variant): the kernel never calls the global OOM killer for an
 # allocation that may not enter the filesystem, so a page the observer needs then may never come (Debian's 6.12 guest
 # went silent 16 s into its first stall). So its memory is locked and grown ahead (scripts/lab/observer-lock.c,
 # preloaded by lab-pressure.mjs), the files it appends to are allocated ahead, it writes to the console itself (not

@@ -214,7 +214,7 @@ export function causeOf(snapshot, { noio = false } = {}) {
   const stuck = server.filter((t) => t.state === 'D');
   // Server threads running (not blocked) in direct reclaim, as a CPU's backtrace shows them (the host's dumps). For a
   // protected server that is an allocation that may not do I/O (PF_MEMALLOC_NOIO) and finds nothing to free without
-  // it: it retries, and the kernel does not call the OOM killer for it (seen on 6.12, swap, protected: its other
+  // it: it retries, and the kernel does not call the global OOM killer for it (seen on 6.12, swap, protected: its other
   // threads wait on these).
   const runningInReclaim = server.some((t) => t.state === 'R' && t.onCpu !== undefined && RECLAIM.test(t.stack));
   const loop = runningInReclaim ? (noio ? 'noio-reclaim-loop' : 'reclaim-loop') : undefined;
