@@ -26,7 +26,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { watchHost } from './lab/host-view.mjs';
+import { formatDumps, parseDumps, watchHost } from './lab/host-view.mjs';
 import { buildRecord, COUNTED, current, hostViewOf, isOld, outcomeOf } from './lab/record.mjs';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
@@ -119,7 +119,7 @@ export async function runOnce({ variant, protect, kernel = 'bookworm', node = 's
     kernelRunExit: status,
     hostLoadavg: { start: loadStart.map(round2), end: os.loadavg().map(round2) },
   }, hostView);
-  if (hostView.dumps.length) record.hostDumps = hostView.dumps.map((d) => `=== ${d.name} at host t=${d.t} s\n${d.text}`).join('\n');
+  if (hostView.dumps.length) record.hostDumps = formatDumps(hostView.dumps);
   return record;
 }
 const round2 = (x) => Math.round(x * 100) / 100;
@@ -377,10 +377,7 @@ async function main() {
     const reparsed = (r) => {
       const dumpsFile = r.hostView?.dumpsFile && path.join(path.dirname(file), r.hostView.dumpsFile);
       if (!dumpsFile || !fs.existsSync(dumpsFile)) return r;
-      const parts = fs.readFileSync(dumpsFile, 'utf8').split(/^=== (dump-\d) at host t=([\d.]+) s\n/m);
-      const dumps = [];
-      for (let i = 1; i + 2 < parts.length + 1; i += 3) dumps.push({ name: parts[i], t: Number(parts[i + 1]), text: parts[i + 2] ?? '' });
-      const again = hostViewOf({ ...r.hostView, dumps }, `lab: pids: server=${r.hostView.pids?.server} writer=${r.hostView.pids?.writer} hog=${r.hostView.pids?.hog ?? 'none'}\n`);
+      const again = hostViewOf({ ...r.hostView, dumps: parseDumps(fs.readFileSync(dumpsFile, 'utf8')) }, r.hostView.pids);
       return { ...r, kernel: r.kernel ?? again.kernelRelease, hostView: { ...r.hostView, ...again, dumpsFile: r.hostView.dumpsFile } };
     };
     const lines = readResults(file).map((r) => JSON.stringify(current(reparsed(r))));

@@ -30,6 +30,11 @@ describe('io-flusher vm (command line)', () => {
     [['--accel', 'hvf', '--', 'true'], /bad --accel 'hvf'/],
     [['--mode', 'rootless', '--', 'true'], /bad --mode 'rootless'/],
     [['--project', '/nonexistent/project', '--', 'true'], /--project \/nonexistent\/project is not a directory/],
+    [['--monitor', 'mon.sock', '--', 'true'], /bad --monitor 'mon.sock'/],
+    [['--monitor', '/tmp/a,server=off', '--', 'true'], /bad --monitor/],
+    // 60 characters, 120 bytes: a socket path's limit is in bytes.
+    [['--monitor', `/tmp/${'é'.repeat(60)}`, '--', 'true'], /at most 107 bytes/],
+    [['--monitor', '/nonexistent/dir/mon.sock', '--', 'true'], /no such directory/],
     [[], /no command given/],
   ])('usage error %j: exit 2 naming "io-flusher vm", before any download or boot', (args, message) => {
     const r = run(args);
@@ -37,6 +42,20 @@ describe('io-flusher vm (command line)', () => {
     expect(r.stderr).toMatch(/^io-flusher vm: error: /);
     expect(r.stderr).toMatch(message);
     expect(fs.existsSync('/nonexistent/never-created')).toBe(false);
+  });
+
+  it('--monitor refuses a path that exists (QEMU would delete it to bind) and leaves it in place', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vm-monitor-'));
+    const taken = path.join(dir, 'someone-else.sock');
+    fs.writeFileSync(taken, 'not ours');
+    try {
+      const r = run(['--monitor', taken, '--', 'true']);
+      expect(r.status).toBe(2);
+      expect(r.stderr).toMatch(/exists: give a path that does not/);
+      expect(fs.readFileSync(taken, 'utf8')).toBe('not ours');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('refuses to share / when no project is found above the current directory', () => {

@@ -2,11 +2,12 @@
 //
 // Why: in the swap variant, memory can run out so completely that nothing in the guest runs any more, the lab's
 // observer included (it runs with IO_FLUSHER, so its allocations may not enter I/O, and the kernel does not call the
-// OOM killer for such an allocation). The guest kernel still handles interrupts: a key press of QEMU's emulated
+// global OOM killer for such an allocation). The guest kernel still handles interrupts: a key press of QEMU's emulated
 // keyboard reaches its sysrq handler, which prints every task with its kernel stack (sysrq t), a backtrace of each CPU
 // (sysrq l) and the memory state (sysrq m) straight to the serial console, without allocating memory. And QEMU counts
-// the bytes written to the guest's virtual disk, the NBD server's backing store: every write the server completes
-// reaches that disk, at the latest when the guest's writeback expires dirty pages (30 s).
+// the bytes written to the guest's virtual disk, the NBD server's backing store: a write the server completes reaches
+// that disk when the guest's writeback flushes it (52-68 s at most after /dev/nbd0's last progress in the runs that
+// have both views), or never if that writeback is stuck, so record.mjs also compares the guest's memory figures.
 //
 // So, for every run, the host samples the disk's write counter once a second (QEMU's `info blockstats`, over the
 // monitor socket vm/kernel-run opens with --monitor). When the observer has reported a stall and then printed nothing
@@ -157,6 +158,15 @@ export function parseSysrqMemory(text) {
   const swap = /Free swap\s*=\s*(\d+)kB/.exec(text);
   if (swap) out.SwapFree = Number(swap[1]);
   return out;
+}
+
+/** The dumps as lab-pressure.mjs keeps their console text beside the results, and back (for --reclassify). */
+export const formatDumps = (dumps) => dumps.map((d) => `=== ${d.name} at host t=${d.t} s\n${d.text}`).join('\n');
+export function parseDumps(text) {
+  const parts = text.split(/^=== (dump-\d) at host t=([\d.]+) s\n/m);
+  const dumps = [];
+  for (let i = 1; i + 2 < parts.length; i += 3) dumps.push({ name: parts[i], t: Number(parts[i + 1]), text: parts[i + 2] });
+  return dumps;
 }
 
 /** The pids the observer announces on the console when its watch begins ("lab: pids: server=N writer=N hog=N"). */

@@ -329,7 +329,7 @@ export const isOld = (record) => !record.series && record.schema === undefined;
 export function buildRecord(output, host, hostView) {
   const parsed = parseGuestOutput(output);
   const record = { schema: 2, ...host };
-  if (hostView) record.hostView = hostViewOf(hostView, output);
+  if (hostView) record.hostView = hostViewOf(hostView, parsePids(output));
   // The observer went silent and the host took its two dumps: the host's view is the record's result.
   if ((!parsed || parsed.truncated) && record.hostView?.snapshots?.['dump-2']) {
     const g = parsed?.guest ?? {};
@@ -385,11 +385,10 @@ export function derive(record) {
 
 /**
  * The host's view as the record keeps it (scripts/lab/host-view.mjs): the disk's series, the pids the observer
- * announced, and the host's dumps parsed into snapshots (the raw console text is not kept here: lab-pressure.mjs
- * saves it beside the results).
+ * announced (parsePids), and the host's dumps parsed into snapshots (the raw console text is not kept here:
+ * lab-pressure.mjs saves it beside the results).
  */
-export function hostViewOf(view, output) {
-  const pids = parsePids(output);
+export function hostViewOf(view, pids) {
   const kept = { series: view.series, pids, silentAt: view.silentAt, observerBack: view.observerBack, endedByHost: view.endedByHost };
   // The guest's release, as its kernel names itself in a CPU's backtrace ("CPU: 1 UID: 0 PID: 219 Comm: node Not
   // tainted 6.12.117+deb13-amd64 #1"), for a record whose observer never printed its own.

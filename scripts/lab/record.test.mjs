@@ -2,7 +2,7 @@
 // counted as a hang, a hang needs the bound and the same blocked threads at both ends, old records stay apart.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parseBlockstats, parseCpuBacktraces, parseSysrqTasks } from './host-view.mjs';
+import { formatDumps, parseBlockstats, parseCpuBacktraces, parseDumps, parseSysrqTasks } from './host-view.mjs';
 import { buildRecord, causeOf, classify, compareSnapshots, current, parseGuestOutput, samePlace, stallEpisodes } from './record.mjs';
 
 const series = (points) => ({
@@ -288,4 +288,9 @@ test("a CPU's backtrace: the interrupt's own frames left out, the interrupted pl
   ]);
   // sysrq t does not count a CPU section's Call Trace as a task without a header.
   assert.equal(parseSysrqTasks(`${sysrqTask('1.0', 'node', 'S', 5, 5, MUTEX)}\n${l}`).incomplete, false);
+});
+
+test('the dumps kept beside the results read back as they were written (--reclassify parses them again)', () => {
+  const dumps = [{ name: 'dump-1', t: 150.2, text: '[ 1.0] task:node state:D\n=== not a header\n' }, { name: 'dump-2', t: 410.6, text: 'x\n' }];
+  assert.deepEqual(parseDumps(formatDumps(dumps)).map((d) => [d.name, d.t, d.text.trimEnd()]), dumps.map((d) => [d.name, d.t, d.text.trimEnd()]));
 });
