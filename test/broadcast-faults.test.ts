@@ -452,13 +452,7 @@ describe('what the program does with signals and threads of its own', () => {
   });
 
   it.runIf(canTrace)(`the addon loaded only in a Worker that left the handler for a late thread and exited: the process survives the late signal${traceNote}`, () => {
-    let r = fault('dlclose-late-handler.js');
-    // Inconclusive (exit 3): Node's Worker teardown waited for the held thread, so the late signal never came after
-    // the exit. Rare (once in CI); the scenario is run once more, and must then complete.
-    if (r.status === 3) {
-      console.warn(`dlclose-late-handler: inconclusive, run again:\n${r.stdout}`);
-      r = fault('dlclose-late-handler.js');
-    }
+    const r = fault('dlclose-late-handler.js');
     expect({ status: r.status, signal: r.signal }, r.stdout + r.stderr).toEqual({ status: 0, signal: null });
     expect(r.stdout).toContain('still alive');
   });
