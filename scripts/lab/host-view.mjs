@@ -373,7 +373,10 @@ export async function watchHost({ monitorPath, output, lastOutputAt, done, log =
     } catch {
       // The monitor went away (the VM ended): the loop ends with `done`.
     }
-    await sleep(Math.max(0, 1000 - (Date.now() - tickStart)));
+    // Once the VM is told to quit, nothing more is sent: a tick that took over a second (a dump) would otherwise
+    // reconnect to a monitor that is going away.
+    if (phase === 'ended') await done;
+    else await sleep(Math.max(0, 1000 - (Date.now() - tickStart)));
   }
   monitor?.close();
   return view;

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { test } from 'node:test';
+import { describe, test } from 'node:test';
 import { watchHost } from './host-view.mjs';
 
 /** A fake HMP: answers info blockstats from `disk()`, records sendkey and quit, prints the dump text on sysrq t. */
@@ -66,7 +66,8 @@ async function scenario({ observerBack = false, stall = true, kernelNoise = fals
         else setTimeout(() => print('lab-record-begin\n'), 50); // while the dump is still being taken
       }
     },
-    onQuit: () => setTimeout(endVm, 50),
+    // QEMU and kernel-run take a moment to exit after quit, longer than the host's tick: nothing may be sent meanwhile.
+    onQuit: () => setTimeout(endVm, 1500),
   });
   // Kernel messages (NBD_LAB_PRINTK=7: hung-task reports) keep coming: they are not the observer talking.
   const noise = kernelNoise ? setInterval(() => print('[ 99.0] INFO: task node:291 blocked for more than 20 seconds.\n'), 700) : undefined;
@@ -88,42 +89,45 @@ async function scenario({ observerBack = false, stall = true, kernelNoise = fals
   return { view, commands: mon.commands };
 }
 
-test('silent during a stall: two dumps (console level, tasks, CPUs, memory), the second after the disk stopped, then quit; kernel messages are not the observer', async () => {
-  const { view, commands } = await scenario({ kernelNoise: true });
-  assert.deepEqual(view.dumps.map((d) => d.name), ['dump-1', 'dump-2']);
-  assert.match(view.dumps[0].text, /task:node/);
-  const keys = commands.filter((c) => c.startsWith('sendkey')).map((c) => c.slice(-1));
-  assert.deepEqual(keys, ['7', 't', 'l', 'm', '7', 't', 'l', 'm']);
-  assert.equal(commands.at(-1), 'quit');
-  assert.ok(view.dumps[1].t - view.dumps[0].t >= timing.intervalSeconds);
-  assert.ok(view.series.t.length >= 5 && view.series.diskWriteBytes.at(-1) > 0);
-  assert.ok(view.endedByHost);
-});
+// Each scenario has its own socket and clocks, and mostly waits: they run side by side (85 s one after another).
+describe('the host view', { concurrency: true }, () => {
+  test('silent during a stall: two dumps (console level, tasks, CPUs, memory), the second after the disk stopped, then quit and nothing after it; kernel messages are not the observer', async () => {
+    const { view, commands } = await scenario({ kernelNoise: true });
+    assert.deepEqual(view.dumps.map((d) => d.name), ['dump-1', 'dump-2']);
+    assert.match(view.dumps[0].text, /task:node/);
+    const keys = commands.filter((c) => c.startsWith('sendkey')).map((c) => c.slice(-1));
+    assert.deepEqual(keys, ['7', 't', 'l', 'm', '7', 't', 'l', 'm']);
+    assert.equal(commands.at(-1), 'quit');
+    assert.ok(view.dumps[1].t - view.dumps[0].t >= timing.intervalSeconds);
+    assert.ok(view.series.t.length >= 5 && view.series.diskWriteBytes.at(-1) > 0);
+    assert.ok(view.endedByHost);
+  });
 
-test('an observer that keeps talking gets no dump, and the VM is not ended', async () => {
-  const { view, commands } = await scenario({ stall: false });
-  assert.equal(view.dumps.length, 0);
-  assert.ok(!commands.includes('quit'));
-  assert.ok(!commands.some((c) => c.startsWith('sendkey')));
-});
+  test('an observer that keeps talking gets no dump, and the VM is not ended', async () => {
+    const { view, commands } = await scenario({ stall: false });
+    assert.equal(view.dumps.length, 0);
+    assert.ok(!commands.includes('quit'));
+    assert.ok(!commands.some((c) => c.startsWith('sendkey')));
+  });
 
-test('an observer that prints again after the first dump reports the run itself: no second dump, no quit', async () => {
-  const { view, commands } = await scenario({ observerBack: 'after-dump-1' });
-  assert.deepEqual(view.dumps.map((d) => d.name), ['dump-1']);
-  assert.ok(view.observerBack);
-  assert.ok(!commands.includes('quit'));
-});
+  test('an observer that prints again after the first dump reports the run itself: no second dump, no quit', async () => {
+    const { view, commands } = await scenario({ observerBack: 'after-dump-1' });
+    assert.deepEqual(view.dumps.map((d) => d.name), ['dump-1']);
+    assert.ok(view.observerBack);
+    assert.ok(!commands.includes('quit'));
+  });
 
-test('an observer that begins its record during the second dump: the VM is not ended', async () => {
-  const { view, commands } = await scenario({ observerBack: 'during-dump-2' });
-  assert.deepEqual(view.dumps.map((d) => d.name), ['dump-1', 'dump-2']);
-  assert.ok(view.observerBack);
-  assert.ok(!commands.includes('quit'));
-});
+  test('an observer that begins its record during the second dump: the VM is not ended', async () => {
+    const { view, commands } = await scenario({ observerBack: 'during-dump-2' });
+    assert.deepEqual(view.dumps.map((d) => d.name), ['dump-1', 'dump-2']);
+    assert.ok(view.observerBack);
+    assert.ok(!commands.includes('quit'));
+  });
 
-test('a monitor that never answers: the watch ends with the run, with no sample', async () => {
-  const started = Date.now();
-  const { view } = await scenario({ mute: true });
-  assert.equal(view.series.t.length, 0);
-  assert.ok(Date.now() - started < 30000);
+  test('a monitor that never answers: the watch ends with the run, with no sample', async () => {
+    const started = Date.now();
+    const { view } = await scenario({ mute: true });
+    assert.equal(view.series.t.length, 0);
+    assert.ok(Date.now() - started < 30000);
+  });
 });
